@@ -1,0 +1,1 @@
+"""Sub-commands of the ``hil`` CLI, one module each (see :mod:`hil.cli`)."""

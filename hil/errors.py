@@ -1,0 +1,13 @@
+"""Root of the ``hil`` error tree. Messages name the bad value, what was expected, and the fix."""
+
+
+class HilError(Exception):
+    """Base class for every error raised by the ``hil`` package."""
+
+
+class ConfigError(HilError):
+    """A run or CLI configuration value is invalid."""
+
+
+class DataError(HilError):
+    """A data set could not be found, fetched or parsed."""

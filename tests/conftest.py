@@ -1,0 +1,74 @@
+"""Shared pytest fixtures and options.
+
+- ``rng``: a seeded ``numpy.random.Generator``; tests never touch global RNG state.
+- ``--device-url URL``: runs tests marked ``hardware`` against that device; they skip
+  otherwise.
+- ``jsb_path``: the standard JSB Chorales pickle, from ``HIL_DATA_DIR`` or ``../shared/data``
+  beside the checkout. Missing data skips the test locally but **fails** it when
+  ``CI=true``, so CI cannot go green by skipping the data tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+JSB_FILENAME = "jsb_chorales.pickle"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device-url",
+        default=None,
+        help="driver URL of a real device for tests marked 'hardware' (e.g. board://lab.yaml)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--device-url"):
+        return
+    skip_hw = pytest.mark.skip(reason="needs a real device: pass --device-url URL")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip_hw)
+
+
+@pytest.fixture
+def device_url(request: pytest.FixtureRequest) -> str | None:
+    return request.config.getoption("--device-url")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20231128)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def data_dir() -> Path:
+    env = os.environ.get("HIL_DATA_DIR")
+    if env:
+        return Path(env)
+    return REPO_ROOT.parent / "shared" / "data"
+
+
+def require_data_file(name: str) -> Path:
+    """Return the path of a shared data file, skipping (locally) or failing (CI) if absent."""
+    path = data_dir() / name
+    if not path.is_file():
+        msg = f"data file {path} not found; set HIL_DATA_DIR to the folder holding {name}"
+        if in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def jsb_path() -> Path:
+    return require_data_file(JSB_FILENAME)
