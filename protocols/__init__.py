@@ -1,5 +1,61 @@
-"""ZeroMQ wire protocol: pydantic message models and raw-buffer array framing."""
+"""ZeroMQ wire protocol: pydantic message models and raw-buffer array framing.
+
+Public API: :class:`Region`, :class:`DeviceInfo`, :class:`Limits`, the reports, the
+message models in :mod:`protocols.messages`, and :func:`encode` / :func:`decode_request`
+/ :func:`decode_reply` in :mod:`protocols.framing`. See ``docs/protocol.md``.
+"""
 
 
 class ProtocolError(Exception):
     """Root of the protocol's error tree: a message or frame is malformed."""
+
+    code = "bad_request"
+
+
+class MalformedMessage(ProtocolError):
+    """A frame, header or array buffer does not follow the spec."""
+
+    code = "bad_request"
+
+
+class VersionMismatchError(ProtocolError):
+    """The peer speaks another protocol version."""
+
+    code = "version_mismatch"
+
+
+from protocols.framing import decode_reply, decode_request, encode  # noqa: E402
+from protocols.messages import ERROR_CODES, PROTOCOL_VERSION  # noqa: E402
+from protocols.models import (  # noqa: E402
+    CAP_PROGRAM,
+    CAP_TIME,
+    CAP_TRANSPOSE,
+    AdvanceReport,
+    DeviceInfo,
+    Limits,
+    ProgramReport,
+    PulseReport,
+    ResetReport,
+)
+from protocols.region import Region  # noqa: E402
+
+__all__ = [
+    "CAP_PROGRAM",
+    "CAP_TIME",
+    "CAP_TRANSPOSE",
+    "ERROR_CODES",
+    "PROTOCOL_VERSION",
+    "AdvanceReport",
+    "DeviceInfo",
+    "Limits",
+    "MalformedMessage",
+    "ProgramReport",
+    "ProtocolError",
+    "PulseReport",
+    "Region",
+    "ResetReport",
+    "VersionMismatchError",
+    "decode_reply",
+    "decode_request",
+    "encode",
+]

@@ -1,0 +1,467 @@
+"""The driver contract: one small interface for every chip backend (simulator, server, board).
+
+Public verbs validate their arguments, log one structlog event (``request_id``, ``chip``,
+``region``), then call a ``_hook``. A new driver implements only the hooks:
+
+==========================  =====================================================
+public verb                 hook (arguments already validated and normalised)
+==========================  =====================================================
+``info()``                  ``_info() -> DeviceInfo`` (called once, cached)
+``mvm(region, x)``          ``_mvm(region, x_f32, transpose) -> (batch, n) f32 µS``
+``read_conductances(r)``    ``_read_conductances(region) -> (rows, cols, 4) f32 µS``
+``apply_pulses(r, counts)`` ``_apply_pulses(region, counts_i32, reset_mask, rid)``
+``reset(region)``           ``_reset(region, rid) -> ResetReport``
+``program(region, target)`` ``_program(region, target_f32, tol, iters, rid)``
+``advance(dt_s)``           ``_advance(dt_s, rid) -> AdvanceReport`` (optional)
+``time_s()``                ``_time_s() -> float`` (optional)
+``close()``                 ``_close()``
+==========================  =====================================================
+
+Units (docs/ARCHITECTURE.md): conductances in µS, device order ``A+, B+, A-, B-`` on the
+last axis, MVM ``y_us = x_q @ G_net`` with ``G_net = ((G_A+ + G_B+) - (G_A- + G_B-))/2``
+for ``x`` of shape ``(batch, rows)`` in ``[-1, 1]``; ``transpose=True`` drives the columns
+with ``x`` of shape ``(batch, cols)`` and returns ``(batch, rows)``.
+
+Idempotency: state-changing verbs take a client-chosen ``request_id``. The base keeps a
+bounded :class:`ReplyCache`; a repeated id returns the first reply and calls no hook. A
+repeated id with *different* arguments is refused (``InvalidRequest``), since that is a
+caller bug. Drivers that persist state (SimDriver with a state dir) persist this record
+with the state. A driver instance is not thread-safe; share it through the server.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import math
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import structlog
+
+from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded
+from protocols.models import (
+    CAP_TIME,
+    CAP_TRANSPOSE,
+    AdvanceReport,
+    DeviceInfo,
+    ProgramReport,
+    PulseReport,
+    ResetReport,
+)
+from protocols.region import Region
+
+Report = PulseReport | ResetReport | ProgramReport | AdvanceReport
+REPORT_TYPES: dict[str, type[Report]] = {
+    t.__name__: t for t in (PulseReport, ResetReport, ProgramReport, AdvanceReport)
+}
+MAX_REQUEST_ID_LEN = 128
+
+
+def new_request_id() -> str:
+    """A fresh random request id (uuid4 hex)."""
+    return uuid.uuid4().hex
+
+
+class ReplyCache:
+    """Bounded ``request_id -> (verb, fingerprint, reply)`` record of state-changing requests.
+
+    Oldest entries are evicted first once ``capacity`` is reached; a retry older than
+    ``capacity`` requests is therefore applied again, so size it above the number of
+    requests a client can have in flight across a restart.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        if capacity < 1:
+            raise ValueError(f"ReplyCache capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._entries: OrderedDict[str, tuple[str, str, Report]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, request_id: str, verb: str, fingerprint: str) -> Report | None:
+        """The recorded reply of ``request_id``, or None if unknown.
+
+        Raises:
+            InvalidRequest: the id was used before for a different verb or arguments.
+        """
+        entry = self._entries.get(request_id)
+        if entry is None:
+            return None
+        old_verb, old_fp, reply = entry
+        if old_verb != verb or old_fp != fingerprint:
+            raise InvalidRequest(
+                f"request_id {request_id!r} was already used for a different {old_verb} "
+                f"request; a retry must repeat the same request. Use a fresh id "
+                f"(drivers.base.new_request_id()) for a new request."
+            )
+        return reply
+
+    def put(self, request_id: str, verb: str, fingerprint: str, reply: Report) -> None:
+        self._entries[request_id] = (verb, fingerprint, reply)
+        self._entries.move_to_end(request_id)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """JSON-able records, oldest first (for snapshots)."""
+        return [
+            {"id": rid, "verb": v, "fp": fp, "type": type(r).__name__, "reply": r.model_dump()}
+            for rid, (v, fp, r) in self._entries.items()
+        ]
+
+    def load_records(self, records: Iterable[dict[str, Any]]) -> None:
+        for rec in records:
+            reply = REPORT_TYPES[rec["type"]].model_validate(rec["reply"])
+            self.put(rec["id"], rec["verb"], rec["fp"], reply)
+
+
+def fingerprint(verb: str, *parts: Any) -> str:
+    """A digest of a request's verb and arguments (arrays hashed by dtype, shape, bytes)."""
+    h = hashlib.blake2b(verb.encode(), digest_size=16)
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(f"{p.dtype.str}{p.shape}".encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        elif isinstance(p, Region):
+            h.update(p.model_dump_json().encode())
+        else:
+            h.update(repr(p).encode())
+    return h.hexdigest()
+
+
+class Driver(abc.ABC):
+    """Abstract chip driver. Use as a context manager; see the module docstring."""
+
+    def __init__(self, *, reply_cache_size: int = 4096) -> None:
+        self._replies = ReplyCache(reply_cache_size)
+        self._info_cache: DeviceInfo | None = None
+        self._closed = False
+        self._log = structlog.get_logger(__name__).bind(driver=type(self).__name__)
+
+    # ------------------------------------------------------------------ hooks
+    @abc.abstractmethod
+    def _info(self) -> DeviceInfo: ...
+
+    @abc.abstractmethod
+    def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def _read_conductances(self, region: Region) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def _apply_pulses(
+        self, region: Region, counts: np.ndarray, reset_mask: np.ndarray | None, request_id: str
+    ) -> PulseReport: ...
+
+    @abc.abstractmethod
+    def _reset(self, region: Region, request_id: str) -> ResetReport: ...
+
+    @abc.abstractmethod
+    def _program(
+        self,
+        region: Region,
+        target_us: np.ndarray,
+        tolerance_us: float,
+        max_iterations: int,
+        request_id: str,
+    ) -> ProgramReport: ...
+
+    def _advance(self, dt_s: float, request_id: str) -> AdvanceReport:
+        raise InvalidRequest(f"{type(self).__name__} has no clock control (capability {CAP_TIME})")
+
+    def _time_s(self) -> float:
+        raise InvalidRequest(f"{type(self).__name__} has no device clock (capability {CAP_TIME})")
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; default: nothing to release."""
+
+    # ------------------------------------------------------------- public verbs
+    def info(self) -> DeviceInfo:
+        """Chips, array shape, conductance range, capabilities, limits and identity."""
+        self._check_open()
+        if self._info_cache is None:
+            self._info_cache = self._info()
+        return self._info_cache
+
+    def mvm(self, region: Region, x: Any, *, transpose: bool = False) -> np.ndarray:
+        """``y_us = x_q @ G_net`` over ``region``: ``(batch, rows)`` -> ``(batch, cols)`` f32 µS."""
+        region = self._check_region(region)
+        info = self.info()
+        if transpose and not info.has(CAP_TRANSPOSE):
+            raise InvalidRequest(
+                f"{info.driver} driver has no transposed MVM (capability {CAP_TRANSPOSE})"
+            )
+        n_in, n_out = (region.cols, region.rows) if transpose else (region.rows, region.cols)
+        x = self._check_inputs(x, n_in, info)
+        self._log.debug(
+            "mvm", chip=region.chip, region=str(region), batch=x.shape[0], transpose=transpose
+        )
+        y = self._mvm(region, x, transpose)
+        return self._check_output(y, (x.shape[0], n_out), "mvm")
+
+    def read_conductances(self, region: Region) -> np.ndarray:
+        """Per-device conductances of ``region``: ``(rows, cols, 4)`` float32 µS (noisy read)."""
+        region = self._check_region(region)
+        self._log.debug("read_conductances", chip=region.chip, region=str(region))
+        g = self._read_conductances(region)
+        return self._check_output(g, (*region.shape, self.info().devices_per_cell), "read")
+
+    def apply_pulses(
+        self,
+        region: Region,
+        counts: Any,
+        reset_mask: Any = None,
+        *,
+        request_id: str | None = None,
+    ) -> PulseReport:
+        """RESET devices where ``reset_mask``, then apply ``counts`` SET pulses per device."""
+        region = self._check_region(region)
+        info = self.info()
+        counts = self._check_counts(counts, region, info)
+        mask = None if reset_mask is None else self._check_mask(reset_mask, region, info)
+        rid = self._check_request_id(request_id)
+        fp = fingerprint("apply_pulses", region, counts, mask)
+        return self._once(
+            "apply_pulses",
+            rid,
+            fp,
+            region,
+            lambda: self._apply_pulses(region, counts, mask, rid),
+            set_pulses=int(counts.sum()),
+        )  # type: ignore[return-value]
+
+    def reset(self, region: Region, *, request_id: str | None = None) -> ResetReport:
+        """RESET every device of ``region`` (conductance to ~g_min, drift restarts)."""
+        region = self._check_region(region)
+        rid = self._check_request_id(request_id)
+        fp = fingerprint("reset", region)
+        return self._once(
+            "reset",
+            rid,
+            fp,
+            region,  # type: ignore[return-value]
+            lambda: self._reset(region, rid),
+        )
+
+    def program(
+        self,
+        region: Region,
+        target_us: Any,
+        *,
+        tolerance_us: float,
+        max_iterations: int,
+        request_id: str | None = None,
+    ) -> ProgramReport:
+        """Program-and-verify each device of ``region`` to ``target_us`` ``(rows, cols, 4)`` µS."""
+        region = self._check_region(region)
+        info = self.info()
+        target = self._check_target(target_us, region, info)
+        tol = _finite_float(tolerance_us, "tolerance_us")
+        if tol <= 0:
+            raise InvalidRequest(f"tolerance_us={tol} must be > 0 µS")
+        iters = _int(max_iterations, "max_iterations")
+        if iters < 1:
+            raise InvalidRequest(f"max_iterations={iters} must be >= 1")
+        if iters > info.limits.max_program_iterations:
+            raise LimitExceeded(
+                f"max_iterations={iters} exceeds the device limit "
+                f"{info.limits.max_program_iterations}; lower it"
+            )
+        rid = self._check_request_id(request_id)
+        fp = fingerprint("program", region, target, tol, iters)
+        return self._once(
+            "program",
+            rid,
+            fp,
+            region,  # type: ignore[return-value]
+            lambda: self._program(region, target, tol, iters, rid),
+        )
+
+    def advance(self, dt_s: float, *, request_id: str | None = None) -> float:
+        """Move the device clock forward by ``dt_s`` seconds; returns the new time (s)."""
+        self._check_open()
+        if not self.info().has(CAP_TIME):
+            raise InvalidRequest(f"{self.info().driver} driver has no clock control")
+        dt = _finite_float(dt_s, "dt_s")
+        if dt < 0:
+            raise InvalidRequest(f"dt_s={dt} must be >= 0: the device clock cannot go back")
+        rid = self._check_request_id(request_id)
+        rep = self._once(
+            "advance", rid, fingerprint("advance", dt), None, lambda: self._advance(dt, rid)
+        )
+        return rep.time_s
+
+    def time_s(self) -> float:
+        """The device clock (s) — simulators only (capability ``time_control``)."""
+        self._check_open()
+        if not self.info().has(CAP_TIME):
+            raise InvalidRequest(f"{self.info().driver} driver has no device clock")
+        return float(self._time_s())
+
+    def close(self) -> None:
+        """Release the device; idempotent. Persisting drivers save their state here."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------- internals
+    def _once(
+        self, verb: str, rid: str, fp: str, region: Region | None, call: Any, **fields: Any
+    ) -> Report:
+        where = {} if region is None else {"chip": region.chip, "region": str(region)}
+        cached = self._replies.get(rid, verb, fp)
+        if cached is not None:
+            self._log.info(verb, request_id=rid, replayed=True, **where)
+            return cached
+        self._log.info(verb, request_id=rid, **where, **fields)
+        reply = call()
+        self._replies.put(rid, verb, fp, reply)
+        return reply
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DriverError(f"{type(self).__name__} is closed; open a new driver")
+
+    def _check_request_id(self, request_id: str | None) -> str:
+        if request_id is None:
+            return new_request_id()
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID_LEN:
+            raise InvalidRequest(
+                f"request_id {request_id!r} must be a non-empty str of at most "
+                f"{MAX_REQUEST_ID_LEN} characters"
+            )
+        return request_id
+
+    def _check_region(self, region: Any) -> Region:
+        self._check_open()
+        if isinstance(region, tuple | list) and len(region) == 5:
+            try:
+                region = Region(*region)
+            except ValueError as exc:
+                raise InvalidRequest(f"bad region {region!r}: {exc}") from None
+        if not isinstance(region, Region):
+            raise InvalidRequest(
+                f"region must be a protocols.Region(chip, row0, row1, col0, col1), "
+                f"got {type(region).__name__}"
+            )
+        info = self.info()
+        if region.chip >= info.chips:
+            raise InvalidRequest(
+                f"{region}: chip {region.chip} does not exist "
+                f"(device has chips 0..{info.chips - 1})"
+            )
+        if region.row1 > info.rows or region.col1 > info.cols:
+            raise InvalidRequest(
+                f"{region} exceeds the {info.rows}x{info.cols} array; rows must be in "
+                f"[0, {info.rows}] and columns in [0, {info.cols}] (half-open ranges)"
+            )
+        return region
+
+    def _check_inputs(self, x: Any, n_in: int, info: DeviceInfo) -> np.ndarray:
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise InvalidRequest(f"mvm input dtype {x.dtype} is not floating; pass float32/64")
+        if x.ndim != 2 or x.shape[1] != n_in:
+            hint = " (use x[None, :] for a single vector)" if x.ndim == 1 else ""
+            raise InvalidRequest(f"mvm input shape {x.shape} must be (batch, {n_in}){hint}")
+        if x.shape[0] < 1:
+            raise InvalidRequest("mvm input batch is empty; pass at least one vector")
+        if x.shape[0] > info.limits.max_batch:
+            raise LimitExceeded(
+                f"mvm batch {x.shape[0]} exceeds the device limit {info.limits.max_batch}; "
+                f"split it into smaller requests"
+            )
+        if not np.all(np.isfinite(x)):
+            raise InvalidRequest("mvm input contains NaN or inf")
+        peak = float(np.max(np.abs(x)))
+        if peak > 1.0:
+            raise InvalidRequest(
+                f"mvm input magnitude {peak:g} exceeds 1; inputs are PWM in [-1, 1]: scale them"
+            )
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _check_counts(self, counts: Any, region: Region, info: DeviceInfo) -> np.ndarray:
+        counts = np.asarray(counts)
+        if counts.dtype == np.bool_ or not np.issubdtype(counts.dtype, np.integer):
+            raise InvalidRequest(f"pulse counts dtype {counts.dtype} must be an integer type")
+        expected = (*region.shape, info.devices_per_cell)
+        if counts.shape != expected:
+            raise InvalidRequest(
+                f"pulse counts shape {counts.shape} must be {expected} "
+                f"(rows, cols, devices) for {region}"
+            )
+        if counts.size and int(counts.min()) < 0:
+            raise InvalidRequest("pulse counts must be >= 0 (SET pulses only; use reset_mask)")
+        peak = int(counts.max()) if counts.size else 0
+        if peak > info.limits.max_pulses_per_device:
+            raise LimitExceeded(
+                f"{peak} pulses on one device exceeds the per-request limit "
+                f"{info.limits.max_pulses_per_device}; split into several requests"
+            )
+        return np.ascontiguousarray(counts, dtype=np.int32)
+
+    def _check_mask(self, mask: Any, region: Region, info: DeviceInfo) -> np.ndarray:
+        mask = np.asarray(mask)
+        if mask.dtype != np.bool_:
+            raise InvalidRequest(f"reset_mask dtype {mask.dtype} must be bool")
+        expected = (*region.shape, info.devices_per_cell)
+        if mask.shape != expected:
+            raise InvalidRequest(f"reset_mask shape {mask.shape} must be {expected}")
+        return np.ascontiguousarray(mask)
+
+    def _check_target(self, target: Any, region: Region, info: DeviceInfo) -> np.ndarray:
+        target = np.asarray(target)
+        if not np.issubdtype(target.dtype, np.floating):
+            raise InvalidRequest(f"target_us dtype {target.dtype} must be floating (µS)")
+        expected = (*region.shape, info.devices_per_cell)
+        if target.shape != expected:
+            raise InvalidRequest(f"target_us shape {target.shape} must be {expected}")
+        if not np.all(np.isfinite(target)):
+            raise InvalidRequest("target_us contains NaN or inf")
+        lo, hi = float(target.min()), float(target.max())
+        if lo < info.g_min_us or hi > info.g_max_us:
+            raise InvalidRequest(
+                f"target_us spans [{lo:g}, {hi:g}] µS, outside the device range "
+                f"[{info.g_min_us:g}, {info.g_max_us:g}] µS; clip the targets"
+            )
+        return np.ascontiguousarray(target, dtype=np.float32)
+
+    def _check_output(self, y: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape != shape:
+            raise DeviceError(
+                f"{type(self).__name__} {what} returned shape {y.shape}, "
+                f"expected {shape}: driver bug"
+            )
+        return y.astype(np.float32, copy=False)
+
+
+def _finite_float(v: Any, name: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"{name}={v!r} must be a number") from None
+    if not math.isfinite(f):
+        raise InvalidRequest(f"{name}={f} must be finite")
+    return f
+
+
+def _int(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | np.integer):
+        raise InvalidRequest(f"{name}={v!r} must be an int")
+    return int(v)

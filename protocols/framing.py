@@ -1,0 +1,158 @@
+"""Array framing: ``[header_json, *raw_buffers]``. Never pickle.
+
+The header is the JSON of one message (:mod:`protocols.messages`); its ``arrays`` field
+lists one :class:`~protocols.messages.ArraySpec` (name, dtype, shape, nbytes) per raw
+buffer frame that follows, in order. Decoding checks, before any ``np.frombuffer``:
+
+1. the header is at most :data:`MAX_HEADER_BYTES` of UTF-8 JSON holding an object;
+2. ``version`` equals :data:`~protocols.messages.PROTOCOL_VERSION` (else
+   :class:`VersionMismatchError`);
+3. the message validates against the request (or reply) union;
+4. the number of buffer frames equals the number of specs, names are unique and are
+   exactly the kind's required names plus allowed optional ones;
+5. each dtype is whitelisted, ``prod(shape) * itemsize == nbytes == len(buffer)`` and
+   ``nbytes <= MAX_ARRAY_BYTES``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from protocols import MalformedMessage, VersionMismatchError
+from protocols.messages import (
+    DTYPES,
+    PROTOCOL_VERSION,
+    REPLY_ADAPTER,
+    REQUEST_ADAPTER,
+    ArraySpec,
+)
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_ARRAY_BYTES = 256 * 1024 * 1024
+
+_NAME_OF_DTYPE = {np.dtype(v): k for k, v in DTYPES.items()}
+
+
+def _dtype_name(arr: np.ndarray) -> str:
+    dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
+    name = _NAME_OF_DTYPE.get(np.dtype(dt.str.replace("=", "<")))
+    if name is None:
+        raise MalformedMessage(
+            f"dtype {arr.dtype} cannot travel on the wire; use one of {sorted(DTYPES)}"
+        )
+    return name
+
+
+def encode(message: Any, arrays: Mapping[str, np.ndarray] | None = None) -> list[bytes]:
+    """Frames of ``message`` with ``arrays`` attached as raw little-endian C-order buffers.
+
+    Args:
+        message: a request or reply model from :mod:`protocols.messages`; its own
+            ``arrays`` field is replaced by the specs of ``arrays``.
+        arrays: name -> array; names must match the kind's required/optional arrays.
+
+    Returns:
+        ``[header_json_bytes, *buffers]``.
+    """
+    specs: list[ArraySpec] = []
+    buffers: list[bytes] = []
+    for name, arr in (arrays or {}).items():
+        a = np.asarray(arr)
+        dname = _dtype_name(a)
+        a = np.require(a, dtype=np.dtype(DTYPES[dname]), requirements="C")
+        specs.append(ArraySpec(name=name, dtype=dname, shape=a.shape, nbytes=a.nbytes))
+        buffers.append(a.tobytes())
+    msg = message.model_copy(update={"arrays": tuple(specs)})
+    _check_names(msg, specs)
+    return [msg.model_dump_json().encode(), *buffers]
+
+
+def _check_names(msg: Any, specs: Sequence[ArraySpec]) -> None:
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise MalformedMessage(f"duplicate array names {names} in a {msg.kind!r} message")
+    required = set(msg.REQUIRED_ARRAYS)
+    allowed = required | set(msg.OPTIONAL_ARRAYS)
+    if missing := required - set(names):
+        raise MalformedMessage(f"{msg.kind!r} message lacks array(s) {sorted(missing)}")
+    if extra := set(names) - allowed:
+        raise MalformedMessage(
+            f"{msg.kind!r} message carries unexpected array(s) {sorted(extra)}; "
+            f"allowed: {sorted(allowed)}"
+        )
+
+
+def _parse_header(raw: bytes | memoryview, adapter: TypeAdapter[Any]) -> Any:
+    if len(raw) > MAX_HEADER_BYTES:
+        raise MalformedMessage(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        obj = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise MalformedMessage(f"header is not UTF-8 JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MalformedMessage(f"header must be a JSON object, got {type(obj).__name__}")
+    version = obj.get("version")
+    if version != PROTOCOL_VERSION:
+        raise VersionMismatchError(
+            f"protocol version {version!r} is not supported; this side speaks "
+            f"version {PROTOCOL_VERSION}. Upgrade the older of client and server."
+        )
+    try:
+        return adapter.validate_python(obj)
+    except ValidationError as exc:
+        errs = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        raise MalformedMessage(f"invalid {obj.get('kind', '?')!r} message: {errs}") from None
+
+
+def _decode_arrays(msg: Any, buffers: Sequence[bytes | memoryview]) -> dict[str, np.ndarray]:
+    specs: tuple[ArraySpec, ...] = msg.arrays
+    if len(buffers) != len(specs):
+        raise MalformedMessage(
+            f"header lists {len(specs)} array(s) but {len(buffers)} buffer frame(s) followed"
+        )
+    _check_names(msg, specs)
+    out: dict[str, np.ndarray] = {}
+    for spec, buf in zip(specs, buffers, strict=True):
+        dtype = np.dtype(DTYPES[spec.dtype])
+        count = math.prod(spec.shape)
+        expected = count * dtype.itemsize
+        if spec.nbytes != expected:
+            raise MalformedMessage(
+                f"array {spec.name!r}: nbytes={spec.nbytes} but shape {spec.shape} of "
+                f"{spec.dtype} needs {expected}"
+            )
+        if spec.nbytes > MAX_ARRAY_BYTES:
+            raise MalformedMessage(
+                f"array {spec.name!r} of {spec.nbytes} bytes exceeds {MAX_ARRAY_BYTES}"
+            )
+        if len(buf) != spec.nbytes:
+            raise MalformedMessage(
+                f"array {spec.name!r}: header says {spec.nbytes} bytes, frame has {len(buf)}"
+            )
+        out[spec.name] = np.frombuffer(buf, dtype=dtype, count=count).reshape(spec.shape)
+    return out
+
+
+def decode_request(frames: Sequence[bytes | memoryview]) -> tuple[Any, dict[str, np.ndarray]]:
+    """Parse ``[header, *buffers]`` into a request model and its named read-only arrays."""
+    if not frames:
+        raise MalformedMessage("empty message: expected [header_json, *buffers]")
+    msg = _parse_header(frames[0], REQUEST_ADAPTER)
+    return msg, _decode_arrays(msg, frames[1:])
+
+
+def decode_reply(frames: Sequence[bytes | memoryview]) -> tuple[Any, dict[str, np.ndarray]]:
+    """Parse ``[header, *buffers]`` into a reply model and its named read-only arrays."""
+    if not frames:
+        raise MalformedMessage("empty message: expected [header_json, *buffers]")
+    msg = _parse_header(frames[0], REPLY_ADAPTER)
+    return msg, _decode_arrays(msg, frames[1:])

@@ -1,0 +1,266 @@
+"""Wire messages: one pydantic model per request and reply, discriminated by ``kind``.
+
+Every message is frozen, forbids unknown fields, carries ``version`` (the protocol
+version, checked before anything else) and a client-chosen ``request_id``. A retried
+request reuses its ``request_id``; the server then returns the original reply of a
+state-changing request and applies nothing. Arrays do not travel inside the JSON: the
+message lists :class:`ArraySpec` entries and the raw buffers follow as extra frames (see
+:mod:`protocols.framing`). ``REQUIRED_ARRAYS`` / ``OPTIONAL_ARRAYS`` name the buffers each
+kind carries.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from protocols.models import (
+    AdvanceReport,
+    DeviceInfo,
+    ProgramReport,
+    PulseReport,
+    ResetReport,
+)
+from protocols.region import Region
+
+PROTOCOL_VERSION = 1
+"""Bumped on any incompatible change of a message or of the framing."""
+
+DTYPES: dict[str, str] = {
+    "bool": "|b1",
+    "uint8": "|u1",
+    "int16": "<i2",
+    "uint16": "<u2",
+    "int32": "<i4",
+    "int64": "<i8",
+    "float32": "<f4",
+    "float64": "<f8",
+}
+"""Whitelisted array dtypes on the wire (name -> little-endian numpy dtype string)."""
+
+DTypeName = Literal["bool", "uint8", "int16", "uint16", "int32", "int64", "float32", "float64"]
+
+ErrorCode = Literal[
+    "bad_request",
+    "not_found",
+    "lease_conflict",
+    "limit_exceeded",
+    "device_error",
+    "version_mismatch",
+    "unauthorised",
+    "internal",
+]
+ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
+
+LeaseMode = Literal["read", "write"]
+
+_ID = Field(min_length=1, max_length=128, description="client-chosen id; retries reuse it")
+
+
+class ArraySpec(BaseModel):
+    """Metadata of one raw buffer frame: checked before ``np.frombuffer``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=32)
+    dtype: DTypeName
+    shape: tuple[Annotated[int, Field(ge=0)], ...] = Field(max_length=4)
+    nbytes: int = Field(ge=0)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ()
+    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ()
+
+    version: int = PROTOCOL_VERSION
+    request_id: str = _ID
+    arrays: tuple[ArraySpec, ...] = Field(default=(), max_length=4)
+
+
+# ---------------------------------------------------------------- requests
+
+
+class Hello(_Message):
+    kind: Literal["hello"] = "hello"
+    client: str = Field(default="", max_length=128, description="free-form client name")
+
+
+class InfoRequest(_Message):
+    kind: Literal["info"] = "info"
+
+
+class MvmRequest(_Message):
+    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("x",)
+    kind: Literal["mvm"] = "mvm"
+    region: Region
+    transpose: bool = False
+
+
+class ReadRequest(_Message):
+    kind: Literal["read_conductances"] = "read_conductances"
+    region: Region
+
+
+class PulseRequest(_Message):
+    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("counts",)
+    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ("reset_mask",)
+    kind: Literal["apply_pulses"] = "apply_pulses"
+    region: Region
+
+
+class ResetRequest(_Message):
+    kind: Literal["reset"] = "reset"
+    region: Region
+
+
+class ProgramRequest(_Message):
+    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("target_us",)
+    kind: Literal["program"] = "program"
+    region: Region
+    tolerance_us: float
+    max_iterations: int
+
+
+class AdvanceRequest(_Message):
+    kind: Literal["advance"] = "advance"
+    dt_s: float
+
+
+class TimeRequest(_Message):
+    kind: Literal["time"] = "time"
+
+
+class LeaseAcquire(_Message):
+    kind: Literal["lease_acquire"] = "lease_acquire"
+    region: Region
+    mode: LeaseMode = "write"
+
+
+class LeaseRelease(_Message):
+    kind: Literal["lease_release"] = "lease_release"
+    lease_id: str = Field(min_length=1, max_length=64)
+
+
+class Heartbeat(_Message):
+    kind: Literal["heartbeat"] = "heartbeat"
+
+
+# ---------------------------------------------------------------- replies
+
+
+class HelloReply(_Message):
+    kind: Literal["hello_reply"] = "hello_reply"
+    server: str
+    client_id: str = Field(description="how the server names this client in logs and leases")
+    info: DeviceInfo
+    heartbeat_interval_s: float = Field(gt=0)
+    lease_ttl_s: float = Field(gt=0)
+
+
+class InfoReply(_Message):
+    kind: Literal["info_reply"] = "info_reply"
+    info: DeviceInfo
+
+
+class MvmReply(_Message):
+    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("y",)
+    kind: Literal["mvm_reply"] = "mvm_reply"
+
+
+class ReadReply(_Message):
+    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("g_us",)
+    kind: Literal["read_conductances_reply"] = "read_conductances_reply"
+
+
+class PulseReply(_Message):
+    kind: Literal["apply_pulses_reply"] = "apply_pulses_reply"
+    report: PulseReport
+
+
+class ResetReply(_Message):
+    kind: Literal["reset_reply"] = "reset_reply"
+    report: ResetReport
+
+
+class ProgramReply(_Message):
+    kind: Literal["program_reply"] = "program_reply"
+    report: ProgramReport
+
+
+class AdvanceReply(_Message):
+    kind: Literal["advance_reply"] = "advance_reply"
+    report: AdvanceReport
+
+
+class TimeReply(_Message):
+    kind: Literal["time_reply"] = "time_reply"
+    time_s: float
+
+
+class LeaseReply(_Message):
+    kind: Literal["lease_reply"] = "lease_reply"
+    lease_id: str
+    region: Region
+    mode: LeaseMode
+    ttl_s: float = Field(gt=0, description="lease lapses this long after the last heartbeat")
+
+
+class LeaseReleased(_Message):
+    kind: Literal["lease_released"] = "lease_released"
+    lease_id: str
+
+
+class HeartbeatReply(_Message):
+    kind: Literal["heartbeat_reply"] = "heartbeat_reply"
+    leases: int = Field(ge=0, description="leases this client still holds")
+
+
+class ErrorReply(_Message):
+    """A typed failure. ``request_id`` is ``"-"`` when the request could not be parsed."""
+
+    kind: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+
+
+Request = Annotated[
+    Hello
+    | InfoRequest
+    | MvmRequest
+    | ReadRequest
+    | PulseRequest
+    | ResetRequest
+    | ProgramRequest
+    | AdvanceRequest
+    | TimeRequest
+    | LeaseAcquire
+    | LeaseRelease
+    | Heartbeat,
+    Field(discriminator="kind"),
+]
+Reply = Annotated[
+    HelloReply
+    | InfoReply
+    | MvmReply
+    | ReadReply
+    | PulseReply
+    | ResetReply
+    | ProgramReply
+    | AdvanceReply
+    | TimeReply
+    | LeaseReply
+    | LeaseReleased
+    | HeartbeatReply
+    | ErrorReply,
+    Field(discriminator="kind"),
+]
+Message = Annotated[Request | Reply, Field(discriminator="kind")]
+
+REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
+REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)
+
+STATE_CHANGING_KINDS = frozenset({"apply_pulses", "reset", "program", "advance"})
+"""Request kinds that change a chip; their ``request_id`` makes retries idempotent."""
