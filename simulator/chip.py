@@ -1,0 +1,323 @@
+"""One 256x256 PCM crossbar chip of 4-device unit cells: MVM, reads, pulses, programming.
+
+MVM (docs/ARCHITECTURE.md): for inputs ``x`` (batch, rows) in [-1, 1],
+
+    x_q = round(x L_in)/L_in,  L_in = 2^(dac_bits-1) - 1            (8-bit signed PWM)
+    y   = x_q @ G_net(t) + sqrt(x_q^2 @ V(t)) * xi,   xi ~ N(0, 1) per (batch, col)
+    y_q = clip(round(y/lsb), -L_out, L_out) lsb,  lsb = full_scale/L_out   (ADC)
+
+with ``G_net(t) = ((G_A+ + G_B+) - (G_A- + G_B-))/2`` of the drifted conductances and
+``V_ij = sum_d (sigma_ijd/2)^2``, ``sigma_ijd = G_ijd(t) sigma_rel,ijd`` (1/f read noise,
+§5). Because per-device read noise is independent Gaussian, the column noise is Gaussian
+with exactly this variance, so sampling in the output domain is exact in distribution and
+fresh for every input row.
+
+Cache approximation: ``G_net(t)`` and ``V(t)`` are cached per region at time ``t_c`` and
+reused at ``t`` while the largest relative change of any device's drift factor or read-noise
+std is at most ``cache_rel_tol`` (default 1e-4), bounded by
+``max(nu_max, 1/(2 ln_min)) * ln(1 + (t - t_c)/(age_min + t0))`` where ``age_min`` is the
+youngest device's age and ``ln_min = ln((age_min + t0 + t_read)/(2 t_read))``. Any write
+to an overlapping region drops the entry.
+
+Randomness: ``SeedSequence(seed, spawn_key=(chip_id,))`` spawns three PCG64 streams: *init*
+(device spread, faults, initial state), *write* (pulses, programming noise, nu draws,
+verify reads) and *read* (MVM and :meth:`Chip.read_conductances` noise). Reads therefore
+never change the future written state; replaying the writes (at their chip times, see
+:meth:`Chip.advance_to`) reproduces the state exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from simulator import physics, validation
+from simulator.clock import Clock
+from simulator.population import Population
+from simulator.presets import DeviceParams, get_preset
+from simulator.programming import ProgramResult, program_cells
+from simulator.region import ARRAY_SIZE, DEVICES_PER_CELL, Region
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["Chip", "ProgramResult", "PulseResult"]
+
+
+@dataclass(frozen=True)
+class PulseResult:
+    """Outcome of :meth:`Chip.apply_pulses` / :meth:`Chip.reset`."""
+
+    n_set_pulses: int
+    """SET pulses applied (faulty devices ignore theirs)"""
+    n_resets: int
+    """RESETs applied"""
+    t_s: float
+    """chip time after the request (s)"""
+
+
+@dataclass
+class _CacheEntry:
+    t_s: float
+    g_net: np.ndarray  # (rows, cols) float32 µS
+    var: np.ndarray  # (rows, cols) float32 µS^2
+    rate: float  # max(nu_max, 1/(2 ln_min))
+    age_min_s: float  # youngest device age + t0 (s)
+
+
+class Chip:
+    """A simulated 256x256 PCM crossbar (see module doc). Not thread-safe."""
+
+    def __init__(
+        self, chip_id: int = 0, params: DeviceParams | str = "hermes", seed: int = 0, *,
+        clock: Clock | str = "virtual", adc_full_scale_us: float | None = None,
+        cache_rel_tol: float = 1e-4,
+    ) -> None:
+        self._chip_id = int(chip_id)
+        self._params = get_preset(params) if isinstance(params, str) else params
+        self._seed = int(seed)
+        self._clock = Clock(clock) if isinstance(clock, str) else clock
+        self.adc_full_scale_us = (self._params.adc_full_scale_us if adc_full_scale_us is None
+                                  else adc_full_scale_us)
+        self.cache_rel_tol = float(cache_rel_tol)
+        init, write, read = np.random.SeedSequence(
+            self._seed, spawn_key=(self._chip_id,)).spawn(3)
+        self._write_rng = np.random.Generator(np.random.PCG64(write))
+        self._read_rng = np.random.Generator(np.random.PCG64(read))
+        self._pop = Population.create(self._params, np.random.Generator(np.random.PCG64(init)),
+                                      self._clock.time_s)
+        self._cache: dict[tuple[int, int, int, int], _CacheEntry] = {}
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def chip_id(self) -> int:
+        return self._chip_id
+
+    @property
+    def params(self) -> DeviceParams:
+        return self._params
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def time_s(self) -> float:
+        """The chip's current time (s)."""
+        return self._clock.time_s
+
+    @property
+    def adc_full_scale_us(self) -> float:
+        """ADC saturation level (µS), symmetric; settable."""
+        return self._adc_full_scale_us
+
+    @adc_full_scale_us.setter
+    def adc_full_scale_us(self, value: float) -> None:
+        if not 0 < float(value) < float("inf"):
+            raise validation.InputRangeError(f"adc_full_scale_us must be > 0, got {value!r}")
+        self._adc_full_scale_us = float(value)
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of persistent device state (excludes caches)."""
+        return self._pop.nbytes
+
+    def advance(self, dt_s: float) -> float:
+        """Let ``dt_s`` seconds pass (devices drift); returns the new time."""
+        return self._clock.advance(dt_s)
+
+    def advance_to(self, t_s: float) -> float:
+        """Move the clock forward to ``t_s`` (for journal replay); returns the new time."""
+        return self._clock.advance_to(t_s)
+
+    # ----------------------------------------------------------------- reads
+    def mvm(self, region: Region, x: np.ndarray) -> np.ndarray:
+        """Noisy MVM ``(batch, rows) -> (batch, cols)`` float32 µS (module doc)."""
+        region = validation.check_region(region, self._chip_id)
+        x = validation.check_inputs(x, region.nrows, "rows")
+        entry = self._entry(region)
+        return self._mvm(x, entry.g_net, entry.var)
+
+    def mvm_t(self, region: Region, x: np.ndarray) -> np.ndarray:
+        """Transposed MVM: inputs drive the columns, ``(batch, cols) -> (batch, rows)`` µS."""
+        region = validation.check_region(region, self._chip_id)
+        x = validation.check_inputs(x, region.ncols, "columns")
+        entry = self._entry(region)
+        return self._mvm(x, entry.g_net.T, entry.var.T)
+
+    def _mvm(self, x: np.ndarray, g_net: np.ndarray, var: np.ndarray) -> np.ndarray:
+        p = self._params
+        xq = x.astype(np.float32)
+        if p.dac_bits is not None:
+            levels = np.float32(2 ** (p.dac_bits - 1) - 1)
+            xq = np.rint(xq * levels)
+            xq *= np.float32(1.0 / levels)
+        y = xq @ g_net
+        if p.read_noise:
+            np.square(xq, out=xq)
+            s = xq @ var
+            np.sqrt(s, out=s)
+            s *= self._read_rng.standard_normal(s.shape, dtype=np.float32)
+            y += s
+        if p.adc_bits is not None:
+            levels = 2 ** (p.adc_bits - 1) - 1
+            lsb = np.float32(self._adc_full_scale_us / levels)
+            y *= np.float32(1.0) / lsb
+            np.rint(y, out=y)
+            np.clip(y, -levels, levels, out=y)
+            y *= lsb
+        self._clock.tick(x.shape[0] * p.mvm_latency_s)
+        return y
+
+    def _entry(self, region: Region) -> _CacheEntry:
+        t = self._clock.time_s
+        entry = self._cache.get(region.key)
+        if entry is not None:
+            bound = entry.rate * math.log1p(max(t - entry.t_s, 0.0) / entry.age_min_s)
+            if bound <= self.cache_rel_tol:
+                return entry
+        entry = self._build_entry(region, t)
+        if len(self._cache) >= 16:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[region.key] = entry
+        return entry
+
+    def _build_entry(self, region: Region, t_s: float) -> _CacheEntry:
+        rs, cs = region.slices
+        a = self._pop.arrays
+        age = t_s - a["t_prog_s"][rs, cs]
+        g_prog, nu = a["g_prog_us"][rs, cs], a["nu"][rs, cs]
+        g = g_prog * physics.drift_factor(age, nu, self._params.t0_s)
+        g_net = ((g[..., 0] + g[..., 1]) - (g[..., 2] + g[..., 3])) * np.float32(0.5)
+        sig = g * physics.read_sigma_rel(g_prog, age, self._params) * np.float32(0.5)
+        var = np.einsum("ijd,ijd->ij", sig, sig).astype(np.float32)
+        age_min = max(float(age.min()), 0.0) + self._params.t0_s
+        ln_min = math.log((age_min + self._params.t_read_s) / (2 * self._params.t_read_s))
+        rate = max(float(nu.max()), 0.5 / ln_min)
+        return _CacheEntry(t_s, np.ascontiguousarray(g_net), var, rate, age_min)
+
+    def read_conductances(self, region: Region) -> np.ndarray:
+        """Per-device noisy read ``(rows, cols, 4)`` float32 µS (slow path; read stream).
+
+        Modelled as 4 one-hot reads per row: the clock advances by ``4 rows`` MVM latencies.
+        """
+        region = validation.check_region(region, self._chip_id)
+        idx = self._device_index(region).reshape(-1)
+        g = self._pop.read(idx, self._clock.time_s, self._read_rng)
+        self._clock.tick(DEVICES_PER_CELL * region.nrows * self._params.mvm_latency_s)
+        return g.astype(np.float32).reshape(*region.shape, DEVICES_PER_CELL)
+
+    def true_conductances(self, region: Region) -> np.ndarray:
+        """Noise-free drifted conductances ``(rows, cols, 4)`` float32 µS (diagnostics)."""
+        region = validation.check_region(region, self._chip_id)
+        idx = self._device_index(region).reshape(-1)
+        g = self._pop.conductance(idx, self._clock.time_s)
+        return g.astype(np.float32).reshape(*region.shape, DEVICES_PER_CELL)
+
+    def fault_map(self, region: Region) -> np.ndarray:
+        """Fault codes ``(rows, cols, 4)`` uint8: 0 ok, 1 stuck RESET, 2 stuck g_max, 3 dead."""
+        region = validation.check_region(region, self._chip_id)
+        rs, cs = region.slices
+        return self._pop.arrays["fault"][rs, cs].copy()
+
+    # ----------------------------------------------------------------- writes
+    def apply_pulses(
+        self, region: Region, counts: np.ndarray, reset_mask: np.ndarray | None = None
+    ) -> PulseResult:
+        """RESET devices in ``reset_mask`` first, then ``counts`` SET pulses per device.
+
+        Pulses act on all devices in parallel; the clock advances by
+        ``(any reset + max count) pulse_time_s``.
+        """
+        region = validation.check_region(region, self._chip_id)
+        counts = validation.check_counts(counts, region)
+        shape = (*region.shape, DEVICES_PER_CELL)
+        n_resets = 0
+        t = self._clock.time_s
+        if reset_mask is not None:
+            reset_mask = validation.check_mask(reset_mask, shape, "reset_mask")
+            if reset_mask.any():
+                n_resets = self._pop.reset(self._flat(region, reset_mask), t, self._write_rng)
+                self._clock.tick(self._params.pulse_time_s)
+        t = self._clock.time_s
+        active = counts > 0
+        n_set = 0
+        if active.any():
+            n_set = self._pop.set_pulses(self._flat(region, active), counts[active], t,
+                                         self._write_rng)
+            self._clock.tick(int(counts.max()) * self._params.pulse_time_s)
+        self._invalidate(region)
+        log.debug("apply_pulses", chip=self._chip_id, region=region.key, n_set=n_set,
+                  n_resets=n_resets)
+        return PulseResult(n_set, n_resets, self._clock.time_s)
+
+    def reset(self, region: Region) -> PulseResult:
+        """RESET every device of ``region``."""
+        region = validation.check_region(region, self._chip_id)
+        n = self._pop.reset(self._device_index(region).reshape(-1), self._clock.time_s,
+                            self._write_rng)
+        self._clock.tick(self._params.pulse_time_s)
+        self._invalidate(region)
+        return PulseResult(0, n, self._clock.time_s)
+
+    def program(
+        self, region: Region, target_us: np.ndarray, tolerance_us: float | None = None,
+        max_iterations: int = 20, cell_mask: np.ndarray | None = None,
+    ) -> ProgramResult:
+        """Program-and-verify net conductances ``target_us`` (rows, cols) µS.
+
+        Cells outside ``cell_mask`` (rows, cols) bool are left untouched (use it for
+        refresh). Algorithm and statistics: :mod:`simulator.programming`.
+        ``tolerance_us`` defaults to ``params.program_tolerance_us``.
+        """
+        region = validation.check_region(region, self._chip_id)
+        target = validation.check_targets(target_us, region, self._params.g_net_max_us)
+        tol = validation.check_tolerance(
+            self._params.program_tolerance_us if tolerance_us is None else tolerance_us)
+        max_iterations = validation.check_positive_int(max_iterations, "max_iterations")
+        if cell_mask is None:
+            cell_mask = np.ones(region.shape, dtype=bool)
+        cell_mask = validation.check_mask(cell_mask, region.shape, "cell_mask")
+        ii, jj = np.nonzero(cell_mask)
+        cells = (ii + region.row0) * ARRAY_SIZE + (jj + region.col0)
+        result = program_cells(self._pop, cells, target[ii, jj], tol, max_iterations,
+                               self._clock, self._write_rng)
+        self._invalidate(region)
+        log.debug("program", chip=self._chip_id, region=region.key, cells=result.n_cells,
+                  rms_error_us=result.rms_error_us, iterations=result.iterations)
+        return result
+
+    # ----------------------------------------------------------------- helpers
+    def _device_index(self, region: Region) -> np.ndarray:
+        rows = np.arange(region.row0, region.row1)[:, None, None]
+        cols = np.arange(region.col0, region.col1)[None, :, None]
+        return (rows * ARRAY_SIZE + cols) * DEVICES_PER_CELL + np.arange(DEVICES_PER_CELL)
+
+    def _flat(self, region: Region, mask: np.ndarray) -> np.ndarray:
+        i, j, d = np.nonzero(mask)
+        return ((i + region.row0) * ARRAY_SIZE + (j + region.col0)) * DEVICES_PER_CELL + d
+
+    def _invalidate(self, region: Region) -> None:
+        for key in [k for k in self._cache if Region(self._chip_id, *k).overlaps(region)]:
+            del self._cache[key]
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Atomically write the full state to one ``.npz`` (see :mod:`simulator.persistence`)."""
+        from simulator.persistence import save_chip
+
+        return save_chip(self, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path, *, clock_mode: str | None = None) -> Chip:
+        """A chip restored from :meth:`save`; it continues exactly as if never stopped."""
+        from simulator.persistence import load_chip
+
+        return load_chip(cls, Path(path), clock_mode=clock_mode)

@@ -1,0 +1,110 @@
+"""Save and load a chip's full state: one ``.npz`` holding the device arrays and a JSON
+metadata string (format, preset parameters, chip id, seed, clock, both RNG states, ADC
+range, and the anchor times of the MVM caches so a loaded chip reproduces them exactly).
+
+Writes are atomic: a temporary file in the same directory is written, flushed, fsynced
+and renamed over the target (then the directory is fsynced). This is the simulator's only
+I/O and it is never called by the physics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from simulator.clock import Clock
+from simulator.errors import ChipStateError
+from simulator.population import FIELDS, Population
+from simulator.presets import DeviceParams
+from simulator.region import Region
+
+if TYPE_CHECKING:
+    from simulator.chip import Chip
+
+FORMAT = "pcm-hil-chip"
+FORMAT_VERSION = 1
+META_KEY = "__meta__"
+
+
+def save_chip(chip: Chip, path: Path) -> Path:
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "chip_id": chip.chip_id,
+        "seed": chip.seed,
+        "params": chip.params.to_dict(),
+        "clock": chip.clock.state(),
+        "adc_full_scale_us": chip.adc_full_scale_us,
+        "cache_rel_tol": chip.cache_rel_tol,
+        "write_rng": chip._write_rng.bit_generator.state,
+        "read_rng": chip._read_rng.bit_generator.state,
+        "cache_anchors": [[*key, entry.t_s] for key, entry in chip._cache.items()],
+    }
+    arrays = dict(chip._pop.arrays)
+    arrays[META_KEY] = np.array(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def _rng(state: dict[str, Any]) -> np.random.Generator:
+    bg = np.random.PCG64()
+    bg.state = state
+    return np.random.Generator(bg)
+
+
+def load_chip(cls: type[Chip], path: Path, clock_mode: str | None = None) -> Chip:
+    if not path.is_file():
+        raise ChipStateError(f"chip state file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data[META_KEY]))
+            arrays = {name: data[name] for name in FIELDS}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ChipStateError(f"{path} is not a readable chip state file: {exc}") from exc
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise ChipStateError(
+            f"{path}: format {meta.get('format')!r} v{meta.get('format_version')!r}, "
+            f"expected {FORMAT!r} v{FORMAT_VERSION}"
+        )
+    params = DeviceParams.from_dict(meta["params"])
+    chip = cls.__new__(cls)
+    chip._chip_id = int(meta["chip_id"])
+    chip._params = params
+    chip._seed = int(meta["seed"])
+    clock_state = dict(meta["clock"])
+    if clock_mode is not None:
+        clock_state["mode"] = clock_mode
+    chip._clock = Clock.from_state(clock_state)
+    chip.adc_full_scale_us = float(meta["adc_full_scale_us"])
+    chip.cache_rel_tol = float(meta["cache_rel_tol"])
+    chip._write_rng = _rng(meta["write_rng"])
+    chip._read_rng = _rng(meta["read_rng"])
+    try:
+        chip._pop = Population(arrays, params)
+    except ValueError as exc:
+        raise ChipStateError(f"{path}: {exc}") from exc
+    chip._cache = {}
+    for r0, r1, c0, c1, t_s in meta["cache_anchors"]:
+        region = Region(chip.chip_id, r0, r1, c0, c1)
+        chip._cache[region.key] = chip._build_entry(region, float(t_s))
+    return chip

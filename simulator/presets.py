@@ -1,0 +1,219 @@
+"""Device parameters and named, cited presets.
+
+Every field of :class:`DeviceParams` has a unit and a source. Formulas that use these
+numbers live in :mod:`simulator.physics` (one kernel per equation). Sources are listed in
+``../shared/docs/pcm-physics.md`` section 7; "estimate" marks numbers that are ours.
+
+Presets:
+
+- ``hermes`` (default): IBM HERMES 14-nm core (Khaddam-Aljameh et al. 2022, Le Gallo et
+  al. 2023). g_max = 10.35 µS per device (aihwkit ``HermesNoiseModel``); SET pulses after
+  Nandakumar et al. 2018; programming noise, drift exponent and 1/f read noise from aihwkit
+  ``PCMLikeNoiseModel`` (Joshi et al. 2020) scaled to this g_max; 8-bit PWM inputs and
+  8-bit ADC.
+- ``aihwkit-pcm``: the ``PCMLikeNoiseModel`` formulas exactly, g_max = 25 µS.
+- ``ideal``: no noise, no drift, no quantisation, no faults; deterministic SET steps.
+  ``Chip.mvm`` then equals ``x @ G_net`` to float precision and ``Chip.program`` writes
+  targets exactly. It proves the trainer's device path equals the software path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from simulator.errors import PresetError
+
+
+@dataclass(frozen=True)
+class DeviceParams:
+    """Physics and periphery parameters of one PCM chip (all devices share them)."""
+
+    name: str = "hermes"
+    """Preset name, recorded in saved state."""
+
+    g_max_us: float = 10.35
+    """Nominal maximum conductance per device (µS). HERMES two-device mode, aihwkit
+    ``HermesNoiseModel`` (pcm-physics §1). Also the g_max that normalises g = G/g_max in
+    the programming-noise, drift-exponent and read-noise formulas (§3-5)."""
+
+    g_max_spread: float = 0.05
+    """Relative device-to-device std of g_max (1). Estimate; aihwkit ``PCMPresetDevice``
+    uses 10 % of w_max (pcm-physics §2, §6)."""
+
+    step_spread: float = 0.2
+    """Relative device-to-device std of the SET step size (1). aihwkit ``PCMPresetDevice``
+    (20 %, pcm-physics §2)."""
+
+    g_reset_us: float = 0.1
+    """Mean conductance after RESET (µS). Nandakumar 2018 re-implementation (§2)."""
+
+    g_reset_std_us: float = 0.01
+    """Std of the conductance after RESET (µS). Nandakumar 2018 re-implementation (§2)."""
+
+    g_min_us: float = 0.1
+    """Lower clip of the SET update ``G <- clip(G + dG, g_min, G_max)`` (µS). §2."""
+
+    set_history_decay_pulses: float = 2.6
+    """Pulse-history decay: ``P <- P exp(-1/2.6)`` before each SET (pulses). §2."""
+
+    set_mu_g: float = -0.084
+    """SET mean-step slope in G: ``mu = mu_g G + mu_0 + mu_p P`` (1). Nandakumar 2018 (§2)."""
+
+    set_mu_0: float = 0.88
+    """SET mean-step offset (µS). Nandakumar 2018 (§2)."""
+
+    set_mu_p: float = 1.40
+    """SET mean-step pulse-history coefficient (µS). Nandakumar 2018 (§2)."""
+
+    set_sigma_g: float = 0.091
+    """SET step-noise slope: ``sigma = sigma_g G + sigma_0 + sigma_p P`` (1). §2."""
+
+    set_sigma_0: float = 0.26
+    """SET step-noise offset (µS). Nandakumar 2018 (§2)."""
+
+    set_sigma_p: float = 2.15
+    """SET step-noise pulse-history coefficient (µS). Nandakumar 2018 (§2)."""
+
+    set_scale_us: float = 1.0
+    """Conductance scale s of the SET model: the §2 formulas are applied to G/s and the
+    step is multiplied by s (1 = the published fit, for G_max about 10-12 µS). Estimate
+    for other g_max; it only moves the saturation level (10.5 s µS)."""
+
+    prog_noise_scale: float = 1.0
+    """Multiplier of sigma_prog of §3 (1 = Joshi 2020 fit; 0 = exact programming)."""
+
+    drift: bool = True
+    """Whether devices drift ``G(t) = G_prog ((t - t_prog + t0)/t0)^(-nu)`` (§4)."""
+
+    t0_s: float = 20.0
+    """Drift reference time t0 (s). aihwkit ``PCMLikeNoiseModel`` (§4)."""
+
+    read_noise: bool = True
+    """Whether reads carry 1/f read noise (§5)."""
+
+    t_read_s: float = 250e-9
+    """Read duration t_read of the 1/f read-noise law (s). aihwkit (§5)."""
+
+    dac_bits: int | None = 8
+    """Input PWM resolution including sign (bits); None = exact inputs. HERMES (§1):
+    magnitudes round to ``2^(bits-1) - 1 = 127`` levels."""
+
+    adc_bits: int | None = 8
+    """Column ADC resolution including sign (bits); None = no ADC quantisation. HERMES (§1)."""
+
+    adc_full_scale_us: float = 160.0
+    """ADC saturation level (µS of column output; symmetric). Estimate: about 4 std of a
+    full 256-row MVM of random weights on hermes. Overridable per chip."""
+
+    mvm_latency_s: float = 130e-9
+    """Virtual-clock time per MVM input vector (s). 1-phase HERMES, from Le Gallo 2023
+    throughput (§1)."""
+
+    pulse_time_s: float = 1e-6
+    """Virtual-clock time per pulse round (SET or RESET, applied in parallel to the array)
+    (s). Estimate."""
+
+    p_stuck_reset: float = 0.002
+    """Probability a device is stuck at RESET (1). aihwkit ``pcm_prob_at_reset`` (§6);
+    value is an estimate."""
+
+    p_stuck_gmax: float = 0.001
+    """Probability a device is stuck at its g_max (1). aihwkit ``pcm_prob_at_gmax`` (§6);
+    value is an estimate."""
+
+    p_dead: float = 0.001
+    """Probability a device is dead (open, G = 0) (1). Estimate (§6)."""
+
+    fill_fraction: float = 0.9
+    """Two-device programming: device A is filled to at most this fraction of g_max, then
+    device B trims the remainder (Le Gallo 2023, §3) (1)."""
+
+    program_tolerance_us: float = 0.5
+    """Default verify tolerance of program-and-verify: a device is accepted when its
+    verify read is within this distance of its target (µS). Estimate: about the combined
+    sigma_prog and read noise at mid range on hermes."""
+
+    def __post_init__(self) -> None:
+        positive = ("g_max_us", "t0_s", "t_read_s", "set_history_decay_pulses", "set_scale_us")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise PresetError(f"DeviceParams.{name} must be > 0, got {getattr(self, name)!r}")
+        non_negative = (
+            "g_max_spread", "step_spread", "g_reset_us", "g_reset_std_us", "g_min_us",
+            "prog_noise_scale", "adc_full_scale_us", "mvm_latency_s", "pulse_time_s",
+            "p_stuck_reset", "p_stuck_gmax", "p_dead", "program_tolerance_us",
+        )
+        for name in non_negative:
+            if not getattr(self, name) >= 0:
+                raise PresetError(f"DeviceParams.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.p_stuck_reset + self.p_stuck_gmax + self.p_dead > 1:
+            raise PresetError("fault probabilities p_stuck_reset + p_stuck_gmax + p_dead exceed 1")
+        for name in ("dac_bits", "adc_bits"):
+            bits = getattr(self, name)
+            if bits is not None and not (isinstance(bits, int) and 2 <= bits <= 16):
+                raise PresetError(f"DeviceParams.{name} must be None or an int in [2, 16], got {bits!r}")
+        if not 0 < self.fill_fraction <= 1:
+            raise PresetError(f"DeviceParams.fill_fraction must be in (0, 1], got {self.fill_fraction!r}")
+        if self.g_reset_us >= self.g_max_us:
+            raise PresetError("DeviceParams.g_reset_us must be below g_max_us")
+
+    @property
+    def g_net_max_us(self) -> float:
+        """Largest |G_net| a cell reaches with nominal devices: ``g_max - g_reset`` (µS)."""
+        return self.g_max_us - self.g_reset_us
+
+    def replace(self, **changes: object) -> DeviceParams:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> DeviceParams:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PresetError(f"unknown DeviceParams fields {unknown}; valid: {sorted(known)}")
+        return cls(**data)  # type: ignore[arg-type]
+
+
+def hermes() -> DeviceParams:
+    """IBM HERMES 14-nm PCM core (Khaddam-Aljameh 2022; Le Gallo 2023); see module doc."""
+    return DeviceParams()
+
+
+def aihwkit_pcm() -> DeviceParams:
+    """aihwkit ``PCMLikeNoiseModel`` (Joshi et al. 2020): g_max = 25 µS.
+
+    The SET model is Nandakumar 2018 scaled by s = 25/12 so that pulses saturate near
+    22 µS instead of 10.5 µS (estimate; aihwkit's own training devices use another model).
+    """
+    return DeviceParams(name="aihwkit-pcm", g_max_us=25.0, set_scale_us=25.0 / 12.0,
+                        adc_full_scale_us=380.0)
+
+
+def ideal() -> DeviceParams:
+    """No noise, drift, quantisation or faults; SET pulses are fixed 0.1 µS steps."""
+    return DeviceParams(
+        name="ideal", g_max_spread=0.0, step_spread=0.0, g_reset_us=0.0, g_reset_std_us=0.0,
+        g_min_us=0.0, set_mu_g=0.0, set_mu_0=0.1, set_mu_p=0.0, set_sigma_g=0.0,
+        set_sigma_0=0.0, set_sigma_p=0.0, prog_noise_scale=0.0, drift=False,
+        read_noise=False, dac_bits=None, adc_bits=None, p_stuck_reset=0.0,
+        p_stuck_gmax=0.0, p_dead=0.0, fill_fraction=1.0, program_tolerance_us=0.0,
+    )
+
+
+PRESETS = {"hermes": hermes, "aihwkit-pcm": aihwkit_pcm, "ideal": ideal}
+"""Named preset constructors."""
+
+
+def get_preset(name: str = "hermes") -> DeviceParams:
+    """The :class:`DeviceParams` of a named preset; raises :class:`PresetError` if unknown."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise PresetError(
+            f"unknown device preset {name!r}; valid names: {', '.join(sorted(PRESETS))}"
+        ) from None

@@ -1,0 +1,120 @@
+"""Chip API: ideal exactness, save/load continuation, validation errors, RNG streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator import (
+    Chip,
+    ChipStateError,
+    InputRangeError,
+    Region,
+    RegionError,
+    ShapeError,
+    SimulatorError,
+)
+from simulator.mapping import net_conductance
+
+
+def _targets(rng: np.random.Generator, region: Region, g: float) -> np.ndarray:
+    return rng.uniform(-g, g, region.shape).astype(np.float32)
+
+
+def test_ideal_program_writes_exactly_and_mvm_is_exact(rng: np.random.Generator) -> None:
+    chip = Chip(0, "ideal", seed=3)
+    region = Region(0, 10, 160, 20, 108)
+    target = _targets(rng, region, chip.params.g_net_max_us)
+    result = chip.program(region, target)
+    g_net = net_conductance(chip.true_conductances(region))
+    np.testing.assert_allclose(g_net, target, rtol=1e-6, atol=1e-6)
+    assert result.max_error_us <= 1e-5
+    x = rng.uniform(-1, 1, (17, region.nrows))
+    y = chip.mvm(region, x)
+    assert y.dtype == np.float32 and y.shape == (17, region.ncols)
+    np.testing.assert_allclose(y, x.astype(np.float32) @ g_net, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(y, x @ target.astype(np.float64), rtol=1e-4, atol=1e-3)
+    yt = chip.mvm_t(region, x[:, : region.ncols] if region.ncols <= region.nrows else x)
+    np.testing.assert_allclose(yt, x[:, : region.ncols].astype(np.float32) @ g_net.T,
+                               rtol=1e-5, atol=1e-4)
+
+
+def _drive(chip: Chip, region: Region, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for step in range(3):
+        out.append(chip.mvm(region, rng.uniform(-1, 1, (8, region.nrows))))
+        counts = rng.integers(0, 3, (*region.shape, 4))
+        reset = rng.random((*region.shape, 4)) < 0.05
+        chip.apply_pulses(region, counts, reset)
+        chip.advance(10.0 ** step)
+        out.append(chip.read_conductances(region))
+        out.append(chip.true_conductances(region))
+    return out
+
+
+def test_save_load_continues_exactly(tmp_path, rng: np.random.Generator) -> None:
+    region = Region(1, 0, 64, 0, 32)
+    a = Chip(1, "hermes", seed=11)
+    a.program(region, _targets(rng, region, 4.0))
+    a.advance(100.0)
+    a.mvm(region, rng.uniform(-1, 1, (4, 64)))  # builds a cache that must survive saving
+    path = a.save(tmp_path / "chip1.npz")
+    b = Chip.load(path)
+    assert b.time_s == a.time_s and b.chip_id == 1
+    for ya, yb in zip(_drive(a, region, 5), _drive(b, region, 5), strict=True):
+        np.testing.assert_array_equal(ya, yb)
+
+
+def test_reads_do_not_change_written_state(rng: np.random.Generator) -> None:
+    region = Region(0, 0, 32, 0, 32)
+    a, b = Chip(0, seed=2), Chip(0, seed=2)
+    target = _targets(rng, region, 3.0)
+    a.program(region, target)
+    b.program(region, target)
+    for _ in range(5):
+        a.mvm(region, np.zeros((3, 32)))
+        a.read_conductances(region)
+    b.advance_to(a.time_s)
+    counts = rng.integers(0, 4, (32, 32, 4))
+    a.apply_pulses(region, counts)
+    b.apply_pulses(region, counts)
+    np.testing.assert_array_equal(a.true_conductances(region), b.true_conductances(region))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(0, 0, 0, 0, 10), (0, 5, 3, 0, 10), (0, 0, 257, 0, 10), (0, -1, 10, 0, 10),
+     (0, 0.0, 10, 0, 10), (-1, 0, 10, 0, 10)],
+)
+def test_bad_regions_raise(args: tuple) -> None:
+    with pytest.raises(RegionError, match="Region"):
+        Region(*args)
+
+
+def test_validation_errors_are_simulator_errors(tmp_path) -> None:
+    chip = Chip(0, "ideal")
+    region = Region(0, 0, 4, 0, 3)
+    with pytest.raises(RegionError, match="chip 1"):
+        chip.mvm(Region(1, 0, 4, 0, 3), np.zeros((1, 4)))
+    with pytest.raises(ShapeError, match=r"\(batch, 4\)"):
+        chip.mvm(region, np.zeros((2, 5)))
+    with pytest.raises(ShapeError, match="dtype"):
+        chip.mvm(region, np.zeros((2, 4), dtype=np.int32))
+    with pytest.raises(InputRangeError, match=r"\[-1, 1\]"):
+        chip.mvm(region, np.full((2, 4), 1.5))
+    with pytest.raises(InputRangeError):
+        chip.mvm(region, np.full((2, 4), np.nan))
+    with pytest.raises(ShapeError, match="integer"):
+        chip.apply_pulses(region, np.zeros((4, 3, 4)))
+    with pytest.raises(InputRangeError, match="negative"):
+        chip.apply_pulses(region, -np.ones((4, 3, 4), dtype=int))
+    with pytest.raises(ShapeError, match="reset_mask"):
+        chip.apply_pulses(region, np.zeros((4, 3, 4), int), np.zeros((4, 3, 4), int))
+    with pytest.raises(InputRangeError, match="mapping scale"):
+        chip.program(region, np.full((4, 3), 1e3))
+    with pytest.raises(InputRangeError):
+        chip.advance(-1.0)
+    with pytest.raises(ChipStateError):
+        Chip.load(tmp_path / "missing.npz")
+    assert issubclass(ChipStateError, SimulatorError)
