@@ -11,7 +11,7 @@ public verb                 hook (arguments already validated and normalised)
 ``read_conductances(r)``    ``_read_conductances(region) -> (rows, cols, 4) f32 µS``
 ``apply_pulses(r, counts)`` ``_apply_pulses(region, counts_i32, reset_mask, rid)``
 ``reset(region)``           ``_reset(region, rid) -> ResetReport``
-``program(region, target)`` ``_program(region, target_f32, tol, iters, rid)``
+``program(region, target)`` ``_program(region, net_target_f32, tol, iters, rid)``
 ``advance(dt_s)``           ``_advance(dt_s, rid) -> AdvanceReport`` (optional)
 ``time_s()``                ``_time_s() -> float`` (optional)
 ``close()``                 ``_close()``
@@ -257,7 +257,13 @@ class Driver(abc.ABC):
         max_iterations: int,
         request_id: str | None = None,
     ) -> ProgramReport:
-        """Program-and-verify each device of ``region`` to ``target_us`` ``(rows, cols, 4)`` µS."""
+        """Program-and-verify the net conductance of each cell of ``region`` (µS).
+
+        ``target_us`` is ``(rows, cols)``: ``G_net = ((G_A+ + G_B+) - (G_A- + G_B-))/2``
+        per cell, ``|target_us| <= info().g_net_max_us``. The device RESETs the cells and
+        programs the side of the target's sign until each read is within
+        ``tolerance_us`` or ``max_iterations`` is spent (pcm-physics §3).
+        """
         region = self._check_region(region)
         info = self.info()
         target = self._check_target(target_us, region, info)
@@ -428,16 +434,19 @@ class Driver(abc.ABC):
         target = np.asarray(target)
         if not np.issubdtype(target.dtype, np.floating):
             raise InvalidRequest(f"target_us dtype {target.dtype} must be floating (µS)")
-        expected = (*region.shape, info.devices_per_cell)
-        if target.shape != expected:
-            raise InvalidRequest(f"target_us shape {target.shape} must be {expected}")
+        if target.shape != region.shape:
+            raise InvalidRequest(
+                f"target_us shape {target.shape} must be {region.shape}: one net "
+                f"conductance G_net per cell of {region}"
+            )
         if not np.all(np.isfinite(target)):
             raise InvalidRequest("target_us contains NaN or inf")
-        lo, hi = float(target.min()), float(target.max())
-        if lo < info.g_min_us or hi > info.g_max_us:
+        peak = float(np.max(np.abs(target)))
+        g_net_max = float(info.g_net_max_us or info.g_max_us - info.g_min_us)
+        if peak > g_net_max:
             raise InvalidRequest(
-                f"target_us spans [{lo:g}, {hi:g}] µS, outside the device range "
-                f"[{info.g_min_us:g}, {info.g_max_us:g}] µS; clip the targets"
+                f"|target_us| reaches {peak:g} µS, beyond the largest net conductance "
+                f"{g_net_max:g} µS of this device; clip or rescale the targets"
             )
         return np.ascontiguousarray(target, dtype=np.float32)
 

@@ -43,6 +43,11 @@ class DeviceInfo(_Frozen):
     )
     g_min_us: float = Field(ge=0.0, description="lowest conductance of a device (µS)")
     g_max_us: float = Field(gt=0.0, description="highest conductance of a device (µS)")
+    g_net_max_us: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="largest |G_net| program() accepts (µS); default g_max_us - g_min_us",
+    )
     set_step_mean_us: float = Field(
         gt=0.0, description="mean conductance step of one SET pulse from RESET (µS), ε"
     )
@@ -56,6 +61,8 @@ class DeviceInfo(_Frozen):
     def _range(self) -> DeviceInfo:
         if self.g_max_us <= self.g_min_us:
             raise ValueError(f"g_max_us={self.g_max_us} must exceed g_min_us={self.g_min_us}")
+        if self.g_net_max_us is None:
+            object.__setattr__(self, "g_net_max_us", self.g_max_us - self.g_min_us)
         return self
 
     def has(self, capability: str) -> bool:

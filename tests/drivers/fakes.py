@@ -81,7 +81,10 @@ class FakeDriver(Driver):
     def _program(self, region, target_us, tolerance_us, max_iterations, request_id):
         self.hook_calls.append("program")
         g = self._view(region)
-        g[...] = target_us
+        # net T on the A devices, the rest at G_MIN_US: G_net = T exactly
+        g[...] = G_MIN_US
+        g[..., 0] += 2 * np.maximum(target_us, 0)
+        g[..., 2] += 2 * np.maximum(-target_us, 0)
         return ProgramReport(
             rms_error_us=0.0,
             max_error_us=0.0,

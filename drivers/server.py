@@ -1,0 +1,296 @@
+"""The device server: a ZeroMQ ROUTER hosting one driver for many clients.
+
+Each request is ``[identity, header_json, *buffers]`` (``docs/protocol.md``). The server
+
+- decodes and validates it (:mod:`protocols.framing`), checks leases
+  (:mod:`drivers.leases`), calls the driver and replies; any failure becomes a typed
+  ``error`` reply, and input never crashes the loop;
+- makes state-changing requests idempotent per client: the driver sees the request id
+  namespaced by the client (``client/request_id``), so a retried id returns the original
+  reply and applies nothing (durably so with a persisting driver such as SimDriver);
+- logs one structlog event per request (request id, client, verb, region, duration);
+- optionally requires CURVE (``zmq.auth``): only client public keys found in the
+  ``auth_keys`` directory get in; rejected keys are logged.
+
+:meth:`DeviceServer.handle` is the whole request logic without sockets; :meth:`serve`
+is the socket loop. The driver is only touched from the loop's thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+import zmq
+import zmq.auth
+import zmq.utils.z85
+from zmq.auth.thread import ThreadAuthenticator
+
+from drivers import DriverError, InvalidRequest
+from drivers.base import Driver
+from drivers.leases import LeaseTable
+from protocols import ProtocolError, encode
+from protocols.framing import decode_request
+from protocols.messages import (
+    AdvanceReply,
+    ErrorReply,
+    HeartbeatReply,
+    HelloReply,
+    InfoReply,
+    LeaseReleased,
+    LeaseReply,
+    MvmReply,
+    ProgramReply,
+    PulseReply,
+    ReadReply,
+    ResetReply,
+    TimeReply,
+)
+
+log = structlog.get_logger(__name__)
+
+SERVER_NAME = "pcm-hil device server"
+
+
+def client_name(identity: bytes) -> str:
+    """Printable name of a ROUTER identity (ASCII as is, else hex)."""
+    if identity and all(32 < b < 127 for b in identity):
+        return identity.decode("ascii")
+    return identity.hex()
+
+
+def driver_request_id(client: str, request_id: str) -> str:
+    """The id the driver sees: the client's id namespaced by client, at most 128 chars."""
+    rid = f"{client}/{request_id}"
+    if len(rid) <= 128:
+        return rid
+    return "h/" + hashlib.blake2b(rid.encode(), digest_size=32).hexdigest()
+
+
+class KeyRing:
+    """CURVE credentials provider for ``zmq.auth``: allows the public keys of a directory.
+
+    ``auth_keys_dir`` holds public key files (``*.key``, as written by
+    ``hil keys generate``); every public key in it is allowed.
+    """
+
+    def __init__(self, auth_keys_dir: Path) -> None:
+        if not Path(auth_keys_dir).is_dir():
+            raise InvalidRequest(f"--auth-keys {auth_keys_dir} is not a directory of *.key files")
+        self.allowed = set(zmq.auth.load_certificates(str(auth_keys_dir)))
+        if not self.allowed:
+            raise InvalidRequest(
+                f"no public keys (*.key) in {auth_keys_dir}; create some with "
+                f"'hil keys generate {auth_keys_dir} --name NAME'"
+            )
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        ok = key in self.allowed
+        z85 = zmq.utils.z85.encode(key).decode() if len(key) == 32 else key.hex()
+        if ok:
+            log.info("client_authenticated", client_key=z85)
+        else:
+            log.warning("client_rejected", client_key=z85, reason="public key not in auth keys")
+        return ok
+
+
+class DeviceServer:
+    """Hosts ``driver`` on ``bind`` (``tcp://``, ``ipc://`` or ``inproc://``)."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        bind: str | Sequence[str],
+        *,
+        lease_ttl_s: float = 10.0,
+        heartbeat_interval_s: float = 1.0,
+        auth_keys_dir: str | Path | None = None,
+        server_secret_key: str | Path | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.driver = driver
+        self.binds = [bind] if isinstance(bind, str) else list(bind)
+        self.leases = LeaseTable(lease_ttl_s)
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self._ctx = context or zmq.Context.instance()
+        self._stop = threading.Event()
+        self._auth: ThreadAuthenticator | None = None
+        self._keyring: KeyRing | None = None
+        self._server_keys: tuple[bytes, bytes] | None = None
+        self.bound: list[str] = []
+        if auth_keys_dir is not None:
+            self._keyring = KeyRing(Path(auth_keys_dir))
+            secret_file = Path(server_secret_key or Path(auth_keys_dir) / "server.key_secret")
+            if not secret_file.is_file():
+                raise InvalidRequest(
+                    f"server secret key {secret_file} not found; create it with "
+                    f"'hil keys generate {secret_file.parent} --name {secret_file.stem}'"
+                )
+            public, secret = zmq.auth.load_certificate(str(secret_file))
+            if secret is None:
+                raise InvalidRequest(f"{secret_file} holds no secret key")
+            self._server_keys = (public, secret)
+
+    # ------------------------------------------------------------ socket loop
+    def serve(self, ready: threading.Event | None = None) -> None:
+        """Run until :meth:`stop`; closes the socket (not the driver) on exit."""
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 200)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        if self._keyring is not None and self._server_keys is not None:
+            self._auth = ThreadAuthenticator(self._ctx)
+            self._auth.start()
+            self._auth.configure_curve_callback("*", credentials_provider=self._keyring)
+            sock.curve_publickey, sock.curve_secretkey = self._server_keys
+            sock.curve_server = True
+        try:
+            for endpoint in self.binds:
+                sock.bind(endpoint)
+                self.bound.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+            log.info(
+                "server_listening",
+                endpoints=self.bound,
+                curve=self._keyring is not None,
+                info=self.driver.info().model_dump(mode="json"),
+            )
+            if ready is not None:
+                ready.set()
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            while not self._stop.is_set():
+                if not poller.poll(50):
+                    self._sweep(time.monotonic())
+                    continue
+                frames = sock.recv_multipart(copy=True)
+                if len(frames) < 2:
+                    continue  # an identity with no body: nothing to answer
+                reply = self.handle(frames[0], frames[1:], time.monotonic())
+                sock.send_multipart([frames[0], *reply], copy=False)
+        finally:
+            sock.close()
+            if self._auth is not None:
+                self._auth.stop()
+            log.info("server_stopped")
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to return (safe from any thread or a signal handler)."""
+        self._stop.set()
+
+    def _sweep(self, now: float) -> None:
+        for lease in self.leases.expire(now):
+            log.info(
+                "lease_expired",
+                lease_id=lease.lease_id,
+                client=lease.client,
+                region=str(lease.region),
+            )
+
+    # ------------------------------------------------------------ request logic
+    def handle(self, identity: bytes, frames: Sequence[bytes], now: float) -> list[Any]:
+        """Reply frames for one request ``frames`` from ``identity``. Never raises."""
+        client = client_name(identity)
+        t0 = time.perf_counter()
+        request_id, verb, region = "-", "?", None
+        try:
+            msg, arrays = decode_request(frames)
+            request_id, verb = msg.request_id, msg.kind
+            region = getattr(msg, "region", None)
+            self.leases.touch(client, now)
+            for lease in self.leases.expire(now):
+                log.info("lease_expired", lease_id=lease.lease_id, client=lease.client)
+            out = self._dispatch(client, msg, arrays, now)
+            code = "ok"
+        except (DriverError, ProtocolError) as exc:
+            code = exc.code
+            out = encode(ErrorReply(request_id=request_id, code=code, message=str(exc)))
+        except Exception as exc:  # the server must survive any driver bug
+            code = "internal"
+            log.exception("request_crashed", client=client, verb=verb, request_id=request_id)
+            out = encode(
+                ErrorReply(
+                    request_id=request_id, code="internal", message=f"{type(exc).__name__}: {exc}"
+                )
+            )
+        fields = {
+            "client": client,
+            "verb": verb,
+            "request_id": request_id,
+            "region": None if region is None else str(region),
+            "duration_us": round((time.perf_counter() - t0) * 1e6, 1),
+            "outcome": code,
+        }
+        if code == "ok":
+            log.info("request", **fields)
+        else:
+            log.warning("request", **fields)
+        return out
+
+    def _dispatch(self, client: str, msg: Any, arrays: dict[str, np.ndarray], now: float) -> list:
+        d, rid, kind = self.driver, msg.request_id, msg.kind
+        if kind == "hello":
+            return encode(
+                HelloReply(
+                    request_id=rid,
+                    server=SERVER_NAME,
+                    client_id=client,
+                    info=d.info(),
+                    heartbeat_interval_s=self.heartbeat_interval_s,
+                    lease_ttl_s=self.leases.ttl_s,
+                )
+            )
+        if kind == "info":
+            return encode(InfoReply(request_id=rid, info=d.info()))
+        if kind == "heartbeat":
+            return encode(HeartbeatReply(request_id=rid, leases=len(self.leases.held_by(client))))
+        if kind == "time":
+            return encode(TimeReply(request_id=rid, time_s=d.time_s()))
+        if kind == "lease_acquire":
+            lease = self.leases.acquire(client, msg.region, msg.mode, now)
+            return encode(
+                LeaseReply(
+                    request_id=rid,
+                    lease_id=lease.lease_id,
+                    region=lease.region,
+                    mode=lease.mode,
+                    ttl_s=self.leases.ttl_s,
+                )
+            )
+        if kind == "lease_release":
+            self.leases.release(client, msg.lease_id, now)
+            return encode(LeaseReleased(request_id=rid, lease_id=msg.lease_id))
+        if kind in ("mvm", "read_conductances"):
+            self.leases.check(client, msg.region, write=False, now=now)
+            if kind == "mvm":
+                y = d.mvm(msg.region, arrays["x"], transpose=msg.transpose)
+                return encode(MvmReply(request_id=rid), {"y": y})
+            g = d.read_conductances(msg.region)
+            return encode(ReadReply(request_id=rid), {"g_us": g})
+        # state-changing verbs: leases, then the driver's idempotent verb
+        self.leases.check(client, getattr(msg, "region", None), write=True, now=now)
+        drid = driver_request_id(client, rid)
+        if kind == "apply_pulses":
+            rep = d.apply_pulses(
+                msg.region, arrays["counts"], arrays.get("reset_mask"), request_id=drid
+            )
+            return encode(PulseReply(request_id=rid, report=rep))
+        if kind == "reset":
+            return encode(ResetReply(request_id=rid, report=d.reset(msg.region, request_id=drid)))
+        if kind == "program":
+            rep = d.program(
+                msg.region,
+                arrays["target_us"],
+                tolerance_us=msg.tolerance_us,
+                max_iterations=msg.max_iterations,
+                request_id=drid,
+            )
+            return encode(ProgramReply(request_id=rid, report=rep))
+        if kind == "advance":
+            t_s = d.advance(msg.dt_s, request_id=drid)
+            return encode(AdvanceReply(request_id=rid, report={"time_s": t_s}))
+        raise InvalidRequest(f"request kind {kind!r} is not served")  # pragma: no cover
