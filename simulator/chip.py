@@ -19,7 +19,7 @@ std is at most ``cache_rel_tol`` (default 1e-4), bounded by
 youngest device's age and ``ln_min = ln((age_min + t0 + t_read)/(2 t_read))``. Any write
 to an overlapping region drops the entry.
 
-Randomness: ``SeedSequence(seed, spawn_key=(chip_id,))`` spawns three PCG64 streams: *init*
+Randomness: ``SeedSequence(seed, spawn_key=(chip_id,))`` spawns three streams (PCG64, PCG64, and SFC64 for speed): *init*
 (device spread, faults, initial state), *write* (pulses, programming noise, nu draws,
 verify reads) and *read* (MVM and :meth:`Chip.read_conductances` noise). Reads therefore
 never change the future written state; replaying the writes (at their chip times, see
@@ -86,7 +86,7 @@ class Chip:
         init, write, read = np.random.SeedSequence(
             self._seed, spawn_key=(self._chip_id,)).spawn(3)
         self._write_rng = np.random.Generator(np.random.PCG64(write))
-        self._read_rng = np.random.Generator(np.random.PCG64(read))
+        self._read_rng = np.random.Generator(np.random.SFC64(read))
         self._pop = Population.create(self._params, np.random.Generator(np.random.PCG64(init)),
                                       self._clock.time_s)
         self._cache: dict[tuple[int, int, int, int], _CacheEntry] = {}
@@ -153,26 +153,32 @@ class Chip:
         return self._mvm(x, entry.g_net.T, entry.var.T)
 
     def _mvm(self, x: np.ndarray, g_net: np.ndarray, var: np.ndarray) -> np.ndarray:
+        # DAC levels are folded into the scale: y = (round(x L) @ G) / L, and the noise std
+        # sqrt(round(x L)^2 @ V) / L, so the quantised inputs are never rescaled.
         p = self._params
-        xq = x.astype(np.float32)
         if p.dac_bits is not None:
-            levels = np.float32(2 ** (p.dac_bits - 1) - 1)
-            xq = np.rint(xq * levels)
-            xq *= np.float32(1.0 / levels)
+            levels_in = float(2 ** (p.dac_bits - 1) - 1)
+            xq = np.multiply(x, np.float32(levels_in), dtype=np.float32)
+            np.rint(xq, out=xq)
+        else:
+            levels_in = 1.0
+            xq = x.astype(np.float32)
         y = xq @ g_net
         if p.read_noise:
             np.square(xq, out=xq)
             s = xq @ var
             np.sqrt(s, out=s)
-            s *= self._read_rng.standard_normal(s.shape, dtype=np.float32)
+            s *= physics.fast_normal(self._read_rng, s.shape)
             y += s
         if p.adc_bits is not None:
             levels = 2 ** (p.adc_bits - 1) - 1
-            lsb = np.float32(self._adc_full_scale_us / levels)
-            y *= np.float32(1.0) / lsb
+            lsb = self._adc_full_scale_us / levels
+            y *= np.float32(1.0 / (lsb * levels_in))
             np.rint(y, out=y)
             np.clip(y, -levels, levels, out=y)
-            y *= lsb
+            y *= np.float32(lsb)
+        elif levels_in != 1.0:
+            y *= np.float32(1.0 / levels_in)
         self._clock.tick(x.shape[0] * p.mvm_latency_s)
         return y
 
@@ -247,12 +253,14 @@ class Chip:
                 n_resets = self._pop.reset(self._flat(region, reset_mask), t, self._write_rng)
                 self._clock.tick(self._params.pulse_time_s)
         t = self._clock.time_s
-        active = counts > 0
+        rs, cs = region.slices
+        local = np.flatnonzero((counts > 0) & self._pop.healthy_mask[rs, cs])
         n_set = 0
-        if active.any():
-            n_set = self._pop.set_pulses(self._flat(region, active), counts[active], t,
+        if local.size:
+            flat_counts = counts.reshape(-1)[local]
+            n_set = self._pop.set_pulses(self._local_to_chip(region, local), flat_counts, t,
                                          self._write_rng)
-            self._clock.tick(int(counts.max()) * self._params.pulse_time_s)
+            self._clock.tick(int(flat_counts.max()) * self._params.pulse_time_s)
         self._invalidate(region)
         log.debug("apply_pulses", chip=self._chip_id, region=region.key, n_set=n_set,
                   n_resets=n_resets)
@@ -301,8 +309,15 @@ class Chip:
         return (rows * ARRAY_SIZE + cols) * DEVICES_PER_CELL + np.arange(DEVICES_PER_CELL)
 
     def _flat(self, region: Region, mask: np.ndarray) -> np.ndarray:
-        i, j, d = np.nonzero(mask)
-        return ((i + region.row0) * ARRAY_SIZE + (j + region.col0)) * DEVICES_PER_CELL + d
+        """Chip-flat device indices of the True entries of a region mask (rows, cols, 4)."""
+        return self._local_to_chip(region, np.flatnonzero(mask))
+
+    def _local_to_chip(self, region: Region, local: np.ndarray) -> np.ndarray:
+        if region.shape == (ARRAY_SIZE, ARRAY_SIZE):
+            return local
+        cell, dev = np.divmod(local, DEVICES_PER_CELL)
+        i, j = np.divmod(cell, region.ncols)
+        return ((i + region.row0) * ARRAY_SIZE + (j + region.col0)) * DEVICES_PER_CELL + dev
 
     def _invalidate(self, region: Region) -> None:
         for key in [k for k in self._cache if Region(self._chip_id, *k).overlaps(region)]:

@@ -41,8 +41,8 @@ def save_chip(chip: Chip, path: Path) -> Path:
         "clock": chip.clock.state(),
         "adc_full_scale_us": chip.adc_full_scale_us,
         "cache_rel_tol": chip.cache_rel_tol,
-        "write_rng": chip._write_rng.bit_generator.state,
-        "read_rng": chip._read_rng.bit_generator.state,
+        "write_rng": _jsonable(chip._write_rng.bit_generator.state),
+        "read_rng": _jsonable(chip._read_rng.bit_generator.state),
         "cache_anchors": [[*key, entry.t_s] for key, entry in chip._cache.items()],
     }
     arrays = dict(chip._pop.arrays)
@@ -66,8 +66,31 @@ def save_chip(chip: Chip, path: Path) -> Path:
     return path
 
 
+def _jsonable(obj: Any) -> Any:
+    """RNG state with uint64 arrays (SFC64) as ``{"uint64": [...]}`` for JSON."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return {"uint64": [int(v) for v in obj.astype(np.uint64)]}
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _from_jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"uint64"}:
+            return np.array(obj["uint64"], dtype=np.uint64)
+        return {k: _from_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
 def _rng(state: dict[str, Any]) -> np.random.Generator:
-    bg = np.random.PCG64()
+    state = _from_jsonable(state)
+    kinds = {"PCG64": np.random.PCG64, "SFC64": np.random.SFC64}
+    if state.get("bit_generator") not in kinds:
+        raise ChipStateError(f"unknown bit generator {state.get('bit_generator')!r}")
+    bg = kinds[state["bit_generator"]]()
     bg.state = state
     return np.random.Generator(bg)
 

@@ -74,6 +74,14 @@ class Population:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())
 
+    @property
+    def healthy_mask(self) -> np.ndarray:
+        """``(256, 256, 4)`` bool: devices that respond to writes (faults are fixed)."""
+        mask = getattr(self, "_healthy_mask", None)
+        if mask is None:
+            mask = self._healthy_mask = self.arrays["fault"] == HEALTHY
+        return mask
+
     def healthy(self, idx: np.ndarray) -> np.ndarray:
         """The subset of flat indices ``idx`` whose devices are not faulty."""
         return idx[self.flat["fault"][idx] == HEALTHY]
@@ -104,29 +112,30 @@ class Population:
     def set_pulses(
         self, idx: np.ndarray, counts: np.ndarray, t_s: float, rng: np.random.Generator
     ) -> int:
-        """``counts[k]`` sequential stochastic SET pulses on device ``idx[k]`` (healthy only).
+        """``counts[k] >= 1`` sequential stochastic SET pulses on healthy device ``idx[k]``.
 
-        Vectorised over devices: devices are ordered by decreasing count (stable), so the
-        devices still receiving pulse k form a prefix and each step works on array views.
+        The caller passes healthy devices only (see :attr:`healthy_mask`). Vectorised over
+        devices: devices are ordered by decreasing count (stable), so the devices still
+        receiving pulse k form a prefix and each step works on array views.
         """
-        keep = self.flat["fault"][idx] == HEALTHY
-        idx, counts = idx[keep], counts[keep]
         if idx.shape[0] == 0:
             return 0
-        order = np.argsort(-counts.astype(np.int16 if counts.max() < 2**15 else np.int64),
-                           kind="stable")
-        idx, counts = idx[order], counts[order]
+        kmax = int(counts.max())
+        small = counts.astype(np.int16 if kmax < 2**15 else np.int64)
+        np.negative(small, out=small)
+        order = np.argsort(small, kind="stable")
+        idx, neg = idx[order], small[order]
         f = self.flat
         g = self.conductance(idx, t_s)
         p = f["p_hist"][idx]
         g_max, step = f["g_max_us"][idx], f["step_factor"][idx]
-        active = np.searchsorted(-counts, -np.arange(int(counts[0])), side="left")
+        active = np.searchsorted(neg, -np.arange(kmax, dtype=neg.dtype), side="left")
         for m in active.tolist():
-            xi = rng.standard_normal(m, dtype=np.float32)
-            g[:m], p[:m] = physics.set_step(g[:m], p[:m], g_max[:m], step[:m], xi, self.params)
+            g[:m], p[:m] = physics.set_step(g[:m], p[:m], g_max[:m], step[:m],
+                                            physics.fast_normal(rng, (m,)), self.params)
         self._program_event(idx, g, g, t_s, rng)
         f["p_hist"][idx] = p
-        return int(counts.sum())
+        return int(-neg.sum(dtype=np.int64))
 
     def land(
         self, idx: np.ndarray, target_us: np.ndarray, t_s: float, rng: np.random.Generator
