@@ -18,6 +18,7 @@ from hil.errors import HilError
 from hil.logging import LEVELS, configure_logging
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "hil.commands.data",
 )
 
 
