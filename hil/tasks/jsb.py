@@ -22,8 +22,9 @@ import hashlib
 import io
 import numbers
 import pickle
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,7 +34,7 @@ except ImportError:  # numpy 1.26
     from numpy.core.multiarray import scalar as _np_scalar  # type: ignore[no-redef]
 
 from hil.errors import DataError
-from hil.tasks.pianoroll import SPLITS, PianoRollSplits, roll_from_steps
+from hil.tasks.pianoroll import N_KEYS, SPLITS, PianoRollSplits, roll_from_steps
 
 _SCALAR_GLOBALS = {("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
 _DTYPE_GLOBALS = {("numpy", "dtype")}
@@ -136,4 +137,82 @@ def load_jsb_pickle(path: str | Path) -> PianoRollSplits:
     )
 
 
-__all__ = ["load_jsb_pickle"]
+class JsbBatch(NamedTuple):
+    """A time-major batch: input x (T, B, 88) = roll[t], target (T, B, 88) = roll[t+1],
+    mask (T, B) = 1 on real frames (T = longest piece − 1; shorter pieces are zero-padded)."""
+
+    x: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray
+
+
+def make_batch(rolls: Sequence[np.ndarray], dtype: np.dtype | type = np.float32) -> JsbBatch:
+    """Stack pieces into one padded, time-major :class:`JsbBatch`."""
+    if not rolls:
+        raise DataError("cannot build a batch from zero pieces")
+    T = max(r.shape[0] for r in rolls) - 1
+    B = len(rolls)
+    x = np.zeros((T, B, N_KEYS), dtype=dtype)
+    target = np.zeros((T, B, N_KEYS), dtype=dtype)
+    mask = np.zeros((T, B), dtype=dtype)
+    for b, r in enumerate(rolls):
+        n = r.shape[0] - 1
+        x[:n, b] = r[:-1]
+        target[:n, b] = r[1:]
+        mask[:n, b] = 1.0
+    return JsbBatch(x, target, mask)
+
+
+def iter_batches(
+    rolls: Sequence[np.ndarray],
+    batch_size: int,
+    rng: np.random.Generator | None = None,
+    dtype: np.dtype | type = np.float32,
+) -> Iterator[JsbBatch]:
+    """Batches of ``batch_size`` pieces, shuffled with ``rng`` (in order when None)."""
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.arange(len(rolls)) if rng is None else rng.permutation(len(rolls))
+    for i in range(0, len(order), batch_size):
+        yield make_batch([rolls[j] for j in order[i : i + batch_size]], dtype)
+
+
+def frame_bce(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """BCE of each frame summed over the 88 keys, from logits ``o`` (…, 88): shape (…)."""
+    o = logits.astype(np.float64)
+    t = target.astype(np.float64)
+    return t * np.logaddexp(0.0, -o) + (1.0 - t) * np.logaddexp(0.0, o)
+
+
+def nll_sum(logits: np.ndarray, batch: JsbBatch) -> tuple[float, int]:
+    """``(Σ_frames BCE, number of frames)`` over the masked frames of a batch."""
+    per_frame = frame_bce(logits, batch.target).sum(axis=-1)
+    return float((per_frame * batch.mask).sum()), int(batch.mask.sum())
+
+
+def split_nll(
+    logits_fn: Callable[[np.ndarray], np.ndarray],
+    rolls: Sequence[np.ndarray],
+    batch_size: int = 64,
+) -> float:
+    """The NLL of learning-rules.md §5 of a predictor over a split.
+
+    ``logits_fn(x)`` maps inputs (T, B, 88) to logits (T, B, 88) (causal: step t may use
+    inputs up to t). Returns the BCE summed over keys, averaged over every predicted frame.
+    """
+    total, frames = 0.0, 0
+    for batch in iter_batches(rolls, batch_size, dtype=np.float64):
+        s, n = nll_sum(logits_fn(batch.x), batch)
+        total, frames = total + s, frames + n
+    return total / frames
+
+
+__all__ = [
+    "JsbBatch",
+    "frame_bce",
+    "iter_batches",
+    "load_jsb_pickle",
+    "make_batch",
+    "nll_sum",
+    "split_nll",
+]
