@@ -227,6 +227,12 @@ class Chip:
         g = self._pop.conductance(idx, self._clock.time_s)
         return g.astype(np.float32).reshape(*region.shape, DEVICES_PER_CELL)
 
+    def device_g_max_us(self, region: Region) -> np.ndarray:
+        """Each device's own G_max ``(rows, cols, 4)`` float32 µS (device-to-device spread)."""
+        region = validation.check_region(region, self._chip_id)
+        rs, cs = region.slices
+        return self._pop.arrays["g_max_us"][rs, cs].copy()
+
     def fault_map(self, region: Region) -> np.ndarray:
         """Fault codes ``(rows, cols, 4)`` uint8: 0 ok, 1 stuck RESET, 2 stuck g_max, 3 dead."""
         region = validation.check_region(region, self._chip_id)
