@@ -19,6 +19,7 @@ from hil.logging import LEVELS, configure_logging
 
 COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.data",
+    "hil.commands.board",
 )
 
 

@@ -1,0 +1,83 @@
+"""The emulated board's analog side: one :class:`simulator.Chip` per board chip id.
+
+:class:`SimChipBackend` is what :class:`~drivers.board.engine.BoardEngine` calls; regions
+arrive as ``(row0, row1, col0, col1)`` already validated against the board geometry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from simulator import Chip, Region, get_preset, physics
+
+DEVICES = 4
+
+
+class SimChipBackend:
+    """One simulator chip behind the board firmware."""
+
+    def __init__(self, chip: Chip) -> None:
+        self.chip = chip
+        p = chip.params
+        self.g_min_us = float(p.g_min_us)
+        self.g_max_us = float(p.g_max_us)
+        self.g_net_max_us = float(p.g_net_max_us)
+        # Mean conductance step of the first SET pulse after RESET: the simulator's own
+        # SET kernel with zero noise (xi = 0), from G = g_reset, P = 1 (pcm-physics §2).
+        one = np.ones(1, np.float32)
+        g0 = np.full(1, p.g_reset_us, np.float32)
+        g1, _ = physics.set_step(
+            g0, one, one * np.float32(p.g_max_us), one, np.zeros(1, np.float32), p
+        )
+        self.set_step_mean_us = float(g1[0] - g0[0])
+        if p.adc_bits is not None:
+            self.adc_lsb_us: float | None = chip.adc_full_scale_us / (2 ** (p.adc_bits - 1) - 1)
+        else:
+            self.adc_lsb_us = None
+
+    def _region(self, key: tuple[int, int, int, int]) -> Region:
+        return Region(self.chip.chip_id, *key)
+
+    def time_s(self) -> float:
+        return float(self.chip.time_s)
+
+    def mvm(self, key: tuple[int, int, int, int], x: np.ndarray) -> np.ndarray:
+        return self.chip.mvm(self._region(key), x)
+
+    def read(self, key: tuple[int, int, int, int]) -> np.ndarray:
+        return self.chip.read_conductances(self._region(key))
+
+    def pulse(
+        self, key: tuple[int, int, int, int], counts: np.ndarray, reset: np.ndarray | None
+    ) -> float:
+        return float(self.chip.apply_pulses(self._region(key), counts, reset).t_s)
+
+    def program(
+        self,
+        key: tuple[int, int, int, int],
+        target_us: np.ndarray,
+        tolerance_us: float,
+        max_iterations: int,
+    ) -> dict[str, Any]:
+        r = self.chip.program(self._region(key), target_us, tolerance_us, max_iterations)
+        return {
+            "rms_error_us": r.rms_error_us,
+            "max_error_us": r.max_error_us,
+            "pulses": r.n_pulses,
+            "iterations": min(r.iterations, 0xFFFF),
+            "converged": int(r.n_unconverged == 0),
+            "time_s": r.t_s,
+        }
+
+
+def make_chips(
+    preset: str = "hermes",
+    seed: int = 0,
+    chip_ids: tuple[int, ...] = (0, 1),
+    clock: str = "virtual",
+) -> dict[int, SimChipBackend]:
+    """Board chips backed by fresh simulator chips (one seed, chip id spawns the stream)."""
+    params = get_preset(preset)
+    return {cid: SimChipBackend(Chip(cid, params, seed, clock=clock)) for cid in chip_ids}

@@ -1,0 +1,344 @@
+"""HardwareDriver: the driver contract on the real two-chip PCM board (serial + VISA).
+
+Open sequence (:meth:`HardwareDriver.open`): check the set-up's pulse shape against its
+limits (nothing is opened on failure) -> open the serial link -> IDENTIFY, refusing an
+unknown firmware version, a different board id or missing chips -> open the VISA
+instruments and set the pulse generator's amplitude and width (each write read back).
+
+Units: the base class hands the hooks µS and floats in [-1, 1]; on the wire MVM inputs are
+int8 codes ``round(127·x)``, outputs int32 codes with ``y_us = code·adc_lsb_us``, reads
+uint16 codes with ``g_us = code·g_lsb_us`` (both LSBs from IDENTIFY).
+
+Requests larger than one frame are split into tiles (sub-rectangles of the region; MVM
+batches and column blocks; pulse passes of at most the board's per-command pulse count),
+each its own command with its own seq. Rows of an MVM are never split: the row sum happens
+in the analog domain before the ADC. The whole request stays idempotent at the contract
+level through the base class's request-id record.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from drivers.base import Driver
+from drivers.board import protocol as P
+from drivers.board.client import BoardClient, Identity
+from drivers.board.errors import FirmwareMismatch, SafetyLimitError, SetupError
+from drivers.board.serial_link import SerialLink
+from drivers.board.setup import LabSetup
+from drivers.board.visa import LabInstruments
+from protocols.models import (
+    CAP_PROGRAM,
+    DeviceInfo,
+    Limits,
+    ProgramReport,
+    PulseReport,
+    ResetReport,
+)
+from protocols.region import Region
+
+REGION_BYTES = 9
+DEVICES = 4
+
+
+def tiles(rows: int, cols: int, max_cells: int) -> Iterator[tuple[int, int, int, int]]:
+    """Cover a ``rows x cols`` rectangle with sub-rectangles of at most ``max_cells`` cells,
+    in row-major order; yields relative ``(r0, r1, c0, c1)``."""
+    if max_cells < 1:
+        raise SetupError("link.max_payload_bytes is too small to carry a single cell")
+    w = min(cols, max_cells)
+    h = max(1, min(rows, max_cells // w))
+    for r0 in range(0, rows, h):
+        for c0 in range(0, cols, w):
+            yield r0, min(r0 + h, rows), c0, min(c0 + w, cols)
+
+
+class HardwareDriver(Driver):
+    """Driver contract over the board. Build with :meth:`open` or ``open_board(url)``."""
+
+    def __init__(
+        self,
+        setup: LabSetup,
+        link: SerialLink,
+        client: BoardClient,
+        identity: Identity,
+        instruments: LabInstruments | None,
+    ) -> None:
+        super().__init__()
+        self.setup = setup
+        self.link = link
+        self.client = client
+        self.identity = identity
+        self.instruments = instruments
+        self._payload = min(setup.link.max_payload_bytes, identity.geometry.max_payload)
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, setup: LabSetup, *, instruments: bool = True) -> HardwareDriver:
+        check_pulse_shape(setup, setup.pulse.amplitude_v, setup.pulse.width_ns)
+        link = SerialLink(
+            setup.link.port,
+            baudrate=setup.link.baudrate,
+            timeout_s=setup.link.timeout_s,
+            retries=setup.link.retries,
+        )
+        lab: LabInstruments | None = None
+        try:
+            client = BoardClient(link)
+            identity = client.identify()
+            check_identity(setup, identity, setup.link.port)
+            if instruments:
+                lab = LabInstruments(
+                    setup.visa.backend,
+                    setup.visa.pulse_generator,
+                    setup.visa.thermometer,
+                    setup.visa.timeout_ms,
+                )
+                lab.pulse_generator.set("amplitude_v", setup.pulse.amplitude_v)
+                lab.pulse_generator.set("width_s", setup.pulse.width_ns * 1e-9)
+                lab.pulse_generator.set("output", 1)
+            driver = cls(setup, link, client, identity, lab)
+        except BaseException:
+            if lab is not None:
+                lab.close()
+            link.close()
+            raise
+        driver._log.info(
+            "board_open",
+            port=setup.link.port,
+            firmware=identity.firmware,
+            board_id=f"{identity.board_id:08x}",
+            chips=list(setup.board.chip_ids),
+        )
+        return driver
+
+    def set_pulse_shape(self, amplitude_v: float, width_ns: float) -> None:
+        """Set the programming pulse on the generator, within the set-up's limits."""
+        check_pulse_shape(self.setup, amplitude_v, width_ns)
+        if self.instruments is None:
+            raise SetupError("this driver was opened without VISA instruments")
+        self.instruments.pulse_generator.set("amplitude_v", amplitude_v)
+        self.instruments.pulse_generator.set("width_s", width_ns * 1e-9)
+        self._log.info("pulse_shape", amplitude_v=amplitude_v, width_ns=width_ns)
+
+    def temperature_c(self) -> float:
+        """The board's on-board temperature sensor (°C)."""
+        self._check_open()
+        return self.client.temperature_c()
+
+    def lab_temperature_c(self) -> float:
+        """The lab thermometer over VISA (°C)."""
+        if self.instruments is None:
+            raise SetupError("this driver was opened without VISA instruments")
+        return float(self.instruments.thermometer.get("temperature_c"))
+
+    # -------------------------------------------------------------------- hooks
+    def _info(self) -> DeviceInfo:
+        ident = self.identity
+        return DeviceInfo(
+            chips=len(self.setup.board.chip_ids),
+            rows=ident.geometry.rows,
+            cols=ident.geometry.cols,
+            devices_per_cell=ident.geometry.devices,
+            g_min_us=ident.g_min_us,
+            g_max_us=ident.g_max_us,
+            g_net_max_us=ident.g_net_max_us,
+            set_step_mean_us=ident.set_step_mean_us,
+            capabilities=frozenset({CAP_PROGRAM}),
+            limits=Limits(
+                max_pulses_per_device=self.setup.pulse.limits.max_pulses_per_device,
+                max_batch=self.setup.max_batch,
+                max_program_iterations=ident.geometry.max_program_iterations,
+            ),
+            driver="board",
+            preset="",
+            firmware=f"{ident.firmware} board {ident.board_id:08x}",
+        )
+
+    def _fields(self, region: Region, r0: int, r1: int, c0: int, c1: int) -> dict[str, Any]:
+        return {
+            "chip": self.setup.board.chip_ids[region.chip],
+            "row0": region.row0 + r0,
+            "row1": region.row0 + r1,
+            "col0": region.col0 + c0,
+            "col1": region.col0 + c1,
+        }
+
+    def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:
+        rows, cols = region.shape
+        room = self._payload - REGION_BYTES - 2
+        if rows > room:
+            raise SetupError(
+                f"an MVM over {rows} rows needs {rows + REGION_BYTES + 2}-byte frames but "
+                f"link.max_payload_bytes is {self._payload}; raise it (rows are summed in the "
+                "analog domain and cannot be split)"
+            )
+        x_code = np.clip(np.rint(x * P.INPUT_CODE_MAX), -P.INPUT_CODE_MAX, P.INPUT_CODE_MAX)
+        x_code = x_code.astype(np.int8)
+        width = min(cols, (self._payload - 4) // 4)
+        y = np.empty((x.shape[0], cols), np.float32)
+        for c0 in range(0, cols, width):
+            c1 = min(c0 + width, cols)
+            batch = max(1, min(room // rows, (self._payload - 4) // (4 * (c1 - c0)), 0xFFFF))
+            for b0 in range(0, x.shape[0], batch):
+                xb = x_code[b0 : b0 + batch]
+                f = {**self._fields(region, 0, rows, c0, c1), "batch": xb.shape[0]}
+                _, a = self.client.region_call(
+                    P.MVM, f, {"x": xb}, reply_bytes_hint=4 * xb.shape[0] * (c1 - c0)
+                )
+                y[b0 : b0 + batch, c0:c1] = (
+                    a["y"].reshape(xb.shape[0], c1 - c0) * self.identity.adc_lsb_us
+                )
+        return y
+
+    def _read_conductances(self, region: Region) -> np.ndarray:
+        g = np.empty((*region.shape, DEVICES), np.float32)
+        for r0, r1, c0, c1 in tiles(*region.shape, (self._payload - 4) // (2 * DEVICES)):
+            _, a = self.client.region_call(
+                P.READ,
+                self._fields(region, r0, r1, c0, c1),
+                reply_bytes_hint=8 * (r1 - r0) * (c1 - c0),
+            )
+            g[r0:r1, c0:c1] = a["g"].reshape(r1 - r0, c1 - c0, DEVICES) * self.identity.g_lsb_us
+        return g
+
+    def _apply_pulses(
+        self, region: Region, counts: np.ndarray, reset_mask: np.ndarray | None, request_id: str
+    ) -> PulseReport:
+        limit = self.setup.pulse.limits.max_pulses_per_request
+        total = int(counts.sum(dtype=np.int64))
+        if total > limit:
+            raise SafetyLimitError(
+                f"{total} SET pulses in one request exceed pulse.limits.max_pulses_per_request="
+                f"{limit} of the lab set-up; split the update or raise the limit. Nothing was sent."
+            )
+        mask = np.zeros(counts.shape, bool) if reset_mask is None else reset_mask
+        return self._pulse(region, counts, mask)
+
+    def _reset(self, region: Region, request_id: str) -> ResetReport:
+        shape = (*region.shape, DEVICES)
+        rep = self._pulse(region, np.zeros(shape, np.int32), np.ones(shape, bool))
+        return ResetReport(resets=rep.resets, time_s=rep.time_s)
+
+    def _pulse(self, region: Region, counts: np.ndarray, mask: np.ndarray) -> PulseReport:
+        geo = self.identity.geometry
+        per_cell = DEVICES + DEVICES / 8
+        max_cells = int((self._payload - REGION_BYTES) // per_cell)
+        max_cells = min(
+            max_cells, geo.max_pulses_per_command // (DEVICES * geo.max_pulses_per_device)
+        )
+        remaining = counts.astype(np.int64)
+        set_pulses = resets = 0
+        time_s = 0.0
+        first = True
+        while first or remaining.any():
+            step = np.minimum(remaining, geo.max_pulses_per_device)
+            for r0, r1, c0, c1 in tiles(*region.shape, max_cells):
+                tile_counts = step[r0:r1, c0:c1]
+                tile_mask = mask[r0:r1, c0:c1] if first else np.zeros(tile_counts.shape, bool)
+                if not tile_counts.any() and not tile_mask.any():
+                    continue
+                f, _ = self.client.region_call(
+                    P.PULSE,
+                    self._fields(region, r0, r1, c0, c1),
+                    {"counts": tile_counts.astype(np.uint8), "reset": tile_mask},
+                )
+                set_pulses += f["set_pulses"]
+                resets += f["resets"]
+                time_s = f["time_s"]
+            remaining = remaining - step
+            first = False
+        if set_pulses == 0 and resets == 0:  # nothing to send: report the chip's clock
+            self.client.select(self.setup.board.chip_ids[region.chip])
+            time_s = float(self.client.status()["time_s"])
+        return PulseReport(set_pulses=set_pulses, resets=resets, time_s=time_s)
+
+    def _program(
+        self,
+        region: Region,
+        target_us: np.ndarray,
+        tolerance_us: float,
+        max_iterations: int,
+        request_id: str,
+    ) -> ProgramReport:
+        sq_sum = 0.0
+        n = 0
+        max_err = 0.0
+        pulses = iterations = 0
+        converged = True
+        time_s = 0.0
+        for r0, r1, c0, c1 in tiles(*region.shape, (self._payload - REGION_BYTES - 6) // 4):
+            f, _ = self.client.region_call(
+                P.PROGRAM,
+                {
+                    **self._fields(region, r0, r1, c0, c1),
+                    "tolerance_us": tolerance_us,
+                    "max_iterations": max_iterations,
+                },
+                {"target_us": target_us[r0:r1, c0:c1]},
+            )
+            cells = (r1 - r0) * (c1 - c0)
+            sq_sum += float(f["rms_error_us"]) ** 2 * cells
+            n += cells
+            max_err = max(max_err, float(f["max_error_us"]))
+            pulses += f["pulses"]
+            iterations = max(iterations, f["iterations"])
+            converged = converged and bool(f["converged"])
+            time_s = f["time_s"]
+        return ProgramReport(
+            rms_error_us=math.sqrt(sq_sum / n),
+            max_error_us=max_err,
+            pulses=pulses,
+            iterations=iterations,
+            converged=converged,
+            time_s=time_s,
+        )
+
+    def _close(self) -> None:
+        try:
+            if self.instruments is not None:
+                self.instruments.pulse_generator.set("output", 0)
+                self.instruments.close()
+        finally:
+            self.link.close()
+
+
+def check_pulse_shape(setup: LabSetup, amplitude_v: float, width_ns: float) -> None:
+    """Refuse a pulse shape outside the set-up's limits (before any instrument write)."""
+    lim = setup.pulse.limits
+    for name, value, (lo, hi) in (
+        ("amplitude_v", amplitude_v, lim.amplitude_v),
+        ("width_ns", width_ns, lim.width_ns),
+    ):
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise SafetyLimitError(
+                f"pulse {name}={value} is outside the set-up limit [{lo}, {hi}] "
+                f"(pulse.limits.{name}); nothing was sent. Fix the value or the set-up file."
+            )
+
+
+def check_identity(setup: LabSetup, ident: Identity, port: str) -> None:
+    """Refuse an unknown firmware, another board, or a board without the set-up's chips."""
+    if ident.firmware not in setup.board.firmware:
+        raise FirmwareMismatch(
+            f"board on {port!r} runs firmware {ident.firmware}, but the set-up accepts only "
+            f"{', '.join(setup.board.firmware)} (board.firmware). Refusing to talk to it: "
+            "update the firmware or, after checking the protocol notes, the set-up file."
+        )
+    if setup.board.board_id is not None and ident.board_id != setup.board.board_id:
+        raise FirmwareMismatch(
+            f"board on {port!r} has id {ident.board_id:#010x}, the set-up expects "
+            f"{setup.board.board_id:#010x} (board.board_id); wrong port?"
+        )
+    missing = set(setup.board.chip_ids) - set(ident.geometry.chip_ids)
+    if missing:
+        raise SetupError(
+            f"set-up chip ids {sorted(missing)} are not on the board (it has "
+            f"{list(ident.geometry.chip_ids)}); fix board.chip_ids"
+        )
+    if ident.geometry.devices != DEVICES:
+        raise FirmwareMismatch(f"board reports {ident.geometry.devices} devices per cell, not 4")

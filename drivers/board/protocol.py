@@ -1,0 +1,333 @@
+"""The board's command set, declared in ONE table (opcode, request, reply, validator).
+
+Every payload is a fixed little-endian head (a :mod:`struct` format) followed by zero or
+more raw arrays whose element counts follow from the head. Both the host driver and the
+emulator pack and unpack through :func:`pack` / :func:`unpack` with the same
+:data:`COMMANDS` entries, so the two ends cannot disagree about a layout. The wire framing
+(COBS, CRC-32, seq, opcode, status) is in :mod:`drivers.board.framing`; the prose spec is
+``docs/board-protocol.md``.
+
+Units on the wire: MVM inputs are int8 codes ``x_code = round(127·x)``; MVM outputs are
+int32 ADC codes with ``y_us = code · adc_lsb_us``; conductances are uint16 codes with
+``g_us = code · g_lsb_us``; both LSBs are reported by IDENTIFY.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from drivers import DeviceError
+
+INPUT_CODE_MAX = 127
+"""8-bit signed PWM inputs: x in [-1, 1] travels as round(127·x) in [-127, 127]."""
+
+
+class Status(enum.IntEnum):
+    """Reply status codes."""
+
+    OK = 0
+    BAD_OPCODE = 1
+    BAD_PAYLOAD = 2
+    BAD_REGION = 3
+    WRONG_CHIP = 4
+    LIMIT_EXCEEDED = 5
+    DEVICE_ERROR = 6
+
+
+class PayloadError(DeviceError):
+    """A payload does not match its declared layout or fails its validator."""
+
+    def __init__(self, message: str, status: Status = Status.BAD_PAYLOAD) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """A raw array following the head; ``count(head_fields)`` gives its element count.
+
+    ``dtype="bits"`` is a bool array packed 8 per byte (little bit order).
+    """
+
+    name: str
+    dtype: str
+    count: Callable[[Mapping[str, Any]], int]
+
+    def nbytes(self, n: int) -> int:
+        return (n + 7) // 8 if self.dtype == "bits" else n * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Layout:
+    head: str
+    fields: tuple[str, ...] = ()
+    arrays: tuple[ArraySpec, ...] = ()
+    struct_: struct.Struct = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "struct_", struct.Struct(self.head))
+        n_fields = len(self.struct_.unpack(bytes(self.struct_.size)))
+        if n_fields != len(self.fields):
+            raise ValueError(f"layout {self.head!r} has {n_fields} fields, names {self.fields}")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What IDENTIFY reports; the validators check requests against it."""
+
+    chip_ids: tuple[int, ...]
+    rows: int = 256
+    cols: int = 256
+    devices: int = 4
+    max_payload: int = 60000
+    max_pulses_per_device: int = 255
+    max_pulses_per_command: int = 1 << 20
+    max_program_iterations: int = 1000
+
+
+Validator = Callable[[Mapping[str, Any], Mapping[str, np.ndarray], Geometry], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    opcode: int
+    request: Layout
+    reply: Layout
+    idempotent: bool
+    """True: executing it twice has the same effect as once (reads). False (pulse,
+    program): a retransmission must reuse the seq so the board replays its first reply."""
+    validate: Validator | None = None
+
+
+REGION = ("chip", "row0", "row1", "col0", "col1")
+REGION_HEAD = "BHHHH"
+
+
+def _cells(f: Mapping[str, Any]) -> int:
+    return max(f["row1"] - f["row0"], 0) * max(f["col1"] - f["col0"], 0)
+
+
+def _check_region(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry) -> None:
+    if f["chip"] not in g.chip_ids:
+        raise PayloadError(f"chip {f['chip']} not on this board {g.chip_ids}", Status.BAD_REGION)
+    if not (0 <= f["row0"] < f["row1"] <= g.rows and 0 <= f["col0"] < f["col1"] <= g.cols):
+        raise PayloadError(
+            f"region rows [{f['row0']},{f['row1']}) cols [{f['col0']},{f['col1']}) is empty or "
+            f"outside the {g.rows}x{g.cols} array",
+            Status.BAD_REGION,
+        )
+
+
+def _check_mvm(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry) -> None:
+    _check_region(f, a, g)
+    if f["batch"] < 1:
+        raise PayloadError("MVM batch must be >= 1")
+    if a["x"].size and int(np.min(a["x"])) < -INPUT_CODE_MAX:
+        raise PayloadError(f"MVM input code {int(np.min(a['x']))} < -{INPUT_CODE_MAX}")
+
+
+def _check_pulse(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry) -> None:
+    _check_region(f, a, g)
+    counts = a["counts"]
+    if counts.size and int(counts.max()) > g.max_pulses_per_device:
+        raise PayloadError(
+            f"{int(counts.max())} pulses on one device exceeds the board's "
+            f"{g.max_pulses_per_device} per command",
+            Status.LIMIT_EXCEEDED,
+        )
+    total = int(counts.sum(dtype=np.int64))
+    if total > g.max_pulses_per_command:
+        raise PayloadError(
+            f"{total} pulses exceed the board's {g.max_pulses_per_command} per command",
+            Status.LIMIT_EXCEEDED,
+        )
+
+
+def _check_program(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry) -> None:
+    _check_region(f, a, g)
+    t = a["target_us"]
+    if not np.all(np.isfinite(t)):
+        raise PayloadError("program targets (net µS per cell) must be finite")
+    if not (f["tolerance_us"] > 0.0 and 1 <= f["max_iterations"] <= g.max_program_iterations):
+        raise PayloadError(
+            f"program needs tolerance_us > 0 (got {f['tolerance_us']}) and max_iterations in "
+            f"[1, {g.max_program_iterations}] (got {f['max_iterations']})",
+            Status.LIMIT_EXCEEDED,
+        )
+
+
+def _check_chip(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry) -> None:
+    if f["chip"] not in g.chip_ids:
+        raise PayloadError(f"chip {f['chip']} not on this board {g.chip_ids}", Status.BAD_REGION)
+
+
+_DEV = 4  # devices per cell on the wire; Geometry.devices must equal it
+
+
+IDENTIFY = Command(
+    "identify",
+    0x01,
+    Layout("<I", ("session",)),
+    Layout(
+        "<BBIBHHBHBIHffffff",
+        (
+            "fw_major",
+            "fw_minor",
+            "board_id",
+            "n_chips",
+            "rows",
+            "cols",
+            "devices",
+            "max_payload",
+            "max_pulses_per_device",
+            "max_pulses_per_command",
+            "max_program_iterations",
+            "adc_lsb_us",
+            "g_lsb_us",
+            "g_min_us",
+            "g_max_us",
+            "g_net_max_us",
+            "set_step_mean_us",
+        ),
+        (ArraySpec("chip_ids", "u1", lambda f: f["n_chips"]),),
+    ),
+    idempotent=True,
+)
+SELECT_CHIP = Command(
+    "select_chip", 0x02, Layout("<B", ("chip",)), Layout("<B", ("chip",)), True, _check_chip
+)
+MVM = Command(
+    "mvm",
+    0x03,
+    Layout(
+        "<" + REGION_HEAD + "H",
+        (*REGION, "batch"),
+        (ArraySpec("x", "i1", lambda f: f["batch"] * max(f["row1"] - f["row0"], 0)),),
+    ),
+    Layout("<HH", ("batch", "cols"), (ArraySpec("y", "<i4", lambda f: f["batch"] * f["cols"]),)),
+    idempotent=True,
+    validate=_check_mvm,
+)
+READ = Command(
+    "read",
+    0x04,
+    Layout("<" + REGION_HEAD, REGION),
+    Layout(
+        "<HH", ("rows", "cols"), (ArraySpec("g", "<u2", lambda f: f["rows"] * f["cols"] * _DEV),)
+    ),
+    idempotent=True,
+    validate=_check_region,
+)
+PULSE = Command(
+    "pulse",
+    0x05,
+    Layout(
+        "<" + REGION_HEAD,
+        REGION,
+        (
+            ArraySpec("counts", "u1", lambda f: _cells(f) * _DEV),
+            ArraySpec("reset", "bits", lambda f: _cells(f) * _DEV),
+        ),
+    ),
+    Layout("<IId", ("set_pulses", "resets", "time_s")),
+    idempotent=False,
+    validate=_check_pulse,
+)
+PROGRAM = Command(
+    "program",
+    0x06,
+    Layout(
+        "<" + REGION_HEAD + "fH",
+        (*REGION, "tolerance_us", "max_iterations"),
+        (ArraySpec("target_us", "<f4", _cells),),
+    ),
+    Layout(
+        "<ffIHBd", ("rms_error_us", "max_error_us", "pulses", "iterations", "converged", "time_s")
+    ),
+    idempotent=False,
+    validate=_check_program,
+)
+TEMPERATURE = Command("temperature", 0x07, Layout("<"), Layout("<f", ("temp_c",)), True)
+STATUS = Command(
+    "status",
+    0x08,
+    Layout("<"),
+    Layout(
+        "<BBIIIId",
+        (
+            "selected_chip",
+            "last_status",
+            "rx_frames",
+            "bad_frames",
+            "replays",
+            "executed",
+            "time_s",
+        ),
+    ),
+    idempotent=True,
+)
+
+COMMANDS: dict[int, Command] = {
+    c.opcode: c for c in (IDENTIFY, SELECT_CHIP, MVM, READ, PULSE, PROGRAM, TEMPERATURE, STATUS)
+}
+"""The one command table, by opcode."""
+
+
+def pack(
+    layout: Layout, fields: Mapping[str, Any], arrays: Mapping[str, Any] | None = None
+) -> bytes:
+    """Serialise head ``fields`` and raw ``arrays`` per ``layout`` (counts are checked)."""
+    arrays = arrays or {}
+    try:
+        out = bytearray(layout.struct_.pack(*(fields[name] for name in layout.fields)))
+    except (KeyError, struct.error) as exc:
+        raise PayloadError(f"cannot pack head {layout.fields}: {exc}") from exc
+    for spec in layout.arrays:
+        n = spec.count(fields)
+        arr = np.asarray(arrays[spec.name])
+        if arr.size != n:
+            raise PayloadError(f"array {spec.name!r} has {arr.size} elements, layout needs {n}")
+        if spec.dtype == "bits":
+            out += np.packbits(arr.reshape(-1).astype(bool), bitorder="little").tobytes()
+        else:
+            out += np.ascontiguousarray(arr.reshape(-1), dtype=spec.dtype).tobytes()
+    return bytes(out)
+
+
+def unpack(layout: Layout, payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Parse a payload per ``layout``; lengths are checked before ``np.frombuffer``."""
+    size = layout.struct_.size
+    if len(payload) < size:
+        raise PayloadError(f"payload of {len(payload)} bytes is shorter than its {size}-byte head")
+    fields = dict(zip(layout.fields, layout.struct_.unpack_from(payload), strict=True))
+    counts = [spec.count(fields) for spec in layout.arrays]
+    need = size + sum(spec.nbytes(n) for spec, n in zip(layout.arrays, counts, strict=True))
+    if len(payload) != need:
+        raise PayloadError(f"payload has {len(payload)} bytes, layout {layout.fields} needs {need}")
+    arrays: dict[str, np.ndarray] = {}
+    offset = size
+    for spec, n in zip(layout.arrays, counts, strict=True):
+        nbytes = spec.nbytes(n)
+        raw = payload[offset : offset + nbytes]
+        if spec.dtype == "bits":
+            bits = np.unpackbits(np.frombuffer(raw, np.uint8), bitorder="little")
+            arrays[spec.name] = bits[:n].astype(bool)
+        else:
+            arrays[spec.name] = np.frombuffer(raw, dtype=spec.dtype, count=n)
+        offset += nbytes
+    return fields, arrays
+
+
+def check_request(
+    cmd: Command, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray], geometry: Geometry
+) -> None:
+    """Run the command's validator (both the host and the board call this)."""
+    if cmd.validate is not None:
+        cmd.validate(fields, arrays, geometry)

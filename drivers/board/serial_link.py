@@ -1,0 +1,157 @@
+"""Serial transport to the board (the only module of ``drivers`` that imports pyserial).
+
+A :class:`SerialLink` sends one command frame and waits for the reply that carries the same
+sequence number. Accepted ports are whatever ``serial.serial_for_url`` accepts: device
+paths (``/dev/ttyUSB0``, a pty path printed by ``hil board-emulator --pty``) and URLs
+(``socket://host:port``, ``rfc2217://host:port``, ``loop://``).
+
+Error handling, per command:
+
+- The reply must decode (COBS, CRC-32, header), carry the command's opcode with the reply
+  bit and the request's seq. Anything else is garbage or a stale reply and is skipped; the
+  :class:`~drivers.board.framing.Deframer` resynchronises at the next zero byte.
+- A reply that does not arrive within ``timeout_s`` of the last received byte (or within
+  an overall budget that also allows for the frame's transfer time at ``baudrate``) makes
+  the link **retransmit the identical frame, same seq**, up to ``retries`` times. The board
+  remembers the replies of its recent seqs and answers a retransmission from that memory
+  without executing again, so a pulse command is applied exactly once however many
+  replies are lost. Idempotent commands may also be reissued later under a new seq;
+  non-idempotent ones (pulse, program) are never reissued by the link.
+- After ``1 + retries`` attempts: :class:`DeviceTimeout`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import serial
+import structlog
+
+from drivers.board.errors import DeviceTimeout, LinkError
+from drivers.board.framing import REPLY_BIT, Deframer, Frame, encode_frame
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class LinkStats:
+    """Counters of one link; tests read ``bytes_written`` to prove nothing was sent."""
+
+    bytes_written: int = 0
+    bytes_read: int = 0
+    frames_sent: int = 0
+    replies: int = 0
+    retransmissions: int = 0
+    bad_frames: int = 0
+    stale_frames: int = 0
+
+
+class SerialLink:
+    """Request/reply transport over a pyserial port.
+
+    Args:
+        port: device path or pyserial URL.
+        baudrate: line rate (ignored by ``socket://``; a pty accepts but does not enforce it).
+        timeout_s: inter-byte silence after which an attempt is abandoned.
+        retries: retransmissions after the first attempt.
+    """
+
+    def __init__(
+        self, port: str, *, baudrate: int = 921600, timeout_s: float = 0.5, retries: int = 3
+    ) -> None:
+        if timeout_s <= 0 or retries < 0:
+            raise LinkError(f"need timeout_s > 0 and retries >= 0, got {timeout_s}, {retries}")
+        self.port_name = port
+        self.baudrate = baudrate
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.stats = LinkStats()
+        self._deframer = Deframer()
+        self._seq = secrets.randbelow(1 << 16)
+        try:
+            self._port = serial.serial_for_url(
+                port, baudrate=baudrate, timeout=min(timeout_s, 0.05)
+            )
+        except (serial.SerialException, ValueError, OSError) as exc:
+            raise LinkError(
+                f"cannot open board port {port!r}: {exc}. Give a device path (/dev/ttyUSB0) or a "
+                "pyserial URL (socket://host:port, rfc2217://host:port); is the emulator running?"
+            ) from exc
+        log.debug("board_link_open", port=port, baudrate=baudrate)
+
+    def next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFF
+        return self._seq
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._port.write(data)
+            self._port.flush()
+        except (serial.SerialException, OSError) as exc:
+            raise LinkError(f"write to {self.port_name!r} failed: {exc}") from exc
+        self.stats.bytes_written += len(data)
+
+    def _read_some(self) -> bytes:
+        try:
+            waiting = self._port.in_waiting
+            data = self._port.read(max(waiting, 1))
+        except (serial.SerialException, OSError) as exc:
+            raise LinkError(f"read from {self.port_name!r} failed: {exc}") from exc
+        self.stats.bytes_read += len(data)
+        return data
+
+    def _await_reply(self, opcode: int, seq: int, budget_s: float) -> Frame | None:
+        start = last_byte = time.monotonic()
+        while True:
+            data = self._read_some()
+            now = time.monotonic()
+            if data:
+                last_byte = now
+                bad_before = self._deframer.bad_frames
+                for frame in self._deframer.feed(data):
+                    if frame.opcode == opcode | REPLY_BIT and frame.seq == seq:
+                        self.stats.replies += 1
+                        return frame
+                    self.stats.stale_frames += 1
+                self.stats.bad_frames += self._deframer.bad_frames - bad_before
+            if now - last_byte > self.timeout_s or now - start > budget_s:
+                return None
+
+    def transact(
+        self,
+        opcode: int,
+        payload: bytes,
+        *,
+        name: str = "",
+        idempotent: bool = True,
+        reply_bytes_hint: int = 0,
+    ) -> Frame:
+        """Send one command and return its reply frame (any status; the caller checks it)."""
+        seq = self.next_seq()
+        wire = encode_frame(opcode, seq, 0, payload)
+        transfer_s = 10.0 * (len(wire) + reply_bytes_hint + 16) / self.baudrate
+        budget_s = self.timeout_s + 2.0 * transfer_s
+        for attempt in range(1 + self.retries):
+            if attempt:
+                self.stats.retransmissions += 1
+                log.debug("board_retransmit", command=name, seq=seq, attempt=attempt)
+            self._write(wire)
+            self.stats.frames_sent += 1
+            reply = self._await_reply(opcode, seq, budget_s)
+            if reply is not None:
+                return reply
+        applied = "" if idempotent else " It may or may not have been applied: read the state back."
+        raise DeviceTimeout(
+            f"no valid reply to {name or hex(opcode)} (seq {seq}) from {self.port_name!r} after "
+            f"{1 + self.retries} attempts with a {self.timeout_s} s timeout.{applied} Check the "
+            "cable/port and the board's power, or raise link.retries / link.timeout_s in the "
+            "set-up file."
+        )
+
+    def close(self) -> None:
+        try:
+            self._port.close()
+        except (serial.SerialException, OSError):  # pragma: no cover - best effort
+            pass

@@ -1,0 +1,91 @@
+"""Fixtures that start the real board emulator (``hil board-emulator``) as a subprocess.
+
+``emulator(...)`` starts one on a pty (default) or a free TCP port and returns its address;
+every process is terminated at teardown. ``setup_file(port, ...)`` writes a lab set-up
+YAML for it (VISA on the shipped pyvisa-sim instruments).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+START_TIMEOUT_S = 30.0
+
+
+class Emulator:
+    def __init__(self, args: list[str]) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hil", "--log-level", "warning", "board-emulator", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        line = self.proc.stdout.readline().strip() if self.proc.stdout else ""
+        if not line:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.stop()
+            raise RuntimeError(f"board emulator did not start: {err}")
+        self.address = line
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - defensive
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+
+@pytest.fixture
+def emulator() -> Iterator[Callable[..., str]]:
+    started: list[Emulator] = []
+
+    def start(*, tcp: bool = False, preset: str = "hermes", seed: int = 0,
+              fault_rate: float = 0.0, faults: str | None = None,
+              firmware: str | None = None) -> str:
+        args = ["--tcp", "0"] if tcp else ["--pty"]
+        args += ["--preset", preset, "--seed", str(seed), "--fault-rate", str(fault_rate)]
+        if faults:
+            args += ["--faults", faults]
+        if firmware:
+            args += ["--firmware", firmware]
+        emu = Emulator(args)
+        started.append(emu)
+        return emu.address
+
+    yield start
+    for emu in started:
+        emu.stop()
+
+
+@pytest.fixture
+def setup_file(tmp_path: Path) -> Callable[..., Path]:
+    def write(port: str, name: str = "lab.yaml", **sections: dict[str, Any]) -> Path:
+        data: dict[str, Any] = {
+            "link": {"port": port, "timeout_s": 0.5, "retries": 3},
+            "board": {"chip_ids": [0, 1], "firmware": ["1.2"]},
+            "visa": {"backend": "@sim"},
+        }
+        for key, values in sections.items():
+            data.setdefault(key, {}).update(values)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return write

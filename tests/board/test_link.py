@@ -1,0 +1,128 @@
+"""The serial link against the real emulator process on a pty: faults, loss, safety, firmware.
+
+Everything here goes through a real pseudo-terminal and the real driver code path.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from drivers import DeviceTimeout, LimitExceeded, VersionMismatch
+from drivers.board import open_board
+from drivers.board.client import BoardClient
+from drivers.board.errors import FirmwareMismatch, SafetyLimitError
+from drivers.board.serial_link import SerialLink
+from protocols import Region
+
+
+def _status(port: str) -> dict:
+    link = SerialLink(port, timeout_s=0.5, retries=2)
+    try:
+        return BoardClient(link).status()
+    finally:
+        link.close()
+
+
+def _training_like_run(url: str) -> dict:
+    """Program, pulse, MVM and read on both chips; returns everything observable."""
+    rng = np.random.default_rng(5)
+    r0, r1 = Region(0, 0, 6, 0, 6), Region(1, 2, 8, 3, 9)
+    out: dict = {"y": [], "reports": []}
+    with open_board(url) as d:
+        out["reports"].append(
+            d.program(r0, rng.uniform(-3, 3, (6, 6)), tolerance_us=0.5, max_iterations=8)
+        )
+        x = rng.uniform(-1, 1, (4, 6)).astype(np.float32)
+        for _ in range(4):
+            counts = rng.integers(0, 4, (6, 6, 4))
+            mask = rng.random((6, 6, 4)) < 0.1
+            out["reports"].append(d.apply_pulses(r0, counts, mask))
+            out["y"].append(d.mvm(r0, x))
+        out["reports"].append(d.apply_pulses(r1, rng.integers(0, 3, (6, 6, 4))))
+        out["g0"] = d.read_conductances(r0)
+        out["g1"] = d.read_conductances(r1)
+        out["status"] = d.client.status()
+        out["stats"] = d.link.stats
+    return out
+
+
+@pytest.mark.slow
+def test_one_percent_byte_faults_give_the_clean_final_state(emulator) -> None:
+    link = "max_payload_bytes=64&timeout_s=0.1"
+    clean = _training_like_run(f"board://?port={emulator(seed=7)}&{link}&retries=2")
+    noisy_port = emulator(seed=7, fault_rate=0.01)
+    noisy = _training_like_run(f"board://?port={noisy_port}&{link}&retries=30")
+
+    assert noisy["stats"].retransmissions > 0, "the faulty link should have needed retries"
+    assert clean["stats"].retransmissions == 0
+    # No pulse lost or doubled: the same commands executed once each, same final state.
+    assert noisy["status"]["executed"] == clean["status"]["executed"]
+    assert noisy["status"]["time_s"] == clean["status"]["time_s"]
+    np.testing.assert_array_equal(noisy["g0"], clean["g0"])
+    np.testing.assert_array_equal(noisy["g1"], clean["g1"])
+    for a, b in zip(noisy["y"], clean["y"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert noisy["reports"] == clean["reports"]
+
+
+def test_total_loss_raises_device_timeout_after_the_retries(emulator) -> None:
+    port = emulator(fault_rate=1.0, faults="drop")
+    link = SerialLink(port, timeout_s=0.2, retries=2)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DeviceTimeout, match=r"after 3 attempts") as exc:
+            BoardClient(link).identify()
+    finally:
+        link.close()
+    assert link.stats.frames_sent == 3 and link.stats.retransmissions == 2
+    assert 0.5 < time.monotonic() - t0 < 5.0
+    assert "set-up file" in str(exc.value)
+    # Through the public entry point the same clear error surfaces.
+    with pytest.raises(DeviceTimeout, match="identify"):
+        open_board(f"board://?port={port}&timeout_s=0.1&retries=1")
+
+
+def test_out_of_limit_requests_write_nothing(emulator, setup_file) -> None:
+    port = emulator()
+    path = setup_file(port, pulse={"limits": {"max_pulses_per_device": 20,
+                                              "max_pulses_per_request": 100}})
+    with open_board(f"board://{path}") as d:
+        region = Region(0, 0, 4, 0, 4)
+        d.apply_pulses(region, np.ones((4, 4, 4), np.int32))  # within limits: sent
+        executed = d.client.status()["executed"]
+        before = d.link.stats.bytes_written
+        gen_writes = list(d.instruments.pulse_generator.writes)
+
+        with pytest.raises(LimitExceeded, match="21 pulses on one device"):
+            d.apply_pulses(region, np.full((4, 4, 4), 21, np.int32))
+        with pytest.raises(SafetyLimitError, match="max_pulses_per_request=100"):
+            d.apply_pulses(region, np.full((4, 4, 4), 2, np.int32))  # 128 > 100
+        with pytest.raises(SafetyLimitError, match="amplitude_v=3.5"):
+            d.set_pulse_shape(3.5, 50.0)
+        with pytest.raises(SafetyLimitError, match="width_ns=5000"):
+            d.set_pulse_shape(1.0, 5000.0)
+
+        assert d.link.stats.bytes_written == before, "a refused request reached the link"
+        assert d.instruments.pulse_generator.writes == gen_writes
+        assert d.client.status()["executed"] == executed + 1  # only this STATUS ran
+
+
+def test_out_of_limit_pulse_shape_in_the_setup_opens_nothing(emulator, setup_file) -> None:
+    port = emulator()
+    path = setup_file(port, pulse={"amplitude_v": 2.5})
+    with pytest.raises(SafetyLimitError, match=r"amplitude_v=2.5 is outside .*\[0.5, 2.0\]"):
+        open_board(f"board://{path}")
+    assert _status(port)["rx_frames"] == 1  # the board never heard from the driver
+
+
+def test_unknown_firmware_is_refused(emulator, setup_file) -> None:
+    port = emulator(firmware="9.9")
+    with pytest.raises(FirmwareMismatch, match=r"firmware 9\.9.*accepts only 1\.2") as exc:
+        open_board(f"board://{setup_file(port)}")
+    assert isinstance(exc.value, VersionMismatch)
+    status = _status(port)
+    # Only IDENTIFY ran before this STATUS (which counts itself in rx_frames only).
+    assert status["rx_frames"] == 2 and status["executed"] == 1
