@@ -18,8 +18,13 @@ from hil.errors import HilError
 from hil.logging import LEVELS, configure_logging
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "hil.commands.train",
+    "hil.commands.runs",
     "hil.commands.data",
     "hil.commands.board",
+    "hil.commands.serve",
+    "hil.commands.keys",
+    "hil.commands.driver",
 )
 
 

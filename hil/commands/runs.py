@@ -1,0 +1,53 @@
+"""``hil runs list [DIR]`` and ``hil runs show RUN``: summaries of training runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hil.fsio import dumps
+from hil.trainer.runs import RunDir, list_runs
+
+
+def _list(args: argparse.Namespace) -> int:
+    runs = list_runs(args.dir)
+    if not runs:
+        print(f"no runs in {args.dir}")
+        return 0
+    print(f"{'run':40} {'rule':7} {'epochs':>6} {'test NLL':>9} {'best ep':>7}  device")
+    for run in runs:
+        s = run.summary()
+        cfg = run.read_json("config.json")
+        if s is None:
+            done = len(run.metrics())
+            print(f"{run.path.name:40} {cfg['rule']['name']:7} {done:>6} {'(running or stopped)':>18}"
+                  f"  {cfg['device']['url']}")
+        else:
+            print(f"{run.path.name:40} {s['rule']:7} {s['epochs']:>6} {s['test_nll']:>9.3f} "
+                  f"{s['best_epoch']:>7}  {s['device']}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    run = RunDir.open(args.run)
+    summary = run.summary()
+    print(f"run {run.path}")
+    print("summary: " + (dumps(summary, indent=2) if summary else "(not finished)"))
+    for rec in run.metrics():
+        extra = f" pulses {rec['pulses']}" if "pulses" in rec else ""
+        print(f"  epoch {rec['epoch']:>3}: train {rec['train_nll']:.3f} valid {rec['valid_nll']:.3f}"
+              f" test {rec['test_nll']:.3f}{extra}")
+    if run.report_file.exists():
+        print(f"report: {run.report_file}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="list and show training runs")
+    rs = p.add_subparsers(dest="runs_command", metavar="{list,show}", required=True)
+    pl = rs.add_parser("list", help="one line per run")
+    pl.add_argument("dir", nargs="?", type=Path, default=Path("runs"))
+    pl.set_defaults(func=_list)
+    ps = rs.add_parser("show", help="summary and per-epoch metrics of a run")
+    ps.add_argument("run", type=Path)
+    ps.set_defaults(func=_show)

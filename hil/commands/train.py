@@ -1,0 +1,75 @@
+"""``hil train CONFIG [--device URL] [--run-dir DIR] [--resume] [--seed N] [--epochs N] [--set k=v …]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hil.trainer.session import TrainRequest, train
+
+
+def add_train_arguments(p: argparse.ArgumentParser, *, config_required: bool) -> None:
+    if config_required:
+        p.add_argument("config", type=Path, nargs="?", help="run config (.yaml/.yml/.toml)")
+    p.add_argument(
+        "--device",
+        help="software | sim://?preset=hermes&seed=0 (default, in-process simulator) | "
+        "tcp://host:port | ipc://path | board://setup.yaml",
+    )
+    p.add_argument("--run-dir", type=Path, help="run directory (default: runs/<name>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=5e-4 (repeatable)",
+    )
+    p.add_argument(
+        "--checkpoint-every", type=int, default=0, metavar="N",
+        help="also checkpoint every N batches (default: at every epoch end only)",
+    )
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bars (default: when stderr is a terminal)",
+    )
+
+
+def request_from_args(args: argparse.Namespace, config: Path | None) -> TrainRequest:
+    return TrainRequest(
+        config=config,
+        device=args.device,
+        run_dir=args.run_dir,
+        resume=args.resume,
+        seed=args.seed,
+        epochs=args.epochs,
+        overrides=tuple(args.overrides),
+        progress=args.progress,
+        checkpoint_every=args.checkpoint_every,
+    )
+
+
+def print_summary(summary: dict) -> None:
+    print(
+        f"run {summary['run']}: {summary['epochs']} epochs, test NLL {summary['test_nll']:.3f} "
+        f"(best valid at epoch {summary['best_epoch']}), {summary['pulses']} SET pulses, "
+        f"{summary['wall_s']:.1f} s"
+    )
+    print(f"data: {summary['data_source']}")
+    print(f"results: {summary['run']}/summary.json, metrics.jsonl, report.html")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.config is None and not args.resume:
+        raise SystemExit("hil train: a CONFIG file is required (or --resume --run-dir RUN)")
+    print_summary(train(request_from_args(args, args.config)))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a network (software, simulator, server or board)",
+        description="Train a spiking network with an online rule, hardware in the loop.",
+    )
+    add_train_arguments(p, config_required=True)
+    p.set_defaults(func=_run)

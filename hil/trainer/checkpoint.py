@@ -1,0 +1,114 @@
+"""Checkpoints: the complete software state of a run at a batch boundary, written atomically.
+
+``checkpoint/state.json`` is the commit record, written last; it names the arrays file
+(``arrays-<n>.npz``) and the chip snapshot it belongs to, so a crash while writing a new
+checkpoint leaves the previous one intact. Software state: epoch and batch position, the
+epoch's shuffle order, parameter values (host matrices and vectors), every device matrix's
+accumulator χ and round-robin counter, the optimiser's moments, the RNG state, the request-id
+sequence, and the metrics history.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hil.fsio import atomic_save_npz, atomic_write_json
+from hil.trainer.runs import RunError
+
+STATE_FILE = "state.json"
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`save` writes and :func:`load` returns."""
+
+    epoch: int
+    """epochs fully completed"""
+    batch: int
+    """batches completed within epoch ``epoch`` (0 at an epoch boundary)"""
+    order: list[int]
+    arrays: dict[str, np.ndarray]
+    rng_state: dict[str, Any]
+    optim: dict[str, Any]
+    request_seq: int
+    attempt: int
+    history: list[dict[str, Any]]
+    partial: dict[str, float] = field(default_factory=dict)
+    chip_snapshot: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _flatten_optim(optim: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    meta = {"epoch": optim["epoch"], "t": optim["t"], "m": [], "v": []}
+    for kind in ("m", "v"):
+        for k, v in optim[kind].items():
+            arrays[f"optim.{kind}.{k}"] = np.asarray(v)
+            meta[kind].append(k)
+    return meta
+
+
+def save(directory: Path, ck: Checkpoint, generation: int) -> None:
+    """Write ``ck`` as checkpoint number ``generation`` (atomic; older arrays removed after)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {f"param.{k}": np.asarray(v) for k, v in ck.arrays.items()}
+    optim_meta = _flatten_optim(ck.optim, arrays)
+    arrays_name = f"arrays-{generation:06d}.npz"
+    atomic_save_npz(directory / arrays_name, arrays)
+    atomic_write_json(
+        directory / STATE_FILE,
+        {
+            "generation": generation,
+            "arrays": arrays_name,
+            "epoch": ck.epoch,
+            "batch": ck.batch,
+            "order": ck.order,
+            "rng_state": ck.rng_state,
+            "optim": optim_meta,
+            "request_seq": ck.request_seq,
+            "attempt": ck.attempt,
+            "history": ck.history,
+            "partial": ck.partial,
+            "chip_snapshot": ck.chip_snapshot,
+            "extra": ck.extra,
+        },
+    )
+    for old in directory.glob("arrays-*.npz"):
+        if old.name != arrays_name:
+            old.unlink(missing_ok=True)
+
+
+def load(directory: Path) -> tuple[Checkpoint, int]:
+    """The last committed checkpoint in ``directory`` and its generation."""
+    state_file = directory / STATE_FILE
+    if not state_file.is_file():
+        raise RunError(f"no checkpoint in {directory}: the run never finished a batch")
+    meta = json.loads(state_file.read_text())
+    with np.load(directory / meta["arrays"]) as z:
+        raw = {k: z[k] for k in z.files}
+    params = {k[len("param.") :]: v for k, v in raw.items() if k.startswith("param.")}
+    optim = {
+        "epoch": meta["optim"]["epoch"],
+        "t": meta["optim"]["t"],
+        "m": {k: raw[f"optim.m.{k}"] for k in meta["optim"]["m"]},
+        "v": {k: raw[f"optim.v.{k}"] for k in meta["optim"]["v"]},
+    }
+    ck = Checkpoint(
+        epoch=meta["epoch"],
+        batch=meta["batch"],
+        order=meta["order"],
+        arrays=params,
+        rng_state=meta["rng_state"],
+        optim=optim,
+        request_seq=meta["request_seq"],
+        attempt=meta["attempt"],
+        history=meta["history"],
+        partial=meta["partial"],
+        chip_snapshot=meta["chip_snapshot"],
+        extra=meta["extra"],
+    )
+    return ck, int(meta["generation"])

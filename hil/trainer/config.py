@@ -1,0 +1,184 @@
+"""The run configuration: one pydantic model, loaded from YAML or TOML, validated at the edge.
+
+Precedence: the config file, then CLI flags (``--device``, ``--seed``, ``--epochs``), then
+``--set key=value`` overrides with dotted keys (``--set optim.lr=5e-4``); values of
+``--set`` are parsed as YAML scalars/lists. Every field is checked; a bad value is reported
+in one line naming the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hil.errors import ConfigError
+from hil.tasks.datasource import JsbDataConfig
+
+SOFTWARE = "software"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NetworkSection(_Strict):
+    """SNU network: input and output widths come from the task."""
+
+    hidden: list[int] = Field(default=[150], min_length=1)
+    """neurons per hidden SNU layer"""
+    reset: Literal["full", "soft"] = "full"
+    recurrent: bool = False
+    """trainable recurrent H (the paper's hardware run has none)"""
+    decay: float = Field(default=0.6, ge=0.0, lt=1.0)
+    pseudo: Literal["tanh", "fast_sigmoid", "triangle", "rectangle"] = "tanh"
+    """pseudo-derivative kind (``tanh``: 1 − tanh²(k·v); ``fast_sigmoid``: 1/(k|v| + 1)²)"""
+    pseudo_scale: float = Field(default=1.0, gt=0)
+    """steepness k of the pseudo-derivative (paper: 1 for JSB, 100 for SHD)"""
+    threshold_init: float = 0.0
+    train_threshold: bool = True
+    train_decay: bool = False
+    w_scale: float = Field(default=1.0, gt=0)
+    """initial Glorot range multiplier"""
+
+
+class RuleSection(_Strict):
+    name: Literal["bptt", "ostl", "ostl_rnd", "drtp", "osttp"] = "osttp"
+    traces: Literal["diag", "complete"] = "diag"
+    reduction: Literal["frame_mean", "sequence_mean"] = "sequence_mean"
+    update: Literal["sequence", "step"] = "sequence"
+    """apply accumulated updates per sequence (the paper) or every time step (fully online)"""
+
+
+class OptimSection(_Strict):
+    kind: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(default=1e-3, gt=0)
+    decay_factor: float = Field(default=0.6, gt=0, le=1)
+    decay_every: int = Field(default=5, ge=1)
+    clip_norm: float | None = Field(default=None, gt=0)
+
+
+class TrainSection(_Strict):
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    seed: int = Field(default=0, ge=0)
+    max_train_sequences: int | None = Field(default=None, ge=1)
+    """use only the first N training sequences (short runs, demos)"""
+    max_eval_sequences: int | None = Field(default=None, ge=1)
+    """evaluate on the first N valid/test sequences only"""
+
+
+class DeviceSection(_Strict):
+    """Where the matrices live and how updates become pulses."""
+
+    url: str = "sim://?preset=hermes&seed=0"
+    """``software`` (no chip), ``sim://…`` (in-process simulator), ``tcp://…``/``ipc://…``
+    (a ``hil serve``), ``board://…`` (the real board)"""
+    w_max: dict[str, float] = Field(default_factory=dict)
+    """weight magnitude mapped to the full net conductance, per matrix name
+    (``h0.W``, ``out.W``, ``B0``); default: ``headroom × max|W_init|``"""
+    headroom: float = Field(default=2.0, ge=1.0)
+    g_net_fraction: float = Field(default=0.5, gt=0, le=1)
+    """fraction of the device's net conductance range (g_max − g_min) that ``w_max`` maps to"""
+    max_pulses_per_update: int = Field(default=1, ge=1)
+    refresh_every: int = Field(default=10, ge=0)
+    """refresh saturated cells every N batches (0: never)"""
+    refresh_hi: float = Field(default=0.75, gt=0, le=1)
+    refresh_lo: float = Field(default=0.25, ge=0, le=1)
+    program_tolerance_us: float = Field(default=0.3, ge=0)
+    program_max_iterations: int = Field(default=20, ge=1)
+    drift_compensation: Literal["none", "global", "per_column"] = "global"
+    host_time_per_batch_s: float = Field(default=0.0, ge=0)
+    """virtual-clock devices: host compute time modelled per batch (drift during training)"""
+    eval_delay_s: float = Field(default=0.0, ge=0)
+    """virtual-clock devices: time between the end of an epoch's training and its evaluation"""
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> DeviceSection:
+        if self.refresh_lo > self.refresh_hi:
+            raise ValueError(f"refresh_lo={self.refresh_lo} must be <= refresh_hi={self.refresh_hi}")
+        return self
+
+    @property
+    def is_software(self) -> bool:
+        return self.url == SOFTWARE
+
+
+class RunConfig(_Strict):
+    """A training run: task, data, network, rule, optimiser, schedule and device."""
+
+    name: str = "run"
+    task: Literal["jsb"] = "jsb"
+    data: JsbDataConfig = Field(default_factory=JsbDataConfig)
+    network: NetworkSection = Field(default_factory=NetworkSection)
+    rule: RuleSection = Field(default_factory=RuleSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    device: DeviceSection = Field(default_factory=DeviceSection)
+
+
+def _format_error(exc: ValidationError, origin: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        parts.append(f"{loc}: {err['msg']}{shown}")
+    return f"invalid run config {origin}: " + "; ".join(parts)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The raw mapping of a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(path.read_text())
+        elif path.suffix in (".yaml", ".yml"):
+            raw = yaml.safe_load(path.read_text()) or {}
+        else:
+            raise ConfigError(f"config file {path}: expected .yaml, .yml or .toml")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid: {exc}".splitlines()[0]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set optim.lr=5e-4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            child = node.get(p)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[p] = child
+            node = child
+        node[leaf] = value
+    return out
+
+
+def load_config(
+    path: Path | None, overrides: Sequence[str] = (), origin: str | None = None
+) -> RunConfig:
+    """Load, override and validate a run config (``path=None``: defaults only)."""
+    raw = read_config_file(path) if path is not None else {}
+    raw = apply_overrides(raw, overrides)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, origin or str(path or "(defaults)"))) from None

@@ -1,0 +1,239 @@
+"""A :class:`~hil.learning.matrix.MatrixOp` whose weights live on a PCM chip region.
+
+The learning code calls the same four members as on a host matrix; here they become driver
+requests (``hil`` reaches chips only through the driver contract).
+
+Forward (``matmul``), for ``x`` of shape ``(..., m)`` flattened to rows ``x_k``:
+
+    s_k   = max_i |x_k,i|                      (per-row input scale; 0-rows give 0)
+    y_k   = s_k · mvm(x_k / s_k) / scale · c    (µS → weight units, c: drift compensation)
+
+so one MVM request carries a whole time-major batch (split only at the device's
+``max_batch``). The DAC quantises ``x_k / s_k`` to 8 bits; binary spikes and piano rolls are
+exact.
+
+Update (``update``), the mixed-precision scheme of Nandakumar et al. 2020:
+
+    χ ← χ + ΔW                          (high-precision host accumulator, weight units)
+    n = trunc(χ / ε),  |n| ≤ n_max      (signed SET pulse counts)
+    χ ← χ − n ε
+    ε = ΔG_set / (2 · scale)            (one SET pulse on one device moves G_net by ΔG_set/2)
+
+``n > 0`` goes to the ``+`` side, ``n < 0`` to the ``−`` side; which of the A/B devices gets
+it is chosen by a global round-robin counter (Boybat 2018, :func:`simulator.mapping.arbitrate`).
+Every pulse request carries a deterministic request id, so a retried request is never
+applied twice.
+
+Refresh (``refresh``): read the cells, find those whose both sides have climbed
+(:func:`simulator.mapping.plan_refresh`), and re-program their net weight with
+program-and-verify restricted to those cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from drivers.base import Driver
+from hil.errors import ConfigError
+from protocols.region import Region
+from simulator.mapping import CellMapping, RefreshConfig, arbitrate, net_conductance, plan_refresh
+
+
+class RequestIds:
+    """Deterministic request ids ``{run}-{attempt}-{seq}-{tag}`` for state-changing requests.
+
+    ``attempt`` changes on every resume, so a resumed run never collides with the ids of the
+    attempt that crashed; within an attempt a retry of the same request reuses its id.
+    """
+
+    def __init__(self, run_id: str, attempt: int = 0, seq: int = 0) -> None:
+        self.run_id, self.attempt, self.seq = run_id, attempt, seq
+
+    def next(self, tag: str) -> str:
+        self.seq += 1
+        return f"{self.run_id}-{self.attempt}-{self.seq:09d}-{tag}"
+
+
+@dataclass
+class PulseStats:
+    """Counters a :class:`DeviceMatrix` accumulates (reset per epoch by the trainer)."""
+
+    pulses: int = 0
+    requests: int = 0
+    refreshes: int = 0
+    clipped: int = 0
+    mvm_requests: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.pulses = self.requests = self.refreshes = self.clipped = self.mvm_requests = 0
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """How weight updates become pulses."""
+
+    max_pulses_per_update: int = 1
+    """cap on |n| per device per update request (larger χ stays in the accumulator)"""
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
+    program_tolerance_us: float = 0.3
+    """tolerance of program-and-verify (initial write and refresh), µS"""
+    program_max_iterations: int = 20
+
+
+class DeviceMatrix:
+    """An ``(m, n)`` matrix on ``region`` of ``driver``; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        driver: Driver,
+        region: Region,
+        mapping: CellMapping,
+        *,
+        trainable: bool,
+        ids: RequestIds,
+        update_cfg: UpdateConfig | None = None,
+    ) -> None:
+        info = driver.info()
+        self.name = name
+        self.driver = driver
+        self.region = region
+        self.mapping = mapping
+        self.trainable = trainable
+        self.ids = ids
+        self.cfg = update_cfg or UpdateConfig()
+        if self.cfg.max_pulses_per_update > info.limits.max_pulses_per_device:
+            raise ConfigError(
+                f"max_pulses_per_update={self.cfg.max_pulses_per_update} exceeds the device "
+                f"limit {info.limits.max_pulses_per_device} pulses per device per request"
+            )
+        self.g_max_us = info.g_max_us
+        self.max_batch = info.limits.max_batch
+        self.epsilon = info.set_step_mean_us / (2.0 * mapping.scale)
+        self.chi = np.zeros(region.shape, dtype=np.float64)
+        self.counter = 0
+        self.compensation: np.ndarray | float = 1.0
+        self.stats = PulseStats()
+
+    # --------------------------------------------------------------- MatrixOp
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.region.shape
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        m, n = self.shape
+        if x.shape[-1] != m:
+            raise ConfigError(f"{self.name}: matmul input has last axis {x.shape[-1]}, expected {m}")
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, m).astype(np.float32, copy=False)
+        s = np.max(np.abs(rows), axis=1, keepdims=True)
+        s_safe = np.where(s > 0, s, 1.0).astype(np.float32)
+        scaled = rows / s_safe
+        out = np.empty((rows.shape[0], n), dtype=np.float32)
+        for k in range(0, rows.shape[0], self.max_batch):
+            out[k : k + self.max_batch] = self.driver.mvm(self.region, scaled[k : k + self.max_batch])
+            self.stats.mvm_requests += 1
+        y = out * (s * np.float32(1.0 / self.mapping.scale))
+        y = y * self.compensation
+        return y.reshape(*lead, n).astype(x.dtype if x.dtype.kind == "f" else np.float32)
+
+    def value(self) -> np.ndarray:
+        """Current weights read back from the device (one noisy read), weight units."""
+        return self.mapping.to_weight(net_conductance(self.driver.read_conductances(self.region)))
+
+    def update(self, delta: np.ndarray) -> None:
+        if not self.trainable:
+            raise ConfigError(f"{self.name} is fixed (feedback matrices never change)")
+        if delta.shape != self.shape:
+            raise ConfigError(f"{self.name}: update of shape {delta.shape}, expected {self.shape}")
+        self.chi += delta
+        n = np.trunc(self.chi / self.epsilon)
+        cap = self.cfg.max_pulses_per_update
+        self.stats.clipped += int(np.count_nonzero(np.abs(n) > cap))
+        n = np.clip(n, -cap, cap).astype(np.int32)
+        if not n.any():
+            return
+        self.chi -= n * self.epsilon
+        counts, self.counter = arbitrate(n, self.counter)
+        report = self.driver.apply_pulses(self.region, counts, request_id=self.ids.next(self.name))
+        self.stats.pulses += report.set_pulses
+        self.stats.requests += 1
+
+    # ------------------------------------------------------------ programming
+    def program(self, w: np.ndarray) -> dict[str, float]:
+        """Program-and-verify weights ``w`` (m, n); returns the achieved error in µS and weights."""
+        report = self.driver.program(
+            self.region,
+            self.mapping.to_conductance(w).astype(np.float32),
+            tolerance_us=self.cfg.program_tolerance_us,
+            max_iterations=self.cfg.program_max_iterations,
+            request_id=self.ids.next(f"{self.name}-program"),
+        )
+        self.chi[:] = 0.0
+        return {
+            "rms_error_us": report.rms_error_us,
+            "max_error_us": report.max_error_us,
+            "rms_error_w": report.rms_error_us / self.mapping.scale,
+            "pulses": report.pulses,
+            "iterations": report.iterations,
+            "converged": report.converged,
+        }
+
+    def refresh(self) -> int:
+        """Refresh saturated cells (read, plan, re-program their net weight). Returns count."""
+        g = self.driver.read_conductances(self.region)
+        plan = plan_refresh(g, self.g_max_us, self.cfg.refresh)
+        n_cells = int(plan.sum())
+        if n_cells:
+            target = net_conductance(g).astype(np.float32)
+            self.driver.program(
+                self.region,
+                target,
+                tolerance_us=self.cfg.program_tolerance_us,
+                max_iterations=self.cfg.program_max_iterations,
+                cell_mask=plan,
+                request_id=self.ids.next(f"{self.name}-refresh"),
+            )
+            self.stats.refreshes += n_cells
+        return n_cells
+
+    def saturated_cells(self, g: np.ndarray | None = None) -> int:
+        """Cells with a device above 95 % of g_max (from a read)."""
+        g = self.driver.read_conductances(self.region) if g is None else g
+        return int(np.count_nonzero((g > 0.95 * self.g_max_us).any(axis=-1)))
+
+    # -------------------------------------------------------- drift compensation
+    def calibrate(self, probe: np.ndarray) -> np.ndarray:
+        """Raw probe outputs (µS) now; the reference for :meth:`compensate`."""
+        return np.abs(self.driver.mvm(self.region, probe)).astype(np.float64)
+
+    def compensate(self, probe: np.ndarray, reference: np.ndarray, mode: str) -> None:
+        """Set the output compensation from a fresh probe read against ``reference``.
+
+        ``global``: ``c = mean|y_ref| / mean|y_now|``; ``per_column``: the same per column;
+        ``none``: ``c = 1``.
+        """
+        if mode == "none":
+            self.compensation = 1.0
+            return
+        now = self.calibrate(probe)
+        if mode == "global":
+            self.compensation = float(reference.mean() / max(now.mean(), 1e-12))
+        elif mode == "per_column":
+            ref_c, now_c = reference.mean(axis=0), now.mean(axis=0)
+            self.compensation = np.where(now_c > 1e-9, ref_c / np.maximum(now_c, 1e-12), 1.0)
+        else:
+            raise ConfigError(f"drift compensation {mode!r}: expected none, global or per_column")
+
+    # ------------------------------------------------------------- checkpoint
+    def state(self) -> dict[str, np.ndarray]:
+        return {"chi": self.chi.copy(), "counter": np.array(self.counter)}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.chi[:] = state["chi"]
+        self.counter = int(state["counter"])

@@ -1,0 +1,311 @@
+"""The training loop: epochs of batches over the JSB task, in software or through a chip.
+
+One batch (``rule.update = sequence``, the paper's form):
+
+1. forward the time-major batch through the network; a layer without on-chip recurrence
+   sends all T·B input vectors in one MVM request (:class:`DeviceMatrix.matmul`);
+2. the rule computes ``∇θ = Σ_t L_t·e_t`` (traces on the host, learning signals ``y*·B``
+   through chip 2) and the optimiser turns it into ``Δθ``;
+3. each device matrix accumulates ``Δθ`` in χ and sends ``⌊|χ|/ε⌋`` SET pulses;
+4. every ``device.refresh_every`` batches, saturated cells are refreshed.
+
+``rule.update = step`` applies the update of every time step at once (fully online).
+
+At the end of an epoch: drift compensation is calibrated, the virtual clock advances by
+``device.eval_delay_s`` (simulators), valid and test NLL are evaluated through the chip,
+one metrics line and one log line are written, and a checkpoint is committed. A checkpoint
+is also written every ``checkpoint_every`` batches and when the operator presses Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from drivers.base import Driver
+from hil.errors import HilError
+from hil.learning import (
+    OnlineLearner,
+    OptimConfig,
+    Optimizer,
+    RuleConfig,
+    frame_weights,
+    sequence_grads,
+)
+from hil.tasks.jsb import make_batch, nll_sum, split_nll
+from hil.trainer import checkpoint as ckpt
+from hil.trainer.config import RunConfig
+from hil.trainer.device_matrix import RequestIds
+from hil.trainer.model import Model
+from hil.trainer.runs import RunDir
+
+log = structlog.get_logger(__name__)
+
+TIMING_KEYS = ("wall_s", "epoch_s", "time")
+PROBE_ROWS = 16
+
+
+class Interrupted(HilError):
+    """Training stopped at a batch boundary on the operator's request (checkpoint written)."""
+
+
+@dataclass
+class EpochStats:
+    nll_sum: float = 0.0
+    frames: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"nll_sum": self.nll_sum, "frames": float(self.frames)}
+
+
+class StopFlag:
+    """SIGINT handler: the first Ctrl-C asks for a stop at the next batch boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def __enter__(self) -> StopFlag:
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stop_requested", msg="finishing the batch, then writing a checkpoint")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+class Loop:
+    """Runs epochs of ``cfg`` on ``model``; the run directory records everything."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run: RunDir,
+        model: Model,
+        data: Any,
+        driver: Driver | None,
+        ids: RequestIds | None,
+        *,
+        snapshot: Callable[[Path], str | None] | None = None,
+        checkpoint_every: int = 0,
+        progress: Any = None,
+    ) -> None:
+        self.cfg, self.run, self.model, self.driver, self.ids = cfg, run, model, driver, ids
+        self.net = model.net
+        self.rule = RuleConfig(cfg.rule.name, cfg.rule.traces, cfg.rule.reduction)
+        o = cfg.optim
+        self.opt = Optimizer(
+            self.net.parameters(),
+            OptimConfig(o.kind, o.lr, o.decay_factor, o.decay_every, o.clip_norm),
+        )
+        n_train = cfg.train.max_train_sequences
+        n_eval = cfg.train.max_eval_sequences
+        self.train_set = list(data.train[:n_train] if n_train else data.train)
+        self.valid_set = list(data.valid[:n_eval] if n_eval else data.valid)
+        self.test_set = list(data.test[:n_eval] if n_eval else data.test)
+        self.shuffle = np.random.default_rng([cfg.train.seed, 1])
+        self.snapshot = snapshot
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+        self.history: list[dict[str, Any]] = []
+        self.generation = 0
+        self.epoch, self.batch = 0, 0
+        self.order: list[int] = []
+        self.partial = EpochStats()
+        self.attempt = 0
+        probe_rng = np.random.default_rng([cfg.train.seed, 2])
+        self.probes = {
+            name: probe_rng.choice([-1.0, 1.0], size=(PROBE_ROWS, m.shape[0])).astype(np.float32)
+            for name, m in model.matrices.items()
+        }
+
+    # ------------------------------------------------------------ checkpoints
+    def _params(self) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {}
+        for name, p in self.net.parameters().items():
+            if name in self.model.matrices:
+                for k, v in self.model.matrices[name].state().items():
+                    arrays[f"{name}:{k}"] = v
+            else:
+                arrays[name] = np.array(p.value())
+        return arrays
+
+    def save_checkpoint(self) -> None:
+        self.generation += 1
+        snap = None
+        if self.snapshot is not None:
+            snap = self.snapshot(self.run.checkpoint_dir / f"chips-{self.generation:06d}")
+        ck = ckpt.Checkpoint(
+            epoch=self.epoch,
+            batch=self.batch,
+            order=[int(i) for i in self.order],
+            arrays=self._params(),
+            rng_state=self.shuffle.bit_generator.state,
+            optim=self.opt.state_dict(),
+            request_seq=self.ids.seq if self.ids else 0,
+            attempt=self.attempt,
+            history=self.history,
+            partial=self.partial.as_dict(),
+            chip_snapshot=snap,
+        )
+        ckpt.save(self.run.checkpoint_dir, ck, self.generation)
+        for old in self.run.checkpoint_dir.glob("chips-*"):
+            if snap is None or old.name != Path(snap).name:
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self, ck: ckpt.Checkpoint, generation: int) -> None:
+        """Continue from ``ck`` (the chip state is the caller's business)."""
+        self.generation = generation
+        self.epoch, self.batch = ck.epoch, ck.batch
+        self.order = list(ck.order)
+        self.shuffle.bit_generator.state = ck.rng_state
+        self.opt.load_state_dict(ck.optim)
+        self.history = list(ck.history)
+        self.partial = EpochStats(ck.partial.get("nll_sum", 0.0), int(ck.partial.get("frames", 0)))
+        self.attempt = ck.attempt + 1
+        if self.ids is not None:
+            self.ids.attempt, self.ids.seq = self.attempt, ck.request_seq
+        for name, p in self.net.parameters().items():
+            if name in self.model.matrices:
+                self.model.matrices[name].load_state(
+                    {k.split(":", 1)[1]: v for k, v in ck.arrays.items() if k.startswith(f"{name}:")}
+                )
+            else:
+                p.update(np.asarray(ck.arrays[name]) - np.asarray(p.value()))
+        self.run.rewrite_metrics(self.history)
+
+    # ------------------------------------------------------------------ steps
+    def _train_batch(self, rolls: Sequence[np.ndarray]) -> tuple[float, int]:
+        batch = make_batch(rolls)
+        if self.cfg.rule.update == "sequence":
+            (_, grads), traj = sequence_grads(self.net, self.rule, batch.x, batch.target, batch.mask)
+            self.opt.step(grads)
+            return nll_sum(traj.o, batch)
+        learner = OnlineLearner(self.net, self.rule)
+        state = learner.init_state(batch.x.shape[1])
+        w = frame_weights(batch.mask, self.rule.reduction)
+        o = np.empty_like(batch.target)
+        for t in range(batch.x.shape[0]):
+            res, state = learner.step(batch.x[t], batch.target[t], w[t], state)
+            self.opt.step(res.grads)
+            o[t] = state.o
+        return nll_sum(o, batch)
+
+    def _device_tick(self, batches_done: int) -> None:
+        if self.driver is None:
+            return
+        dev = self.cfg.device
+        if dev.host_time_per_batch_s > 0 and self.driver.info().has("time_control"):
+            self.driver.advance(dev.host_time_per_batch_s, request_id=self.ids.next("advance"))
+        if dev.refresh_every and batches_done % dev.refresh_every == 0:
+            for m in self.model.matrices.values():
+                if m.trainable:
+                    m.refresh()
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        return self.net.forward(x.astype(np.float32)).o
+
+    def evaluate(self) -> dict[str, float]:
+        """Valid and test NLL through the (compensated) chip at its current time."""
+        dev = self.cfg.device
+        refs = {}
+        if self.driver is not None and dev.drift_compensation != "none":
+            refs = {n: m.calibrate(self.probes[n]) for n, m in self.model.matrices.items()}
+        if self.driver is not None and dev.eval_delay_s > 0 and self.driver.info().has("time_control"):
+            self.driver.advance(dev.eval_delay_s, request_id=self.ids.next("eval-delay"))
+        for n, m in self.model.matrices.items():
+            if refs:
+                m.compensate(self.probes[n], refs[n], dev.drift_compensation)
+        try:
+            return {
+                "valid_nll": split_nll(self._logits, self.valid_set),
+                "test_nll": split_nll(self._logits, self.test_set),
+            }
+        finally:
+            for m in self.model.matrices.values():
+                m.compensation = 1.0
+
+    def _device_metrics(self) -> dict[str, Any]:
+        if not self.model.matrices:
+            return {}
+        mats = self.model.matrices.values()
+        out = {
+            "pulses": sum(m.stats.pulses for m in mats),
+            "pulse_requests": sum(m.stats.requests for m in mats),
+            "refreshes": sum(m.stats.refreshes for m in mats),
+            "clipped_updates": sum(m.stats.clipped for m in mats),
+            "mvm_requests": sum(m.stats.mvm_requests for m in mats),
+            "saturated_cells": sum(m.saturated_cells() for m in mats if m.trainable),
+        }
+        if self.driver is not None and self.driver.info().has("time_control"):
+            out["device_time_s"] = self.driver.time_s()
+        for m in mats:
+            m.stats.reset()
+        return out
+
+    # ------------------------------------------------------------------- run
+    def run_epochs(self, epochs: int) -> list[dict[str, Any]]:
+        bs = self.cfg.train.batch_size
+        n_batches = -(-len(self.train_set) // bs)
+        with StopFlag() as stop:
+            while self.epoch < epochs:
+                self.opt.set_epoch(self.epoch)
+                if self.batch == 0:
+                    self.order = [int(i) for i in self.shuffle.permutation(len(self.train_set))]
+                    self.partial = EpochStats()
+                t0 = time.perf_counter()
+                if self.progress is not None:
+                    self.progress.start_epoch(self.epoch, epochs, n_batches, self.batch)
+                while self.batch < n_batches:
+                    idx = self.order[self.batch * bs : (self.batch + 1) * bs]
+                    s, n = self._train_batch([self.train_set[i] for i in idx])
+                    self.partial.nll_sum += s
+                    self.partial.frames += n
+                    self.batch += 1
+                    self._device_tick(self.batch)
+                    if self.progress is not None:
+                        self.progress.batch_done(self.partial.nll_sum / max(self.partial.frames, 1))
+                    if stop.requested:
+                        self.save_checkpoint()
+                        self.run.event("interrupted", epoch=self.epoch, batch=self.batch)
+                        raise Interrupted(
+                            f"stopped at epoch {self.epoch} batch {self.batch}; checkpoint "
+                            f"written; continue with: hil train --resume --run-dir {self.run.path}"
+                        )
+                    if self.checkpoint_every and self.batch % self.checkpoint_every == 0:
+                        self.save_checkpoint()
+                record = {
+                    "epoch": self.epoch + 1,
+                    "train_nll": self.partial.nll_sum / max(self.partial.frames, 1),
+                    **self.evaluate(),
+                    "lr": self.opt.lr,
+                    **self._device_metrics(),
+                    "epoch_s": time.perf_counter() - t0,
+                    "time": time.time(),
+                }
+                self.history.append(record)
+                self.run.log_metrics(record)
+                log.info("epoch", **{k: v for k, v in record.items() if k != "time"})
+                self.epoch, self.batch = self.epoch + 1, 0
+                self.save_checkpoint()
+                if self.progress is not None:
+                    self.progress.epoch_done()
+        return self.history

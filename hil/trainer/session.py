@@ -1,0 +1,213 @@
+"""One training run end to end: config → run dir → data → device → model → epochs → report.
+
+This is what ``hil train`` and ``hil demo`` call. Chip state across a resume:
+
+- a device with the ``snapshot`` capability (the in-process simulator) saves its complete
+  state beside every checkpoint; ``--resume`` restores it, so a resumed run on the
+  deterministic simulator reproduces an uninterrupted run exactly;
+- any other device (a server, the board) is non-volatile and cannot be rolled back:
+  ``--resume`` continues on the chip as it is, after checking it is the same device, and
+  records that in ``events.jsonl``. Pulses are never re-sent: request ids of a resumed
+  attempt differ from the crashed attempt's, and the crashed attempt's retries were
+  answered from the device's idempotency record.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from drivers import DriverError, open_driver
+from drivers.base import Driver
+from hil.errors import ConfigError, HilError
+from hil.tasks.datasource import resolve_jsb
+from hil.trainer import checkpoint as ckpt
+from hil.trainer.config import RunConfig, load_config
+from hil.trainer.device_matrix import RequestIds
+from hil.trainer.loop import Loop
+from hil.trainer.model import Model, build_model
+from hil.trainer.progress import TrainingProgress
+from hil.trainer.report import write_report
+from hil.trainer.runs import RunDir, environment
+
+log = structlog.get_logger(__name__)
+
+CAP_SNAPSHOT = "snapshot"
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the operator asked for (``hil train`` flags)."""
+
+    config: Path | None = None
+    device: str | None = None
+    run_dir: Path | None = None
+    resume: bool = False
+    seed: int | None = None
+    epochs: int | None = None
+    overrides: tuple[str, ...] = ()
+    progress: bool | None = None
+    checkpoint_every: int = 0
+    runs_root: Path = Path("runs")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_request(req: TrainRequest) -> RunConfig:
+    """The run config from the file, then CLI flags, then ``--set`` overrides."""
+    flags = []
+    if req.device is not None:
+        flags.append(f"device.url={req.device}")
+    if req.seed is not None:
+        flags.append(f"train.seed={req.seed}")
+    if req.epochs is not None:
+        flags.append(f"train.epochs={req.epochs}")
+    return load_config(req.config, [*flags, *req.overrides])
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
+
+
+def _open_device(url: str, restore: Path | None) -> Driver:
+    """Open ``url``; for a snapshot-capable simulator, restore from ``restore`` if given."""
+    if restore is not None:
+        sep = "&" if "?" in url else "?"
+        url = f"{url}{sep}restore={restore}"
+    try:
+        return open_driver(url)
+    except DriverError as exc:
+        raise HilError(f"cannot open device {url!r}: {exc}") from exc
+    except OSError as exc:
+        raise HilError(f"cannot open device {url!r}: {exc}") from exc
+
+
+def _identity(driver: Driver) -> dict[str, Any]:
+    info = driver.info()
+    return info.model_dump(mode="json")
+
+
+def _save_conductances(run: RunDir, model: Model, name: str) -> None:
+    arrays = {k: m.driver.read_conductances(m.region) for k, m in model.matrices.items()}
+    np.savez(run.path / name, **arrays)
+
+
+def train(req: TrainRequest) -> dict[str, Any]:
+    """Run (or resume) a training run; returns the summary (also in ``summary.json``)."""
+    t_start = time.time()
+    if req.resume:
+        if req.run_dir is None:
+            raise ConfigError("--resume needs --run-dir RUN (the run to continue)")
+        run = RunDir.open(req.run_dir)
+        cfg = RunConfig.model_validate(run.read_json("config.json"))
+        if req.epochs is not None:
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": req.epochs})})
+        ck, generation = ckpt.load(run.checkpoint_dir)
+    else:
+        cfg = resolve_request(req)
+        path = req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = RunDir.create(path)
+        run.write_json("config.json", cfg.model_dump(mode="json"))
+        run.write_json("environment.json", environment())
+        ck, generation = None, 0
+
+    run.event("resume" if ck else "start", epoch=ck.epoch if ck else 0, device=cfg.device.url)
+    data = resolve_jsb(cfg.data, progress=req.progress is not False)
+    log.info("data", source=data.source, counts=data.counts())
+
+    driver: Driver | None = None
+    ids: RequestIds | None = None
+    run_id = _slug(run.path.name)
+    try:
+        if not cfg.device.is_software:
+            restore = None
+            if ck is not None and ck.chip_snapshot:
+                restore = run.checkpoint_dir / ck.chip_snapshot
+            driver = _open_device(cfg.device.url, restore)
+            ids = RequestIds(run_id)
+            identity = _identity(driver)
+            if ck is None:
+                run.write_json("device.json", {"url": cfg.device.url, "info": identity})
+            else:
+                recorded = run.read_json("device.json")["info"]
+                if recorded != identity:
+                    raise HilError(
+                        f"the device at {cfg.device.url} is not the one this run used "
+                        f"(recorded {recorded.get('driver')}/{recorded.get('preset')}/"
+                        f"{recorded.get('firmware')}); refusing to resume on another chip"
+                    )
+                if restore is None:
+                    run.event("chip_not_restorable",
+                              msg="continuing on the non-volatile chip as it is")
+        model = build_model(cfg, driver, ids, program=ck is None)
+        if ck is None and model.on_device:
+            run.write_json(
+                "placement.json",
+                {"placement": {k: str(r) for k, r in model.placement.items()},
+                 "regions": {k: r.model_dump() for k, r in model.placement.items()},
+                 "programming": model.programming},
+            )
+            run.event("programmed", report=model.programming)
+            _save_conductances(run, model, "conductances_before.npz")
+            np.savez(
+                run.path / "programming.npz",
+                **{f"{k}_target": model.targets[k] for k in model.matrices},
+                **{f"{k}_achieved": m.value() for k, m in model.matrices.items()},
+            )
+        snapshot = None
+        if driver is not None and driver.info().has(CAP_SNAPSHOT):
+            def snapshot(dest: Path) -> str:
+                driver.snapshot(dest)  # type: ignore[union-attr]
+                return dest.name
+        with TrainingProgress(req.progress) as progress:
+            loop = Loop(cfg, run, model, data, driver, ids, snapshot=snapshot,
+                        checkpoint_every=req.checkpoint_every, progress=progress)
+            if ck is not None:
+                loop.restore(ck, generation)
+            elif snapshot is not None or driver is None:
+                loop.save_checkpoint()  # epoch 0: the initial state, chips included
+            history = loop.run_epochs(cfg.train.epochs)
+        if model.on_device:
+            _save_conductances(run, model, "conductances_after.npz")
+    finally:
+        if driver is not None:
+            driver.close()
+    summary = summarise(cfg, history, data, time.time() - t_start, run)
+    run.write_json("summary.json", summary)
+    write_report(run, "nll")
+    run.event("finished", **{k: summary[k] for k in ("test_nll", "best_epoch", "epochs")})
+    return summary
+
+
+def summarise(
+    cfg: RunConfig, history: list[dict[str, Any]], data: Any, wall_s: float, run: RunDir
+) -> dict[str, Any]:
+    if not history:
+        raise HilError("the run finished without a single epoch")
+    best = min(history, key=lambda r: r["valid_nll"])
+    last = history[-1]
+    return {
+        "run": str(run.path),
+        "task": cfg.task,
+        "rule": cfg.rule.name,
+        "device": cfg.device.url,
+        "data_source": data.source,
+        "data_origin": data.meta.get("origin"),
+        "comparable_to_published": data.source.startswith("jsb-standard:"),
+        "test_nll": last["test_nll"],
+        "valid_nll": last["valid_nll"],
+        "train_nll": last["train_nll"],
+        "best_epoch": best["epoch"],
+        "best_valid_nll": best["valid_nll"],
+        "test_nll_at_best": best["test_nll"],
+        "epochs": len(history),
+        "pulses": sum(r.get("pulses", 0) for r in history),
+        "refreshes": sum(r.get("refreshes", 0) for r in history),
+        "wall_s": wall_s,
+        "seed": cfg.train.seed,
+    }
