@@ -14,6 +14,7 @@ library, ``"@py"`` = pyvisa-py).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -89,6 +90,19 @@ class Instrument:
                 f"cannot open VISA resource {resource!r}: {exc}; check the address in the "
                 "set-up file (visa.* resources) and that the instrument is on"
             ) from exc
+        try:
+            self.identity = str(self.get("identity"))
+        except InstrumentError as exc:
+            self.close()
+            raise InstrumentError(
+                f"VISA resource {resource!r} does not answer *IDN? ({exc}); check the address "
+                "in the set-up file (visa.* resources) and that the instrument is on"
+            ) from exc
+        if not self.identity:
+            self.close()
+            raise InstrumentError(
+                f"VISA resource {resource!r} gave an empty *IDN? answer; is it the right address?"
+            )
 
     def _scpi(self, name: str) -> Scpi:
         try:
@@ -101,8 +115,11 @@ class Instrument:
     def get(self, name: str) -> float | int | str:
         scpi = self._scpi(name)
         try:
-            text = self._inst.query(scpi.query).strip()
-        except (pyvisa.Error, OSError) as exc:
+            with warnings.catch_warnings():
+                # pyvisa warns (instead of failing) on an unterminated answer: treat as error
+                warnings.simplefilter("error", UserWarning)
+                text = self._inst.query(scpi.query).strip()
+        except (pyvisa.Error, OSError, UserWarning) as exc:
             raise InstrumentError(f"{self.resource}: query {scpi.query!r} failed: {exc}") from exc
         try:
             return text if scpi.kind is str else scpi.kind(float(text))
@@ -143,12 +160,22 @@ class LabInstruments:
         self, backend: str, pulse_generator: str, thermometer: str, timeout_ms: int = 2000
     ) -> None:
         self._rm = resource_manager(backend)
-        self.pulse_generator = Instrument(self._rm, pulse_generator, PULSE_GENERATOR, timeout_ms)
-        self.thermometer = Instrument(self._rm, thermometer, THERMOMETER, timeout_ms)
+        self._open: list[Instrument] = []
+        try:
+            self.pulse_generator = Instrument(
+                self._rm, pulse_generator, PULSE_GENERATOR, timeout_ms
+            )
+            self._open.append(self.pulse_generator)
+            self.thermometer = Instrument(self._rm, thermometer, THERMOMETER, timeout_ms)
+            self._open.append(self.thermometer)
+        except InstrumentError:
+            self.close()
+            raise
 
     def close(self) -> None:
-        self.pulse_generator.close()
-        self.thermometer.close()
+        for inst in self._open:
+            inst.close()
+        self._open.clear()
         try:
             self._rm.close()
         except (pyvisa.Error, OSError):  # pragma: no cover - best effort

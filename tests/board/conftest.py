@@ -56,9 +56,15 @@ class Emulator:
 def emulator() -> Iterator[Callable[..., str]]:
     started: list[Emulator] = []
 
-    def start(*, tcp: bool = False, preset: str = "hermes", seed: int = 0,
-              fault_rate: float = 0.0, faults: str | None = None,
-              firmware: str | None = None) -> str:
+    def start(
+        *,
+        tcp: bool = False,
+        preset: str = "hermes",
+        seed: int = 0,
+        fault_rate: float = 0.0,
+        faults: str | None = None,
+        firmware: str | None = None,
+    ) -> str:
         args = ["--tcp", "0"] if tcp else ["--pty"]
         args += ["--preset", preset, "--seed", str(seed), "--fault-rate", str(fault_rate)]
         if faults:

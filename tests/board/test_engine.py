@@ -43,8 +43,9 @@ def test_new_session_forgets_old_seqs(engine) -> None:
     f1, _ = _send(engine, P.STATUS, 6)
     _send(engine, P.IDENTIFY, 5, {"session": 22})
     f2, _ = _send(engine, P.STATUS, 6)
-    assert P.unpack(P.STATUS.reply, f2.payload)[0]["executed"] > (
-        P.unpack(P.STATUS.reply, f1.payload)[0]["executed"]
+    assert (
+        P.unpack(P.STATUS.reply, f2.payload)[0]["executed"]
+        > (P.unpack(P.STATUS.reply, f1.payload)[0]["executed"])
     )
 
 

@@ -87,8 +87,9 @@ def test_total_loss_raises_device_timeout_after_the_retries(emulator) -> None:
 
 def test_out_of_limit_requests_write_nothing(emulator, setup_file) -> None:
     port = emulator()
-    path = setup_file(port, pulse={"limits": {"max_pulses_per_device": 20,
-                                              "max_pulses_per_request": 100}})
+    path = setup_file(
+        port, pulse={"limits": {"max_pulses_per_device": 20, "max_pulses_per_request": 100}}
+    )
     with open_board(f"board://{path}") as d:
         region = Region(0, 0, 4, 0, 4)
         d.apply_pulses(region, np.ones((4, 4, 4), np.int32))  # within limits: sent
