@@ -120,8 +120,11 @@ def fetch_jsb(
     """
     dest = fetched_jsb_path(cache_root)
     if dest.is_file() and not force:
-        check_standard_split(load_jsb_pickle(dest), str(dest))
-        return dest
+        try:
+            check_standard_split(load_jsb_pickle(dest), str(dest))
+            return dest
+        except DataError as exc:
+            log.warning("jsb_cache_invalid", path=str(dest), reason=str(exc), action="download")
     open_url = opener or urllib.request.urlopen
     try:
         with open_url(url, timeout=timeout_s) as response:

@@ -180,3 +180,9 @@ def test_missing_set_names_the_folder(tmp_path: Path) -> None:
         chorales.load_chorales(tmp_path)
     with pytest.raises(DataError, match="limit=0"):
         chorales.corpus_score_paths(limit=0)
+
+
+def test_progress_bar_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    chorales.build_chorales(tmp_path, limit=3, progress=True)
+    captured = capsys.readouterr()
+    assert "parsing Bach chorales" in captured.err and "3/3" in captured.err

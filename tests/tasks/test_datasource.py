@@ -223,3 +223,20 @@ def test_describe_sources_marks_the_first_usable_step(sources: dict[str, object]
 def test_user_cache_dir_override(tmp_path: Path) -> None:
     assert datasource.user_cache_dir({"HIL_CACHE_DIR": str(tmp_path)}) == tmp_path
     assert datasource.user_cache_dir({}).name == "pcm-hil"
+
+
+def test_broken_file_in_data_dir_is_an_error(sources: dict[str, object]) -> None:
+    broken = Path(str(sources["data_dir"])) / datasource.JSB_FILENAME
+    broken.write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match=f"{broken} is not a valid JSB Chorales pickle"):
+        resolve_jsb(env=env_for(sources))
+
+
+def test_broken_cached_download_is_skipped(sources: dict[str, object]) -> None:
+    cached = datasource.fetched_jsb_path(sources["cache"])  # type: ignore[arg-type]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"truncated")
+    splits = resolve_jsb(JsbDataConfig(build=False), env=env_for(sources, data_dir=False))
+    assert (first_note(splits), splits.meta["origin"]) == (70, "download")
+    fetched = datasource.fetch_jsb(sources["cache"], url=str(sources["url"]))  # type: ignore[arg-type]
+    assert fetched == cached and first_note(datasource.load_jsb_pickle(cached)) == 70
