@@ -141,6 +141,7 @@ class Driver(abc.ABC):
         self._replies = ReplyCache(reply_cache_size)
         self._info_cache: DeviceInfo | None = None
         self._closed = False
+        self._pending_fingerprint = ""
         self._log = structlog.get_logger(__name__).bind(driver=type(self).__name__)
 
     # ------------------------------------------------------------------ hooks
@@ -335,6 +336,7 @@ class Driver(abc.ABC):
             self._log.info(verb, request_id=rid, replayed=True, **where)
             return cached
         self._log.info(verb, request_id=rid, **where, **fields)
+        self._pending_fingerprint = fp  # persisting drivers journal it with the reply
         reply = call()
         self._replies.put(rid, verb, fp, reply)
         return reply

@@ -19,20 +19,22 @@ is the socket loop. The driver is only touched from the loop's thread.
 from __future__ import annotations
 
 import hashlib
+import signal
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import structlog
 import zmq
 import zmq.auth
-import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
 from drivers import DriverError, InvalidRequest
+from drivers.auth import KeyRing
 from drivers.base import Driver
 from drivers.leases import LeaseTable
 from protocols import ProtocolError, encode
@@ -73,33 +75,6 @@ def driver_request_id(client: str, request_id: str) -> str:
     return "h/" + hashlib.blake2b(rid.encode(), digest_size=32).hexdigest()
 
 
-class KeyRing:
-    """CURVE credentials provider for ``zmq.auth``: allows the public keys of a directory.
-
-    ``auth_keys_dir`` holds public key files (``*.key``, as written by
-    ``hil keys generate``); every public key in it is allowed.
-    """
-
-    def __init__(self, auth_keys_dir: Path) -> None:
-        if not Path(auth_keys_dir).is_dir():
-            raise InvalidRequest(f"--auth-keys {auth_keys_dir} is not a directory of *.key files")
-        self.allowed = set(zmq.auth.load_certificates(str(auth_keys_dir)))
-        if not self.allowed:
-            raise InvalidRequest(
-                f"no public keys (*.key) in {auth_keys_dir}; create some with "
-                f"'hil keys generate {auth_keys_dir} --name NAME'"
-            )
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        ok = key in self.allowed
-        z85 = zmq.utils.z85.encode(key).decode() if len(key) == 32 else key.hex()
-        if ok:
-            log.info("client_authenticated", client_key=z85)
-        else:
-            log.warning("client_rejected", client_key=z85, reason="public key not in auth keys")
-        return ok
-
-
 class DeviceServer:
     """Hosts ``driver`` on ``bind`` (``tcp://``, ``ipc://`` or ``inproc://``)."""
 
@@ -138,8 +113,11 @@ class DeviceServer:
             self._server_keys = (public, secret)
 
     # ------------------------------------------------------------ socket loop
-    def serve(self, ready: threading.Event | None = None) -> None:
-        """Run until :meth:`stop`; closes the socket (not the driver) on exit."""
+    def serve(self, ready: threading.Event | None = None, on_ready: Any = None) -> None:
+        """Run until :meth:`stop`; closes the socket (not the driver) on exit.
+
+        Once bound, sets ``ready`` and calls ``on_ready(self.bound)`` if given.
+        """
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 200)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -161,6 +139,8 @@ class DeviceServer:
             )
             if ready is not None:
                 ready.set()
+            if on_ready is not None:
+                on_ready(list(self.bound))
             poller = zmq.Poller()
             poller.register(sock, zmq.POLLIN)
             while not self._stop.is_set():
@@ -294,3 +274,60 @@ class DeviceServer:
             t_s = d.advance(msg.dt_s, request_id=drid)
             return encode(AdvanceReply(request_id=rid, report={"time_s": t_s}))
         raise InvalidRequest(f"request kind {kind!r} is not served")  # pragma: no cover
+
+
+def with_state_dir(driver_url: str, state_dir: str | Path | None) -> str:
+    """``driver_url`` with ``state_dir`` added to a ``sim://`` query (``--state-dir``)."""
+    if state_dir is None:
+        return driver_url
+    parts = urlsplit(driver_url)
+    if parts.scheme != "sim":
+        raise InvalidRequest(
+            f"--state-dir applies to sim:// drivers only, not {parts.scheme}://; a real "
+            f"board keeps its state itself"
+        )
+    query = parse_qs(parts.query)
+    if "state_dir" in query and query["state_dir"][-1] != str(state_dir):
+        raise InvalidRequest(f"{driver_url!r} already names state_dir {query['state_dir'][-1]}")
+    query["state_dir"] = [str(state_dir)]
+    return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+
+
+def run_server(
+    driver_url: str,
+    binds: Sequence[str],
+    *,
+    state_dir: str | Path | None = None,
+    auth_keys_dir: str | Path | None = None,
+    server_secret_key: str | Path | None = None,
+    lease_ttl_s: float = 10.0,
+    heartbeat_interval_s: float = 1.0,
+    on_ready: Any = None,
+) -> None:
+    """Open the driver, serve it until SIGINT/SIGTERM, then close it (persisting state).
+
+    ``on_ready(endpoints)`` is called once the sockets are bound (the CLI prints them).
+    """
+    from drivers import open_driver
+
+    driver = open_driver(with_state_dir(driver_url, state_dir))
+    try:
+        server = DeviceServer(
+            driver,
+            binds,
+            lease_ttl_s=lease_ttl_s,
+            heartbeat_interval_s=heartbeat_interval_s,
+            auth_keys_dir=auth_keys_dir,
+            server_secret_key=server_secret_key,
+        )
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda signum, frame: server.stop())
+        try:
+            server.serve(on_ready=on_ready)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    finally:
+        driver.close()

@@ -1,0 +1,376 @@
+"""SimDriver: the driver contract over two in-process simulated chips (:mod:`simulator`).
+
+``SimDriver(preset="hermes", seed=0, state_dir=None)`` holds ``simulator.Chip`` 0 and 1.
+Chip ``c`` draws from ``SeedSequence(seed, spawn_key=(c,))`` (simulator.chip), so a run
+is a deterministic function of (preset, seed, sequence of requests).
+
+Persistence (``state_dir`` given; see :mod:`drivers.journal`): on start the driver loads
+the live snapshot and replays the journal; each state-changing request is applied, then
+journalled with its request id, request fingerprint, chip time *before* it was applied
+and its reply, fsync'ed, and only then answered. Replay moves each chip's clock to the
+recorded time (``Chip.advance_to``) and re-applies the request: the simulator draws writes
+from a stream separate from reads, so the state after replay equals the state before
+the crash exactly. The idempotency record (request id -> reply) is rebuilt from the
+snapshot and the journal, so a client retrying an id after a crash gets the recorded
+reply and nothing is applied twice; a request whose record never became durable was
+never answered and is applied once on retry. MVM clock ticks after the last durable
+write are not persisted (a few hundred ns per input vector). The journal is compacted
+into a new snapshot every ``compact_every`` records and on :meth:`close`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import structlog
+
+import simulator
+from drivers import DeviceError, InvalidRequest
+from drivers.base import Driver
+from drivers.journal import Journal, StateDir, read_journal
+from protocols.models import (
+    CAP_PROGRAM,
+    CAP_TIME,
+    CAP_TRANSPOSE,
+    AdvanceReport,
+    DeviceInfo,
+    Limits,
+    ProgramReport,
+    PulseReport,
+    ResetReport,
+)
+from protocols.region import Region
+
+log = structlog.get_logger(__name__)
+
+N_CHIPS = 2
+DEFAULT_LIMITS = Limits(max_pulses_per_device=100, max_batch=4096, max_program_iterations=200)
+
+
+def first_set_step_us(p: simulator.DeviceParams) -> float:
+    """Noise-free mean step of the first SET pulse after RESET (µS), pcm-physics §2.
+
+    ``P = exp(-1/2.6)`` after the pre-pulse decay, ``G = g_reset``; with scale ``s``:
+    ``ε = s·(μ_g·G/s + μ_0 + μ_p·P)``.
+    """
+    p_hist = float(np.exp(-1.0 / p.set_history_decay_pulses))
+    s = p.set_scale_us
+    return s * (p.set_mu_g * p.g_reset_us / s + p.set_mu_0 + p.set_mu_p * p_hist)
+
+
+class SimDriver(Driver):
+    """Two simulated chips behind the driver contract, optionally crash-safe on disk."""
+
+    def __init__(
+        self,
+        preset: str = "hermes",
+        seed: int = 0,
+        state_dir: str | Path | None = None,
+        *,
+        clock: str = "virtual",
+        compact_every: int = 1000,
+        fsync: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+        reply_cache_size: int = 4096,
+    ) -> None:
+        super().__init__(reply_cache_size=reply_cache_size)
+        if compact_every < 1:
+            raise InvalidRequest(f"compact_every={compact_every} must be >= 1")
+        self.limits = limits
+        self.compact_every = compact_every
+        self._fsync = fsync
+        self._store: StateDir | None = None
+        self._journal: Journal | None = None
+        self._gen = 0
+        try:
+            if state_dir is None:
+                self.chips = [self._new_chip(c, preset, seed, clock) for c in range(N_CHIPS)]
+            else:
+                self._store = StateDir(state_dir)
+                self._open_state(preset, seed, clock)
+        except simulator.SimulatorError as exc:
+            raise InvalidRequest(str(exc)) from None
+        except BaseException:
+            if self._store is not None:
+                self._store.close()
+            raise
+        self.params = self.chips[0].params
+        self.seed = self.chips[0].seed
+
+    @classmethod
+    def from_url(cls, url: str) -> SimDriver:
+        """``sim://?preset=hermes&seed=0&state_dir=DIR&clock=virtual&compact_every=1000``."""
+        parts = urlsplit(url)
+        if parts.netloc or parts.path not in ("", "/"):
+            raise InvalidRequest(
+                f"{url!r}: put sim options in the query, e.g. sim://?preset=hermes&seed=0"
+            )
+        q = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        known = {"preset", "seed", "state_dir", "clock", "compact_every", "fsync"}
+        if unknown := set(q) - known:
+            raise InvalidRequest(
+                f"unknown sim:// option(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
+        try:
+            return cls(
+                q.get("preset", "hermes"),
+                int(q.get("seed", 0)),
+                q.get("state_dir") or None,
+                clock=q.get("clock", "virtual"),
+                compact_every=int(q.get("compact_every", 1000)),
+                fsync=q.get("fsync", "1") not in ("0", "false", "no"),
+            )
+        except ValueError as exc:
+            raise InvalidRequest(f"bad sim:// option value in {url!r}: {exc}") from None
+
+    # ------------------------------------------------------------ persistence
+    @staticmethod
+    def _new_chip(c: int, preset: str, seed: int, clock: str) -> simulator.Chip:
+        return simulator.Chip(c, simulator.get_preset(preset), seed, clock=clock)
+
+    def _open_state(self, preset: str, seed: int, clock: str) -> None:
+        assert self._store is not None
+        gen = self._store.current()
+        if gen is None:
+            self.chips = [self._new_chip(c, preset, seed, clock) for c in range(N_CHIPS)]
+            self._write_snapshot(1)
+            log.info("state_created", state_dir=str(self._store.root), preset=preset, seed=seed)
+            return
+        snap = self._store.snapshot_dir(gen)
+        meta = json.loads((snap / "meta.json").read_text())
+        if (meta["preset"], meta["seed"]) != (preset, seed):
+            raise InvalidRequest(
+                f"state dir {self._store.root} holds preset {meta['preset']!r} seed "
+                f"{meta['seed']}, not {preset!r} seed {seed}; open it with those or use a "
+                f"new --state-dir"
+            )
+        self.chips = [simulator.Chip.load(snap / f"chip{c}.npz") for c in range(N_CHIPS)]
+        self._replies.load_records(json.loads((snap / "replies.json").read_text()))
+        self._gen = gen
+        n = 0
+        for header, arrays in read_journal(self._store.journal_path(gen)):
+            self._replay(header, arrays)
+            n += 1
+        self._journal = Journal(self._store.journal_path(gen), fsync=self._fsync)
+        self._journal.records = n
+        log.info(
+            "state_restored",
+            state_dir=str(self._store.root),
+            generation=gen,
+            replayed=n,
+            time_s=[c.time_s for c in self.chips],
+        )
+
+    def _write_snapshot(self, gen: int) -> None:
+        assert self._store is not None
+        snap = self._store.snapshot_dir(gen)
+        shutil.rmtree(snap, ignore_errors=True)  # a half-written one from a crash
+        snap.mkdir()
+        for c, chip in enumerate(self.chips):
+            chip.save(snap / f"chip{c}.npz")
+        p = self.chips[0].params
+        (snap / "meta.json").write_text(json.dumps({"preset": p.name, "seed": self.chips[0].seed}))
+        (snap / "replies.json").write_text(json.dumps(self._replies.to_records()))
+        for name in ("meta.json", "replies.json"):
+            with open(snap / name, "rb+") as fh:
+                os.fsync(fh.fileno())
+        if self._journal is not None:
+            self._journal.close()
+        self._store.commit(gen)
+        self._gen = gen
+        self._journal = Journal(self._store.journal_path(gen), fsync=self._fsync)
+
+    def compact(self) -> None:
+        """Fold the journal into a new snapshot (also done on close)."""
+        if self._store is not None:
+            self._write_snapshot(self._gen + 1)
+
+    def _record(
+        self,
+        verb: str,
+        rid: str,
+        chip: int | None,
+        t_before: list[float],
+        params: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        reply: Any,
+    ) -> None:
+        if self._journal is None:
+            return
+        header = {
+            "verb": verb,
+            "rid": rid,
+            "fp": self._pending_fingerprint,
+            "chip": chip,
+            "t_before": t_before,
+            "params": params,
+            "type": type(reply).__name__,
+            "reply": reply.model_dump(),
+        }
+        self._journal.append(header, {k: v for k, v in arrays.items() if v is not None})
+        if self._journal.records >= self.compact_every:
+            self.compact()
+
+    def _replay(self, h: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        for chip, t in zip(self.chips, h["t_before"], strict=True):
+            if t > chip.time_s:
+                chip.advance_to(t)
+        verb, p = h["verb"], h["params"]
+        region = Region.model_validate(p["region"]) if "region" in p else None
+        if verb == "apply_pulses":
+            assert region is not None
+            reply: Any = self._do_pulses(region, arrays["counts"], arrays.get("reset_mask"))
+        elif verb == "reset":
+            assert region is not None
+            reply = self._do_reset(region)
+        elif verb == "program":
+            assert region is not None
+            reply = self._do_program(
+                region, arrays["target_us"], p["tolerance_us"], p["max_iterations"]
+            )
+        elif verb == "advance":
+            reply = self._do_advance(p["dt_s"])
+        else:
+            raise DeviceError(f"journal holds unknown verb {verb!r}")
+        recorded = type(reply).model_validate(h["reply"])
+        if reply != recorded:
+            raise DeviceError(
+                f"journal replay of {verb} {h['rid']} diverged: got {reply}, "
+                f"recorded {recorded}; the state dir does not match this code"
+            )
+        self._replies.put(h["rid"], verb, h["fp"], recorded)
+
+    # ------------------------------------------------------------ hooks
+    def _info(self) -> DeviceInfo:
+        p = self.chips[0].params
+        return DeviceInfo(
+            chips=N_CHIPS,
+            rows=simulator.ARRAY_SIZE,
+            cols=simulator.ARRAY_SIZE,
+            devices_per_cell=simulator.DEVICES_PER_CELL,
+            g_min_us=p.g_min_us,
+            g_max_us=p.g_max_us,
+            g_net_max_us=p.g_net_max_us,
+            set_step_mean_us=first_set_step_us(p),
+            capabilities=frozenset({CAP_TRANSPOSE, CAP_TIME, CAP_PROGRAM}),
+            limits=self.limits,
+            driver="sim",
+            preset=p.name,
+            firmware=f"pcm-hil simulator, seed {self.chips[0].seed}",
+        )
+
+    def _chip(self, region: Region) -> tuple[simulator.Chip, simulator.Region]:
+        return self.chips[region.chip], simulator.Region(
+            region.chip, region.row0, region.row1, region.col0, region.col1
+        )
+
+    def _times(self) -> list[float]:
+        return [c.time_s for c in self.chips]
+
+    def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:
+        chip, r = self._chip(region)
+        return chip.mvm_t(r, x) if transpose else chip.mvm(r, x)
+
+    def _read_conductances(self, region: Region) -> np.ndarray:
+        chip, r = self._chip(region)
+        return chip.read_conductances(r)
+
+    def true_conductances(self, region: Region) -> np.ndarray:
+        """Noise-free drifted conductances ``(rows, cols, 4)`` µS (diagnostics, not contract)."""
+        region = self._check_region(region)
+        chip, r = self._chip(region)
+        return chip.true_conductances(r)
+
+    def _do_pulses(self, region: Region, counts: np.ndarray, mask: np.ndarray | None):  # type: ignore[no-untyped-def]
+        chip, r = self._chip(region)
+        res = chip.apply_pulses(r, counts, mask)
+        return PulseReport(set_pulses=res.n_set_pulses, resets=res.n_resets, time_s=res.t_s)
+
+    def _do_reset(self, region: Region) -> ResetReport:
+        chip, r = self._chip(region)
+        res = chip.reset(r)
+        return ResetReport(resets=res.n_resets, time_s=res.t_s)
+
+    def _do_program(self, region: Region, target: np.ndarray, tol: float, iters: int):  # type: ignore[no-untyped-def]
+        chip, r = self._chip(region)
+        res = chip.program(r, target, tol, iters)
+        return ProgramReport(
+            rms_error_us=res.rms_error_us,
+            max_error_us=res.max_error_us,
+            pulses=res.n_pulses,
+            iterations=res.iterations,
+            converged=res.n_unconverged == 0,
+            time_s=res.t_s,
+        )
+
+    def _do_advance(self, dt_s: float) -> AdvanceReport:
+        for chip in self.chips:
+            chip.advance(dt_s)
+        return AdvanceReport(time_s=max(self._times()))
+
+    def _apply_pulses(self, region, counts, reset_mask, request_id) -> PulseReport:  # type: ignore[no-untyped-def]
+        t = self._times()
+        rep = self._do_pulses(region, counts, reset_mask)
+        self._record(
+            "apply_pulses",
+            request_id,
+            region.chip,
+            t,
+            {"region": region.model_dump()},
+            {"counts": counts, "reset_mask": reset_mask},
+            rep,
+        )
+        return rep
+
+    def _reset(self, region: Region, request_id: str) -> ResetReport:
+        t = self._times()
+        rep = self._do_reset(region)
+        self._record("reset", request_id, region.chip, t, {"region": region.model_dump()}, {}, rep)
+        return rep
+
+    def _program(self, region, target_us, tolerance_us, max_iterations, request_id):  # type: ignore[no-untyped-def]
+        t = self._times()
+        rep = self._do_program(region, target_us, tolerance_us, max_iterations)
+        self._record(
+            "program",
+            request_id,
+            region.chip,
+            t,
+            {
+                "region": region.model_dump(),
+                "tolerance_us": tolerance_us,
+                "max_iterations": max_iterations,
+            },
+            {"target_us": target_us},
+            rep,
+        )
+        return rep
+
+    def _advance(self, dt_s: float, request_id: str) -> AdvanceReport:
+        t = self._times()
+        rep = self._do_advance(dt_s)
+        self._record("advance", request_id, None, t, {"dt_s": dt_s}, {}, rep)
+        return rep
+
+    def _time_s(self) -> float:
+        return max(self._times())
+
+    def _close(self) -> None:
+        if self._store is None:
+            return
+        try:
+            self.compact()
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+            self._store.close()
+            log.info("state_saved", state_dir=str(self._store.root), generation=self._gen)
+
+
+__all__ = ["DEFAULT_LIMITS", "SimDriver", "first_set_step_us"]

@@ -1,0 +1,122 @@
+"""SimDriver on the real simulator: contract mapping, determinism and crash-safe persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import simulator
+from drivers import DeviceError, InvalidRequest
+from drivers.journal import Journal, encode_record, read_journal
+from drivers.sim import SimDriver, first_set_step_us
+from protocols import Region
+
+R = Region(0, 0, 8, 0, 8)
+R1 = Region(1, 4, 12, 4, 12)
+
+
+def _requests(rng: np.random.Generator, n: int) -> list[tuple[str, Region, np.ndarray]]:
+    return [(f"p{i}", R if i % 2 else R1, rng.integers(0, 4, (8, 8, 4))) for i in range(n)]
+
+
+def _crash(d: SimDriver) -> None:
+    """What the kernel does on kill -9: files closed, the lock freed, nothing else."""
+    d._journal.close()  # type: ignore[union-attr]
+    d._store.close()  # type: ignore[union-attr]
+
+
+def _run(d: SimDriver, reqs: list[tuple[str, Region, np.ndarray]]) -> None:
+    for rid, region, counts in reqs:
+        d.apply_pulses(region, counts, request_id=rid)
+
+
+def test_first_set_step_matches_pcm_physics() -> None:
+    # pcm-physics §2: noise-free path from RESET (0.1 µS) reaches 1.92 µS after one pulse
+    assert first_set_step_us(simulator.get_preset("hermes")) + 0.1 == pytest.approx(1.92, abs=0.01)
+    assert first_set_step_us(simulator.get_preset("ideal")) == pytest.approx(0.1)
+
+
+def test_same_seed_same_requests_same_state(rng: np.random.Generator) -> None:
+    reqs = _requests(rng, 6)
+    with SimDriver("hermes", seed=4) as a, SimDriver("hermes", seed=4) as b:
+        _run(a, reqs)
+        b.mvm(R, np.full((5, 8), 0.5))  # reads never change the written state
+        _run(b, reqs)
+        np.testing.assert_array_equal(a.true_conductances(R), b.true_conductances(R))
+
+
+def test_state_survives_crash_and_graceful_restart(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    reqs = _requests(rng, 10)
+    with SimDriver("hermes", seed=1) as ref:
+        _run(ref, reqs)
+        ref_g = [ref.true_conductances(R), ref.true_conductances(R1)]
+    # crash after 6 requests: the driver is abandoned without close (only the lock is freed)
+    d = SimDriver("hermes", seed=1, state_dir=tmp_path, compact_every=4)
+    _run(d, reqs[:6])
+    replies = [d.apply_pulses(r, c, request_id=i) for i, r, c in reqs[4:6]]
+    _crash(d)
+    with SimDriver("hermes", seed=1, state_dir=tmp_path, compact_every=4) as d2:
+        # retried ids after the crash return the recorded replies, apply nothing
+        assert [d2.apply_pulses(r, c, request_id=i) for i, r, c in reqs[4:6]] == replies
+        _run(d2, reqs[6:8])
+    with SimDriver("hermes", seed=1, state_dir=tmp_path) as d3:  # graceful restart
+        _run(d3, reqs[8:])
+        np.testing.assert_array_equal(d3.true_conductances(R), ref_g[0])
+        np.testing.assert_array_equal(d3.true_conductances(R1), ref_g[1])
+
+
+def test_torn_journal_tail_is_truncated(tmp_path: Path, rng: np.random.Generator) -> None:
+    reqs = _requests(rng, 3)
+    d = SimDriver("ideal", state_dir=tmp_path)
+    _run(d, reqs[:2])
+    _crash(d)
+    journal = sorted(tmp_path.glob("journal-*.log"))[-1]
+    with open(journal, "ab") as fh:  # a crash in the middle of the third append
+        fh.write(encode_record({"verb": "apply_pulses"}, {"counts": reqs[2][2]})[:-7])
+    with SimDriver("ideal", state_dir=tmp_path) as d2:
+        g = d2.true_conductances(R)
+    with SimDriver("ideal") as ref:
+        _run(ref, reqs[:2])
+        np.testing.assert_array_equal(g, ref.true_conductances(R))
+
+
+def test_journal_round_trip_and_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    j = Journal(path)
+    arr = np.arange(12, dtype=np.int32).reshape(3, 4)
+    j.append({"verb": "x", "n": 1}, {"a": arr})
+    j.append({"verb": "y"}, {})
+    j.close()
+    recs = list(read_journal(path))
+    assert [h["verb"] for h, _ in recs] == ["x", "y"]
+    np.testing.assert_array_equal(recs[0][1]["a"], arr)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # flip a bit in the last record
+    path.write_bytes(bytes(data))
+    assert [h["verb"] for h, _ in read_journal(path)] == ["x"]
+    assert [h["verb"] for h, _ in read_journal(path)] == ["x"]  # truncated in place
+
+
+def test_state_dir_guards(tmp_path: Path) -> None:
+    with SimDriver("ideal", seed=0, state_dir=tmp_path):
+        with pytest.raises(DeviceError, match="in use"):
+            SimDriver("ideal", seed=0, state_dir=tmp_path)
+    with pytest.raises(InvalidRequest, match="holds preset 'ideal'"):
+        SimDriver("hermes", seed=0, state_dir=tmp_path)
+    with pytest.raises(InvalidRequest, match="unknown device preset"):
+        SimDriver("nope")
+
+
+def test_program_and_mvm_through_the_contract(rng: np.random.Generator) -> None:
+    with SimDriver("ideal") as d:
+        target = rng.uniform(-4, 4, R.shape)
+        rep = d.program(R, target, tolerance_us=0.1, max_iterations=10)
+        assert rep.converged and rep.rms_error_us == 0.0
+        x = rng.uniform(-1, 1, (4, 8))
+        np.testing.assert_allclose(d.mvm(R, x), x @ target, rtol=1e-5, atol=1e-5)
+        t0 = d.time_s()
+        assert d.advance(10.0) == pytest.approx(t0 + 10.0)
