@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.serve",
     "hil.commands.keys",
     "hil.commands.driver",
+    "hil.commands.demo",
 )
 
 

@@ -54,7 +54,8 @@ class ProgramResult:
     iterations: int
     """verify iterations used (fill plus trim phase)"""
     n_unconverged: int
-    """devices whose last verify read was still outside the tolerance"""
+    """devices whose last verify read was still outside the tolerance (faulty devices
+    included: they are read once and never pulsed)"""
     t_s: float
     """chip time at the end of programming (s)"""
 
@@ -77,6 +78,7 @@ def _verify_loop(
     sick = np.flatnonzero(~healthy)
     if sick.size:
         last[sick] = pop.read(idx[sick], clock.time_s, rng)
+    sick_out = int(np.count_nonzero(np.abs(last[sick] - target[sick]) > tol))
     pending = np.flatnonzero(healthy)
     pulses = resets = iterations = 0
     while pending.size and iterations < max_iter:
@@ -91,7 +93,7 @@ def _verify_loop(
         last[pending] = pop.read(idx[pending], clock.time_s, rng)
         clock.tick(params.mvm_latency_s)
         pending = pending[np.abs(last[pending] - target[pending]) > tol]
-    return _LoopResult(last, pulses + resets, resets, iterations, int(pending.size))
+    return _LoopResult(last, pulses + resets, resets, iterations, int(pending.size) + sick_out)
 
 
 def program_cells(
