@@ -225,33 +225,34 @@ class HardwareDriver(Driver):
         return ResetReport(resets=rep.resets, time_s=rep.time_s)
 
     def _pulse(self, region: Region, counts: np.ndarray, mask: np.ndarray) -> PulseReport:
+        """Passes of at most ``max_pulses_per_device`` per device (RESETs in the first pass
+        only), each pass tiled by payload size, a tile halved while its pulse total exceeds
+        the board's ``max_pulses_per_command``."""
         geo = self.identity.geometry
-        per_cell = DEVICES + DEVICES / 8
-        max_cells = int((self._payload - REGION_BYTES) // per_cell)
-        max_cells = min(
-            max_cells, geo.max_pulses_per_command // (DEVICES * geo.max_pulses_per_device)
-        )
+        max_cells = int((self._payload - REGION_BYTES) // (DEVICES + DEVICES / 8))
         remaining = counts.astype(np.int64)
-        set_pulses = resets = 0
+        totals = [0, 0]
         time_s = 0.0
         first = True
         while first or remaining.any():
             step = np.minimum(remaining, geo.max_pulses_per_device)
-            for r0, r1, c0, c1 in tiles(*region.shape, max_cells):
-                tile_counts = step[r0:r1, c0:c1]
-                tile_mask = mask[r0:r1, c0:c1] if first else np.zeros(tile_counts.shape, bool)
-                if not tile_counts.any() and not tile_mask.any():
-                    continue
-                f, _ = self.client.region_call(
-                    P.PULSE,
-                    self._fields(region, r0, r1, c0, c1),
-                    {"counts": tile_counts.astype(np.uint8), "reset": tile_mask},
-                )
-                set_pulses += f["set_pulses"]
-                resets += f["resets"]
-                time_s = f["time_s"]
+            pass_mask = mask if first else np.zeros(mask.shape, bool)
+            for tile in tiles(*region.shape, max_cells):
+                for r0, r1, c0, c1 in _split(tile, step, geo.max_pulses_per_command):
+                    t_counts, t_mask = step[r0:r1, c0:c1], pass_mask[r0:r1, c0:c1]
+                    if not t_counts.any() and not t_mask.any():
+                        continue
+                    f, _ = self.client.region_call(
+                        P.PULSE,
+                        self._fields(region, r0, r1, c0, c1),
+                        {"counts": t_counts.astype(np.uint8), "reset": t_mask},
+                    )
+                    totals[0] += f["set_pulses"]
+                    totals[1] += f["resets"]
+                    time_s = f["time_s"]
             remaining = remaining - step
             first = False
+        set_pulses, resets = totals
         if set_pulses == 0 and resets == 0:  # nothing to send: report the chip's clock
             self.client.select(self.setup.board.chip_ids[region.chip])
             time_s = float(self.client.status()["time_s"])
@@ -307,6 +308,23 @@ class HardwareDriver(Driver):
             self.link.close()
 
 
+def _split(
+    tile: tuple[int, int, int, int], counts: np.ndarray, max_pulses: int
+) -> Iterator[tuple[int, int, int, int]]:
+    """Halve ``tile`` (rows first) until each part holds at most ``max_pulses`` pulses."""
+    r0, r1, c0, c1 = tile
+    if int(counts[r0:r1, c0:c1].sum()) <= max_pulses or (r1 - r0 == 1 and c1 - c0 == 1):
+        yield tile
+    elif r1 - r0 > 1:
+        mid = (r0 + r1) // 2
+        yield from _split((r0, mid, c0, c1), counts, max_pulses)
+        yield from _split((mid, r1, c0, c1), counts, max_pulses)
+    else:
+        mid = (c0 + c1) // 2
+        yield from _split((r0, r1, c0, mid), counts, max_pulses)
+        yield from _split((r0, r1, mid, c1), counts, max_pulses)
+
+
 def check_pulse_shape(setup: LabSetup, amplitude_v: float, width_ns: float) -> None:
     """Refuse a pulse shape outside the set-up's limits (before any instrument write)."""
     lim = setup.pulse.limits
@@ -339,6 +357,12 @@ def check_identity(setup: LabSetup, ident: Identity, port: str) -> None:
         raise SetupError(
             f"set-up chip ids {sorted(missing)} are not on the board (it has "
             f"{list(ident.geometry.chip_ids)}); fix board.chip_ids"
+        )
+    geo = ident.geometry
+    if geo.max_pulses_per_command < DEVICES * geo.max_pulses_per_device:
+        raise FirmwareMismatch(
+            f"board allows {geo.max_pulses_per_command} pulses per command, fewer than one "
+            f"cell's {DEVICES}x{geo.max_pulses_per_device}; this driver cannot split below a cell"
         )
     if ident.geometry.devices != DEVICES:
         raise FirmwareMismatch(f"board reports {ident.geometry.devices} devices per cell, not 4")

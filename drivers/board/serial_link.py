@@ -23,6 +23,7 @@ Error handling, per command:
 from __future__ import annotations
 
 import secrets
+import select
 import time
 from dataclasses import dataclass
 
@@ -33,6 +34,11 @@ from drivers.board.errors import DeviceTimeout, LinkError
 from drivers.board.framing import REPLY_BIT, Deframer, Frame, encode_frame
 
 log = structlog.get_logger(__name__)
+
+READ_CHUNK = 1 << 16
+"""Most bytes taken from the port per read (the port is non-blocking: timeout=0)."""
+POLL_S = 0.001
+"""Poll period for ports without a selectable file descriptor (rfc2217://)."""
 
 
 @dataclass
@@ -71,14 +77,16 @@ class SerialLink:
         self._deframer = Deframer()
         self._seq = secrets.randbelow(1 << 16)
         try:
-            self._port = serial.serial_for_url(
-                port, baudrate=baudrate, timeout=min(timeout_s, 0.05)
-            )
+            self._port = serial.serial_for_url(port, baudrate=baudrate, timeout=0)
         except (serial.SerialException, ValueError, OSError) as exc:
             raise LinkError(
                 f"cannot open board port {port!r}: {exc}. Give a device path (/dev/ttyUSB0) or a "
                 "pyserial URL (socket://host:port, rfc2217://host:port); is the emulator running?"
             ) from exc
+        try:  # device paths and socket:// can be waited on with select; rfc2217:// cannot
+            self._fd: int | None = self._port.fileno()
+        except (AttributeError, NotImplementedError, OSError, ValueError):
+            self._fd = None
         log.debug("board_link_open", port=port, baudrate=baudrate)
 
     def next_seq(self) -> int:
@@ -93,10 +101,14 @@ class SerialLink:
             raise LinkError(f"write to {self.port_name!r} failed: {exc}") from exc
         self.stats.bytes_written += len(data)
 
-    def _read_some(self) -> bytes:
+    def _read_some(self, wait_s: float) -> bytes:
+        """Wait up to ``wait_s`` for input, then take everything available (non-blocking)."""
         try:
-            waiting = self._port.in_waiting
-            data = self._port.read(max(waiting, 1))
+            if self._fd is not None:
+                select.select([self._fd], [], [], wait_s)
+            elif not self._port.in_waiting:
+                time.sleep(min(wait_s, POLL_S))
+            data = self._port.read(READ_CHUNK)
         except (serial.SerialException, OSError) as exc:
             raise LinkError(f"read from {self.port_name!r} failed: {exc}") from exc
         self.stats.bytes_read += len(data)
@@ -105,7 +117,7 @@ class SerialLink:
     def _await_reply(self, opcode: int, seq: int, budget_s: float) -> Frame | None:
         start = last_byte = time.monotonic()
         while True:
-            data = self._read_some()
+            data = self._read_some(min(self.timeout_s, 0.05))
             now = time.monotonic()
             if data:
                 last_byte = now
