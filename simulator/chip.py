@@ -196,18 +196,30 @@ class Chip:
         return entry
 
     def _build_entry(self, region: Region, t_s: float) -> _CacheEntry:
-        rs, cs = region.slices
+        """Drifted ``G_net`` and noise variance ``V`` of a region at ``t_s`` (row blocks of
+        32 keep temporaries small and cached)."""
         a = self._pop.arrays
-        age = t_s - a["t_prog_s"][rs, cs]
-        g_prog, nu = a["g_prog_us"][rs, cs], a["nu"][rs, cs]
-        g = g_prog * physics.drift_factor(age, nu, self._params.t0_s)
-        g_net = ((g[..., 0] + g[..., 1]) - (g[..., 2] + g[..., 3])) * np.float32(0.5)
-        sig = g * physics.read_sigma_rel(g_prog, age, self._params) * np.float32(0.5)
-        var = np.einsum("ijd,ijd->ij", sig, sig).astype(np.float32)
-        age_min = max(float(age.min()), 0.0) + self._params.t0_s
-        ln_min = math.log((age_min + self._params.t_read_s) / (2 * self._params.t_read_s))
-        rate = max(float(nu.max()), 0.5 / ln_min)
-        return _CacheEntry(t_s, np.ascontiguousarray(g_net), var, rate, age_min)
+        p = self._params
+        g_net = np.empty(region.shape, np.float32)
+        var = np.empty(region.shape, np.float32)
+        nu_max, t_prog_max = 0.0, -math.inf
+        cs = slice(region.col0, region.col1)
+        for r0 in range(region.row0, region.row1, 32):
+            rs = slice(r0, min(r0 + 32, region.row1))
+            out = slice(r0 - region.row0, rs.stop - region.row0)
+            t_prog, nu = a["t_prog_s"][rs, cs], a["nu"][rs, cs]
+            age = t_s - t_prog
+            g_prog = a["g_prog_us"][rs, cs]
+            g = g_prog * physics.drift_factor(age, nu, p.t0_s)
+            g_net[out] = ((g[..., 0] + g[..., 1]) - (g[..., 2] + g[..., 3])) * np.float32(0.5)
+            sig = g * physics.read_sigma_rel(g_prog, age, p) * np.float32(0.5)
+            var[out] = np.einsum("ijd,ijd->ij", sig, sig)
+            nu_max = max(nu_max, float(nu.max()))
+            t_prog_max = max(t_prog_max, float(t_prog.max()))
+        age_min = max(t_s - t_prog_max, 0.0) + p.t0_s
+        ln_min = math.log((age_min + p.t_read_s) / (2 * p.t_read_s))
+        rate = max(nu_max, 0.5 / ln_min)
+        return _CacheEntry(t_s, g_net, var, rate, age_min)
 
     def read_conductances(self, region: Region) -> np.ndarray:
         """Per-device noisy read ``(rows, cols, 4)`` float32 µS (slow path; read stream).

@@ -32,6 +32,9 @@ FIELDS = {
     "g_max_us": np.float32, "step_factor": np.float32, "fault": np.uint8,
 }
 HEALTHY, STUCK_RESET, STUCK_GMAX, DEAD = 0, 1, 2, 3
+CHUNK = 16384
+"""Devices per vectorised chunk of a SET request (keeps temporaries in cache, avoids page
+faults from large short-lived allocations)."""
 
 
 class Population:
@@ -115,16 +118,23 @@ class Population:
         """``counts[k] >= 1`` sequential stochastic SET pulses on healthy device ``idx[k]``.
 
         The caller passes healthy devices only (see :attr:`healthy_mask`). Vectorised over
-        devices: devices are ordered by decreasing count (stable), so the devices still
-        receiving pulse k form a prefix and each step works on array views.
+        devices, in chunks of :data:`CHUNK` devices so temporaries stay small and cached:
+        within a chunk, devices are ordered by decreasing count (stable), so the devices
+        still receiving pulse k form a prefix and each step works on array views.
         """
-        if idx.shape[0] == 0:
-            return 0
+        total = 0
+        for start in range(0, idx.shape[0], CHUNK):
+            total += self._set_chunk(idx[start:start + CHUNK], counts[start:start + CHUNK],
+                                     t_s, rng)
+        return total
+
+    def _set_chunk(
+        self, idx: np.ndarray, counts: np.ndarray, t_s: float, rng: np.random.Generator
+    ) -> int:
         kmax = int(counts.max())
-        small = counts.astype(np.int16 if kmax < 2**15 else np.int64)
-        np.negative(small, out=small)
-        order = np.argsort(small, kind="stable")
-        idx, neg = idx[order], small[order]
+        neg = np.negative(counts, dtype=np.int16 if kmax < 2**15 else np.int64)
+        order = np.argsort(neg, kind="stable")
+        idx, neg = idx[order], neg[order]
         f = self.flat
         g = self.conductance(idx, t_s)
         p = f["p_hist"][idx]
