@@ -382,7 +382,7 @@ class Driver(abc.ABC):
 
     def _check_inputs(self, x: Any, n_in: int, info: DeviceInfo) -> np.ndarray:
         x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
+        if x.dtype.kind != "f":
             raise InvalidRequest(f"mvm input dtype {x.dtype} is not floating; pass float32/64")
         if x.ndim != 2 or x.shape[1] != n_in:
             hint = " (use x[None, :] for a single vector)" if x.ndim == 1 else ""
@@ -394,14 +394,15 @@ class Driver(abc.ABC):
                 f"mvm batch {x.shape[0]} exceeds the device limit {info.limits.max_batch}; "
                 f"split it into smaller requests"
             )
-        if not np.all(np.isfinite(x)):
-            raise InvalidRequest("mvm input contains NaN or inf")
-        peak = float(np.max(np.abs(x)))
-        if peak > 1.0:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        lo, hi = float(x.min()), float(x.max())  # NaN propagates and fails both tests
+        if not (-1.0 <= lo and hi <= 1.0):
+            if not np.all(np.isfinite(x)):
+                raise InvalidRequest("mvm input contains NaN or inf")
             raise InvalidRequest(
-                f"mvm input magnitude {peak:g} exceeds 1; inputs are PWM in [-1, 1]: scale them"
+                f"mvm input spans [{lo:g}, {hi:g}], outside [-1, 1]; inputs are PWM: scale them"
             )
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return x
 
     def _check_counts(self, counts: Any, region: Region, info: DeviceInfo) -> np.ndarray:
         counts = np.asarray(counts)
