@@ -37,6 +37,7 @@ import structlog
 
 from simulator import physics, validation
 from simulator.clock import Clock
+from simulator.errors import PresetError
 from simulator.population import Population
 from simulator.presets import DeviceParams, get_preset
 from simulator.programming import ProgramResult, program_cells
@@ -76,8 +77,16 @@ class Chip:
         clock: Clock | str = "virtual", adc_full_scale_us: float | None = None,
         cache_rel_tol: float = 1e-4,
     ) -> None:
+        for name, value in (("chip_id", chip_id), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+                raise validation.InputRangeError(f"Chip {name} must be an int >= 0, got {value!r}")
+        if isinstance(params, str):
+            params = get_preset(params)
+        if not isinstance(params, DeviceParams):
+            raise PresetError(f"Chip params must be a preset name or a DeviceParams, got "
+                              f"{type(params).__name__}")
         self._chip_id = int(chip_id)
-        self._params = get_preset(params) if isinstance(params, str) else params
+        self._params = params
         self._seed = int(seed)
         self._clock = Clock(clock) if isinstance(clock, str) else clock
         self.adc_full_scale_us = (self._params.adc_full_scale_us if adc_full_scale_us is None

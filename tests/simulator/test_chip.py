@@ -118,3 +118,11 @@ def test_validation_errors_are_simulator_errors(tmp_path) -> None:
     with pytest.raises(ChipStateError):
         Chip.load(tmp_path / "missing.npz")
     assert issubclass(ChipStateError, SimulatorError)
+    with pytest.raises(InputRangeError, match="seed"):
+        Chip(0, "ideal", seed=-1)
+    with pytest.raises(SimulatorError, match="DeviceParams"):
+        Chip(0, {"g_max_us": 3})
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ChipStateError, match="not a readable"):
+        Chip.load(bad)
