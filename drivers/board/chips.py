@@ -33,8 +33,10 @@ class SimChipBackend:
         )
         self.set_step_mean_us = float(g1[0] - g0[0])
         if p.adc_bits is not None:
-            self.adc_lsb_us: float | None = chip.adc_full_scale_us / (2 ** (p.adc_bits - 1) - 1)
+            self.adc_levels: int | None = 2 ** (p.adc_bits - 1) - 1
+            self.adc_lsb_us: float | None = chip.adc_full_scale_us / self.adc_levels
         else:
+            self.adc_levels = None
             self.adc_lsb_us = None
 
     def _region(self, key: tuple[int, int, int, int]) -> Region:

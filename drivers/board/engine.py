@@ -79,6 +79,10 @@ class BoardEngine:
         self.selected = self.spec.chip_ids[0]
         first = chips[self.spec.chip_ids[0]]
         self.adc_lsb_us = float(getattr(first, "adc_lsb_us", None) or ADC_LSB_US)
+        levels = getattr(first, "adc_levels", None)
+        self.code_bytes = (
+            4 if levels is None else (1 if levels <= 127 else 2 if levels <= 32767 else 4)
+        )
         self.session: int | None = None
         self.last_status = Status.OK
         self.rx_frames = self.replays = self.executed = 0
@@ -178,10 +182,11 @@ class BoardEngine:
         rows, cols = f["row1"] - f["row0"], f["col1"] - f["col0"]
         x = a["x"].reshape(f["batch"], rows).astype(np.float32) / P.INPUT_CODE_MAX
         y_us = self.chips[f["chip"]].mvm(_key(f), x)
-        codes = np.clip(
-            np.rint(np.asarray(y_us, np.float64) / self.adc_lsb_us), -(2**31), 2**31 - 1
-        )
-        return {"batch": f["batch"], "cols": cols}, {"y": codes.astype(np.int32)}
+        codes = np.rint(np.asarray(y_us, np.float64) / self.adc_lsb_us)
+        width = self.code_bytes
+        limit = 2 ** (8 * width - 1) - 1
+        codes = np.clip(codes, -limit, limit).astype(P.CODE_DTYPES[width])
+        return {"batch": f["batch"], "cols": cols, "code_bytes": width}, {"y": codes}
 
     def _read(self, f: dict[str, Any], a: dict[str, np.ndarray]) -> tuple:
         g_us = np.asarray(self.chips[f["chip"]].read(_key(f)), np.float64)

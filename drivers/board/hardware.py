@@ -42,6 +42,7 @@ from protocols.models import (
 from protocols.region import Region
 
 REGION_BYTES = 9
+MVM_REPLY_HEAD = 5
 DEVICES = 4
 
 
@@ -75,6 +76,7 @@ class HardwareDriver(Driver):
         self.identity = identity
         self.instruments = instruments
         self._payload = min(setup.link.max_payload_bytes, identity.geometry.max_payload)
+        self._code_bytes = 4
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -179,20 +181,25 @@ class HardwareDriver(Driver):
             )
         x_code = np.clip(np.rint(x * P.INPUT_CODE_MAX), -P.INPUT_CODE_MAX, P.INPUT_CODE_MAX)
         x_code = x_code.astype(np.int8)
-        width = min(cols, (self._payload - 4) // 4)
+        width = min(cols, (self._payload - MVM_REPLY_HEAD) // 4)
         y = np.empty((x.shape[0], cols), np.float32)
         for c0 in range(0, cols, width):
             c1 = min(c0 + width, cols)
-            batch = max(1, min(room // rows, (self._payload - 4) // (4 * (c1 - c0)), 0xFFFF))
-            for b0 in range(0, x.shape[0], batch):
-                xb = x_code[b0 : b0 + batch]
+            b0 = 0
+            while b0 < x.shape[0]:
+                # Reply size bound from the code width the board used last (4 until known).
+                per_vector = self._code_bytes * (c1 - c0)
+                batch = max(1, min(room // rows, (self._payload - MVM_REPLY_HEAD) // per_vector))
+                xb = x_code[b0 : b0 + min(batch, 0xFFFF)]
                 f = {**self._fields(region, 0, rows, c0, c1), "batch": xb.shape[0]}
-                _, a = self.client.region_call(
-                    P.MVM, f, {"x": xb}, reply_bytes_hint=4 * xb.shape[0] * (c1 - c0)
+                head, a = self.client.region_call(
+                    P.MVM, f, {"x": xb}, reply_bytes_hint=per_vector * xb.shape[0]
                 )
-                y[b0 : b0 + batch, c0:c1] = (
+                self._code_bytes = head["code_bytes"]
+                y[b0 : b0 + xb.shape[0], c0:c1] = (
                     a["y"].reshape(xb.shape[0], c1 - c0) * self.identity.adc_lsb_us
                 )
+                b0 += xb.shape[0]
         return y
 
     def _read_conductances(self, region: Region) -> np.ndarray:

@@ -8,7 +8,7 @@ emulator pack and unpack through :func:`pack` / :func:`unpack` with the same
 ``docs/board-protocol.md``.
 
 Units on the wire: MVM inputs are int8 codes ``x_code = round(127·x)``; MVM outputs are
-int32 ADC codes with ``y_us = code · adc_lsb_us``; conductances are uint16 codes with
+signed ADC codes (1, 2 or 4 bytes, named in the reply) with ``y_us = code · adc_lsb_us``; conductances are uint16 codes with
 ``g_us = code · g_lsb_us``; both LSBs are reported by IDENTIFY.
 """
 
@@ -56,11 +56,27 @@ class ArraySpec:
     """
 
     name: str
-    dtype: str
+    dtype: str | Callable[[Mapping[str, Any]], str]
+    """A numpy dtype string, ``"bits"``, or a function of the head fields returning one."""
     count: Callable[[Mapping[str, Any]], int]
 
-    def nbytes(self, n: int) -> int:
-        return (n + 7) // 8 if self.dtype == "bits" else n * np.dtype(self.dtype).itemsize
+    def resolve(self, fields: Mapping[str, Any]) -> str:
+        return self.dtype(fields) if callable(self.dtype) else self.dtype
+
+    def nbytes(self, n: int, dtype: str) -> int:
+        return (n + 7) // 8 if dtype == "bits" else n * np.dtype(dtype).itemsize
+
+
+CODE_DTYPES = {1: "i1", 2: "<i2", 4: "<i4"}
+"""MVM output code width in bytes -> dtype; the board picks the narrowest that holds its
+ADC's codes (8-bit HERMES ADC: 1 byte) and says so in each MVM reply."""
+
+
+def _code_dtype(f: Mapping[str, Any]) -> str:
+    try:
+        return CODE_DTYPES[f["code_bytes"]]
+    except KeyError:
+        raise PayloadError(f"MVM code width {f['code_bytes']} bytes is not 1, 2 or 4") from None
 
 
 @dataclass(frozen=True)
@@ -211,7 +227,11 @@ MVM = Command(
         (*REGION, "batch"),
         (ArraySpec("x", "i1", lambda f: f["batch"] * max(f["row1"] - f["row0"], 0)),),
     ),
-    Layout("<HH", ("batch", "cols"), (ArraySpec("y", "<i4", lambda f: f["batch"] * f["cols"]),)),
+    Layout(
+        "<HHB",
+        ("batch", "cols", "code_bytes"),
+        (ArraySpec("y", _code_dtype, lambda f: f["batch"] * f["cols"]),),
+    ),
     idempotent=True,
     validate=_check_mvm,
 )
@@ -290,14 +310,14 @@ def pack(
     except (KeyError, struct.error) as exc:
         raise PayloadError(f"cannot pack head {layout.fields}: {exc}") from exc
     for spec in layout.arrays:
-        n = spec.count(fields)
+        n, dtype = spec.count(fields), spec.resolve(fields)
         arr = np.asarray(arrays[spec.name])
         if arr.size != n:
             raise PayloadError(f"array {spec.name!r} has {arr.size} elements, layout needs {n}")
-        if spec.dtype == "bits":
+        if dtype == "bits":
             out += np.packbits(arr.reshape(-1).astype(bool), bitorder="little").tobytes()
         else:
-            out += np.ascontiguousarray(arr.reshape(-1), dtype=spec.dtype).tobytes()
+            out += np.ascontiguousarray(arr.reshape(-1), dtype=dtype).tobytes()
     return bytes(out)
 
 
@@ -307,20 +327,20 @@ def unpack(layout: Layout, payload: bytes) -> tuple[dict[str, Any], dict[str, np
     if len(payload) < size:
         raise PayloadError(f"payload of {len(payload)} bytes is shorter than its {size}-byte head")
     fields = dict(zip(layout.fields, layout.struct_.unpack_from(payload), strict=True))
-    counts = [spec.count(fields) for spec in layout.arrays]
-    need = size + sum(spec.nbytes(n) for spec, n in zip(layout.arrays, counts, strict=True))
+    specs = [(spec, spec.count(fields), spec.resolve(fields)) for spec in layout.arrays]
+    need = size + sum(spec.nbytes(n, dt) for spec, n, dt in specs)
     if len(payload) != need:
         raise PayloadError(f"payload has {len(payload)} bytes, layout {layout.fields} needs {need}")
     arrays: dict[str, np.ndarray] = {}
     offset = size
-    for spec, n in zip(layout.arrays, counts, strict=True):
-        nbytes = spec.nbytes(n)
+    for spec, n, dtype in specs:
+        nbytes = spec.nbytes(n, dtype)
         raw = payload[offset : offset + nbytes]
-        if spec.dtype == "bits":
+        if dtype == "bits":
             bits = np.unpackbits(np.frombuffer(raw, np.uint8), bitorder="little")
             arrays[spec.name] = bits[:n].astype(bool)
         else:
-            arrays[spec.name] = np.frombuffer(raw, dtype=spec.dtype, count=n)
+            arrays[spec.name] = np.frombuffer(raw, dtype=dtype, count=n)
         offset += nbytes
     return fields, arrays
 
