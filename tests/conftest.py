@@ -42,6 +42,15 @@ def device_url(request: pytest.FixtureRequest) -> str | None:
     return request.config.getoption("--device-url")
 
 
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> object:
+    """A test that runs the CLI configures structlog; undo it for the next test."""
+    import structlog
+
+    yield
+    structlog.reset_defaults()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20231128)

@@ -161,6 +161,11 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         node = out
         *parents, leaf = key.split(".")
         for p in parents:

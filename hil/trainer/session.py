@@ -31,7 +31,8 @@ from hil.trainer import checkpoint as ckpt
 from hil.trainer.config import RunConfig, load_config
 from hil.trainer.device_matrix import RequestIds
 from hil.trainer.loop import Loop
-from hil.trainer.model import Model, build_model
+from hil.trainer.model import Model, build_model, matrix_shapes
+from hil.trainer.placement import place
 from hil.trainer.progress import TrainingProgress
 from hil.trainer.report import write_report
 from hil.trainer.runs import RunDir, environment
@@ -98,82 +99,44 @@ def _save_conductances(run: RunDir, model: Model, name: str) -> None:
 
 
 def train(req: TrainRequest) -> dict[str, Any]:
-    """Run (or resume) a training run; returns the summary (also in ``summary.json``)."""
+    """Run (or resume) a training run; returns the summary (also in ``summary.json``).
+
+    Everything that can be refused (config, data, device, placement) is checked before a
+    new run directory is created, so a refused run leaves nothing behind.
+    """
     t_start = time.time()
     if req.resume:
         if req.run_dir is None:
             raise ConfigError("--resume needs --run-dir RUN (the run to continue)")
-        run = RunDir.open(req.run_dir)
+        run: RunDir | None = RunDir.open(req.run_dir)
         cfg = RunConfig.model_validate(run.read_json("config.json"))
         if req.epochs is not None:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": req.epochs})})
         ck, generation = ckpt.load(run.checkpoint_dir)
     else:
         cfg = resolve_request(req)
-        path = req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = RunDir.create(path)
-        run.write_json("config.json", cfg.model_dump(mode="json"))
-        run.write_json("environment.json", environment())
-        ck, generation = None, 0
+        run, ck, generation = None, None, 0
 
-    run.event("resume" if ck else "start", epoch=ck.epoch if ck else 0, device=cfg.device.url)
     data = resolve_jsb(cfg.data, progress=req.progress is not False)
     log.info("data", source=data.source, counts=data.counts())
 
     driver: Driver | None = None
-    ids: RequestIds | None = None
-    run_id = _slug(run.path.name)
     try:
         if not cfg.device.is_software:
             restore = None
-            if ck is not None and ck.chip_snapshot:
+            if run is not None and ck is not None and ck.chip_snapshot:
                 restore = run.checkpoint_dir / ck.chip_snapshot
             driver = _open_device(cfg.device.url, restore)
-            ids = RequestIds(run_id)
-            identity = _identity(driver)
-            if ck is None:
-                run.write_json("device.json", {"url": cfg.device.url, "info": identity})
-            else:
-                recorded = run.read_json("device.json")["info"]
-                if recorded != identity:
-                    raise HilError(
-                        f"the device at {cfg.device.url} is not the one this run used "
-                        f"(recorded {recorded.get('driver')}/{recorded.get('preset')}/"
-                        f"{recorded.get('firmware')}); refusing to resume on another chip"
-                    )
-                if restore is None:
-                    run.event("chip_not_restorable",
-                              msg="continuing on the non-volatile chip as it is")
-        model = build_model(cfg, driver, ids, program=ck is None)
-        if ck is None and model.on_device:
-            run.write_json(
-                "placement.json",
-                {"placement": {k: str(r) for k, r in model.placement.items()},
-                 "regions": {k: r.model_dump() for k, r in model.placement.items()},
-                 "programming": model.programming},
-            )
-            run.event("programmed", report=model.programming)
-            _save_conductances(run, model, "conductances_before.npz")
-            np.savez(
-                run.path / "programming.npz",
-                **{f"{k}_target": model.targets[k] for k in model.matrices},
-                **{f"{k}_achieved": m.value() for k, m in model.matrices.items()},
-            )
-        snapshot = None
-        if driver is not None and driver.info().has(CAP_SNAPSHOT):
-            def snapshot(dest: Path) -> str:
-                driver.snapshot(dest)  # type: ignore[union-attr]
-                return dest.name
-        with TrainingProgress(req.progress) as progress:
-            loop = Loop(cfg, run, model, data, driver, ids, snapshot=snapshot,
-                        checkpoint_every=req.checkpoint_every, progress=progress)
-            if ck is not None:
-                loop.restore(ck, generation)
-            elif snapshot is not None or driver is None:
-                loop.save_checkpoint()  # epoch 0: the initial state, chips included
-            history = loop.run_epochs(cfg.train.epochs)
-        if model.on_device:
-            _save_conductances(run, model, "conductances_after.npz")
+            info = driver.info()
+            place(matrix_shapes(cfg), info.chips, info.rows, info.cols)  # refuse before writing
+        if run is None:
+            path = req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+            run = RunDir.create(path)
+            run.write_json("config.json", cfg.model_dump(mode="json"))
+            run.write_json("environment.json", environment())
+        run.event("resume" if ck else "start", epoch=ck.epoch if ck else 0, device=cfg.device.url,
+                  data_source=data.source)
+        history = _train_on(cfg, req, run, data, driver, ck, generation)
     finally:
         if driver is not None:
             driver.close()
@@ -182,6 +145,64 @@ def train(req: TrainRequest) -> dict[str, Any]:
     write_report(run, "nll")
     run.event("finished", **{k: summary[k] for k in ("test_nll", "best_epoch", "epochs")})
     return summary
+
+
+def _train_on(
+    cfg: RunConfig,
+    req: TrainRequest,
+    run: RunDir,
+    data: Any,
+    driver: Driver | None,
+    ck: ckpt.Checkpoint | None,
+    generation: int,
+) -> list[dict[str, Any]]:
+    ids: RequestIds | None = None
+    if driver is not None:
+        ids = RequestIds(_slug(run.path.name))
+        identity = _identity(driver)
+        if ck is None:
+            run.write_json("device.json", {"url": cfg.device.url, "info": identity})
+        else:
+            recorded = run.read_json("device.json")["info"]
+            if recorded != identity:
+                raise HilError(
+                    f"the device at {cfg.device.url} is not the one this run used "
+                    f"(recorded {recorded.get('driver')}/{recorded.get('preset')}/"
+                    f"{recorded.get('firmware')}); refusing to resume on another chip"
+                )
+            if not ck.chip_snapshot:
+                run.event("chip_not_restorable", msg="continuing on the non-volatile chip as it is")
+    model = build_model(cfg, driver, ids, program=ck is None)
+    if ck is None and model.on_device:
+        run.write_json(
+            "placement.json",
+            {"placement": {k: str(r) for k, r in model.placement.items()},
+             "regions": {k: r.model_dump() for k, r in model.placement.items()},
+             "programming": model.programming},
+        )
+        run.event("programmed", report=model.programming)
+        _save_conductances(run, model, "conductances_before.npz")
+        np.savez(
+            run.path / "programming.npz",
+            **{f"{k}_target": model.targets[k] for k in model.matrices},
+            **{f"{k}_achieved": m.value() for k, m in model.matrices.items()},
+        )
+    snapshot = None
+    if driver is not None and driver.info().has(CAP_SNAPSHOT):
+        def snapshot(dest: Path) -> str:
+            driver.snapshot(dest)  # type: ignore[attr-defined]
+            return dest.name
+    with TrainingProgress(req.progress) as progress:
+        loop = Loop(cfg, run, model, data, driver, ids, snapshot=snapshot,
+                    checkpoint_every=req.checkpoint_every, progress=progress)
+        if ck is not None:
+            loop.restore(ck, generation)
+        elif snapshot is not None or driver is None:
+            loop.save_checkpoint()  # the initial state, chips included
+        history = loop.run_epochs(cfg.train.epochs)
+    if model.on_device:
+        _save_conductances(run, model, "conductances_after.npz")
+    return history
 
 
 def summarise(

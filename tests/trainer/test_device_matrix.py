@@ -1,0 +1,115 @@
+"""DeviceMatrix: the learning code's matrix interface on a chip region."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivers.sim import SimDriver
+from hil.trainer.device_matrix import DeviceMatrix, RequestIds, UpdateConfig
+from protocols.region import Region
+from simulator.mapping import CellMapping, net_conductance
+
+
+def _matrix(driver: SimDriver, w: np.ndarray, **kw: object) -> DeviceMatrix:
+    info = driver.info()
+    region = Region(0, 10, 10 + w.shape[0], 20, 20 + w.shape[1])
+    mapping = CellMapping(2.0 * float(np.abs(w).max()), 0.5 * info.g_net_max_us)
+    m = DeviceMatrix("W", driver, region, mapping, trainable=True, ids=RequestIds("t"),
+                     update_cfg=UpdateConfig(**kw))  # type: ignore[arg-type]
+    m.program(w)
+    return m
+
+
+def test_ideal_forward_equals_the_software_product(rng: np.random.Generator) -> None:
+    w = rng.normal(0, 0.2, size=(30, 17))
+    with SimDriver("ideal", seed=1) as drv:
+        m = _matrix(drv, w)
+        np.testing.assert_allclose(m.value(), w, rtol=1e-5, atol=1e-6)
+        x = rng.normal(size=(5, 7, 30)).astype(np.float32)  # any leading axes, any scale
+        np.testing.assert_allclose(m.matmul(x), x @ w, rtol=1e-4, atol=1e-5)
+        spikes = (rng.random((40, 30)) < 0.3).astype(np.float32)
+        np.testing.assert_allclose(m.matmul(spikes), spikes @ w, rtol=1e-4, atol=1e-5)
+
+
+def test_ideal_update_keeps_device_plus_accumulator_equal_to_software(
+    rng: np.random.Generator,
+) -> None:
+    """W_device + χ = W_0 + ΣΔW exactly on ideal devices: no update is lost or doubled."""
+    w = rng.normal(0, 0.2, size=(12, 9))
+    with SimDriver("ideal", seed=1) as drv:
+        m = _matrix(drv, w, max_pulses_per_update=50)
+        software = w.copy()
+        for _ in range(6):
+            delta = rng.normal(0, 0.02, size=w.shape)
+            m.update(delta)
+            software += delta
+            assert np.all(np.abs(m.chi) < m.epsilon + 1e-12)
+        np.testing.assert_allclose(m.value() + m.chi, software, atol=1e-5)
+        assert m.stats.pulses > 0 and m.stats.requests == 6
+
+
+def test_pulses_go_to_the_side_of_the_update_sign() -> None:
+    w = np.zeros((4, 4))
+    w[0, 0] = 0.5
+    with SimDriver("hermes", seed=3) as drv:
+        m = _matrix(drv, w + 0.01)
+        g0 = drv.true_conductances(m.region)
+        delta = np.zeros((4, 4))
+        delta[1, 1] = 5 * m.epsilon
+        delta[2, 2] = -5 * m.epsilon
+        m.update(delta)
+        g1 = drv.true_conductances(m.region)
+        assert g1[1, 1, :2].sum() > g0[1, 1, :2].sum()  # + side climbed
+        np.testing.assert_allclose(g1[1, 1, 2:], g0[1, 1, 2:], rtol=1e-4)  # drift only
+        assert g1[2, 2, 2:].sum() > g0[2, 2, 2:].sum()  # - side climbed
+        np.testing.assert_allclose(g1[2, 2, :2], g0[2, 2, :2], rtol=1e-4)
+        # one pulse per update at most: the rest stays in the accumulator
+        assert m.chi[1, 1] == pytest.approx(4 * m.epsilon)
+        assert m.stats.clipped == 2
+
+
+def test_small_updates_accumulate_before_a_pulse() -> None:
+    w = np.full((3, 3), 0.1)
+    with SimDriver("hermes", seed=3) as drv:
+        m = _matrix(drv, w)
+        g0 = drv.true_conductances(m.region)
+        m.update(np.full((3, 3), 0.4 * m.epsilon))
+        np.testing.assert_array_equal(drv.true_conductances(m.region), g0)  # no request sent
+        assert m.stats.requests == 0
+        m.update(np.full((3, 3), 0.7 * m.epsilon))
+        assert m.stats.requests == 1 and m.stats.pulses == 9
+        np.testing.assert_allclose(m.chi, 0.1 * m.epsilon, rtol=1e-9)
+
+
+def test_refresh_lowers_saturated_cells_and_keeps_the_net_weight() -> None:
+    w = np.full((6, 6), 0.05)
+    with SimDriver("hermes", seed=5) as drv:
+        m = _matrix(drv, w, max_pulses_per_update=20)
+        for _ in range(4):  # climb both sides
+            m.update(np.full((6, 6), 20 * m.epsilon))
+            m.update(np.full((6, 6), -20 * m.epsilon))
+        before = drv.true_conductances(m.region)
+        n = m.refresh()
+        after = drv.true_conductances(m.region)
+        assert n > 0
+        assert after.sum() < before.sum()
+        err = np.abs(net_conductance(after) - net_conductance(before))
+        assert np.median(err) < 1.5  # µS: re-programmed to within programming noise
+
+
+def test_drift_compensation_restores_the_output_scale(rng: np.random.Generator) -> None:
+    w = rng.normal(0, 0.2, size=(40, 20))
+    x = (rng.random((64, 40)) < 0.5).astype(np.float32)
+    with SimDriver("hermes", seed=7) as drv:
+        m = _matrix(drv, w)
+        probe = rng.choice([-1.0, 1.0], size=(16, 40)).astype(np.float32)
+        fresh = m.matmul(x)
+        ref = m.calibrate(probe)
+        drv.advance(86400.0)
+        drifted = m.matmul(x)
+        m.compensate(probe, ref, "global")
+        compensated = m.matmul(x)
+        gain = lambda y: float(np.abs(y).mean() / np.abs(fresh).mean())  # noqa: E731
+        assert gain(drifted) < 0.85  # a day of drift shrinks the outputs
+        assert abs(gain(compensated) - 1.0) < 0.05
