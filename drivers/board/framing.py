@@ -38,12 +38,13 @@ def cobs_encode(data: bytes) -> bytes:
     """Encode ``data`` so that the result contains no zero byte."""
     out = bytearray()
     for piece in bytes(data).split(b"\x00"):
-        while len(piece) >= 0xFE:
+        start = 0
+        while len(piece) - start >= 0xFE:
             out.append(0xFF)
-            out += piece[:0xFE]
-            piece = piece[0xFE:]
-        out.append(len(piece) + 1)
-        out += piece
+            out += piece[start : start + 0xFE]
+            start += 0xFE
+        out.append(len(piece) - start + 1)
+        out += piece[start:]
     return bytes(out)
 
 
