@@ -96,7 +96,7 @@ def test_same_bwv_in_two_formats_and_transposed_copies_are_duplicates() -> None:
     assert list(kept) == ["bwv277"]
     assert dropped == [
         {"piece": "bwv277.krn", "same_as": "bwv277", "by": "bwv id"},
-        {"piece": "bwv999.mxl", "same_as": "bwv277", "by": "roll content"},
+        {"piece": "bwv999.mxl", "same_as": "bwv277", "by": "roll content", "identical_steps": 1.0},
     ]
     assert np.array_equal(kept["bwv277"], roll_from_steps(mxl.steps or ()))
 
@@ -186,3 +186,24 @@ def test_progress_bar_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixtu
     chorales.build_chorales(tmp_path, limit=3, progress=True)
     captured = capsys.readouterr()
     assert "parsing Bach chorales" in captured.err and "3/3" in captured.err
+
+
+def test_near_copy_is_a_duplicate_and_a_different_piece_is_not() -> None:
+    base = [(48 + t % 5, 55, 64, 72 - t % 3) for t in range(40)]
+    near = list(base)
+    near[5] = near[17] = (48, 55, 64, 71)  # 38/40 = 95 % of steps identical
+    far = list(base)
+    for t in range(0, 40, 8):
+        far[t] = (47, 54, 62, 67)  # 35/40 = 87.5 % identical
+    pieces = [
+        chorales.Piece(pid, f"{pid}.mxl", tuple(steps))
+        for pid, steps in (("bwv1", base), ("bwv2", near), ("bwv3", far))
+    ]
+    assert chorales.identical_step_fraction(
+        roll_from_steps(base), roll_from_steps(near)
+    ) == pytest.approx(0.95)
+    kept, dropped = chorales.deduplicate(pieces)
+    assert list(kept) == ["bwv1", "bwv3"]
+    assert dropped == [
+        {"piece": "bwv2.mxl", "same_as": "bwv1", "by": "roll content", "identical_steps": 0.95}
+    ]
