@@ -120,15 +120,18 @@ class Journal:
         self.fsync = fsync
         self._fh: BinaryIO | None = open(path, "ab")  # noqa: SIM115 - closed in close()
         self.records = 0
+        self.nbytes = path.stat().st_size if path.exists() else 0
 
     def append(self, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         if self._fh is None:
             raise DeviceError(f"journal {self.path} is closed")
-        self._fh.write(encode_record(header, arrays))
+        record = encode_record(header, arrays)
+        self._fh.write(record)
         self._fh.flush()
         if self.fsync:
             os.fsync(self._fh.fileno())
         self.records += 1
+        self.nbytes += len(record)
 
     def close(self) -> None:
         if self._fh is not None:

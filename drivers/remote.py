@@ -181,35 +181,43 @@ class RemoteDriver(Driver):
             self._sock.close(linger=0)
             self._sock = None
 
-    def _call(self, msg: Any, arrays: dict[str, np.ndarray] | None = None) -> tuple[Any, dict]:
+    def _call(
+        self,
+        msg: Any,
+        arrays: dict[str, np.ndarray] | None = None,
+        *,
+        attempts: int | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[Any, dict]:
         """Send ``msg``, wait for the reply with its id; retry with backoff; raise on error."""
         frames = encode(msg, arrays)
+        attempts = self.retries + 1 if attempts is None else attempts
         with self._lock:
             if self._sock is None:
                 raise DeviceError(f"RemoteDriver to {self.endpoint} is closed")
-            for attempt in range(self.retries + 1):
+            for attempt in range(attempts):
                 if attempt:
                     time.sleep(self.backoff_s * 2 ** (attempt - 1))
                     self._disconnect()
                     self._connect()
                 self._sock.send_multipart(frames, copy=False)
                 self._last_sent = time.monotonic()
-                reply = self._await(msg.request_id)
+                reply = self._await(msg.request_id, timeout_s or self.timeout_s)
                 if reply is not None:
                     return self._unwrap(reply)
             raise DeviceTimeout(
                 f"no reply from {self.endpoint} to {msg.kind} {msg.request_id} after "
-                f"{self.retries + 1} attempt(s) of {self.timeout_s:g} s; is 'hil serve' "
+                f"{attempts} attempt(s) of {timeout_s or self.timeout_s:g} s; is 'hil serve' "
                 f"running there?"
             )
 
-    def _await(self, request_id: str) -> tuple[Any, dict] | None:
+    def _await(self, request_id: str, timeout_s: float) -> tuple[Any, dict] | None:
         assert self._sock is not None
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             ready = dict(poller.poll(left * 1000))
             if self._monitor is not None and self._monitor in ready:
@@ -243,8 +251,12 @@ class RemoteDriver(Driver):
         while not self._stop.wait(self.heartbeat_interval_s / 2):
             if time.monotonic() - self._last_sent < self.heartbeat_interval_s / 2:
                 continue
-            try:
-                self._call(Heartbeat(request_id=new_request_id()))
+            try:  # one short attempt: a slow heartbeat must not hold up close()
+                self._call(
+                    Heartbeat(request_id=new_request_id()),
+                    attempts=1,
+                    timeout_s=min(self.timeout_s, self.heartbeat_interval_s),
+                )
             except Exception:  # noqa: BLE001 - heartbeats are best effort
                 continue
 

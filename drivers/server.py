@@ -38,7 +38,7 @@ from drivers.auth import KeyRing
 from drivers.base import Driver
 from drivers.leases import LeaseTable
 from protocols import ProtocolError, encode
-from protocols.framing import decode_request
+from protocols.framing import MAX_ARRAY_BYTES, MAX_HEADER_BYTES, decode_request
 from protocols.messages import (
     AdvanceReply,
     ErrorReply,
@@ -121,6 +121,8 @@ class DeviceServer:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 200)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # a peer sending a frame larger than any valid array is disconnected by libzmq
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_ARRAY_BYTES + MAX_HEADER_BYTES)
         if self._keyring is not None and self._server_keys is not None:
             self._auth = ThreadAuthenticator(self._ctx)
             self._auth.start()

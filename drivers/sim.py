@@ -15,7 +15,8 @@ snapshot and the journal, so a client retrying an id after a crash gets the reco
 reply and nothing is applied twice; a request whose record never became durable was
 never answered and is applied once on retry. MVM clock ticks after the last durable
 write are not persisted (a few hundred ns per input vector). The journal is compacted
-into a new snapshot every ``compact_every`` records and on :meth:`close`.
+into a new snapshot every ``compact_every`` records or ``compact_bytes`` bytes (pulse
+counts are journalled as uint8 when they fit) and on :meth:`close`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def first_set_step_us(p: simulator.DeviceParams) -> float:
     return s * (p.set_mu_g * p.g_reset_us / s + p.set_mu_0 + p.set_mu_p * p_hist)
 
 
+def _compact_ints(a: np.ndarray) -> np.ndarray:
+    """Pulse counts as uint8 when they fit (4x smaller journal records), else unchanged."""
+    if a.dtype.kind in "iu" and a.size and 0 <= int(a.min()) and int(a.max()) <= 255:
+        return a.astype(np.uint8)
+    return a
+
+
 class SimDriver(Driver):
     """Two simulated chips behind the driver contract, optionally crash-safe on disk."""
 
@@ -75,6 +83,7 @@ class SimDriver(Driver):
         *,
         clock: str = "virtual",
         compact_every: int = 1000,
+        compact_bytes: int = 64 * 2**20,
         fsync: bool = True,
         limits: Limits = DEFAULT_LIMITS,
         reply_cache_size: int = 4096,
@@ -84,6 +93,7 @@ class SimDriver(Driver):
             raise InvalidRequest(f"compact_every={compact_every} must be >= 1")
         self.limits = limits
         self.compact_every = compact_every
+        self.compact_bytes = compact_bytes
         self._fsync = fsync
         self._store: StateDir | None = None
         self._journal: Journal | None = None
@@ -213,8 +223,12 @@ class SimDriver(Driver):
             "type": type(reply).__name__,
             "reply": reply.model_dump(),
         }
-        self._journal.append(header, {k: v for k, v in arrays.items() if v is not None})
-        if self._journal.records >= self.compact_every:
+        stored = {k: _compact_ints(v) for k, v in arrays.items() if v is not None}
+        self._journal.append(header, stored)
+        if (
+            self._journal.records >= self.compact_every
+            or self._journal.nbytes >= self.compact_bytes
+        ):
             self.compact()
 
     def _replay(self, h: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
