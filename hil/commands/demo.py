@@ -52,8 +52,11 @@ def _rel_err(y: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
 
 
-def run_demo(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the self-check; returns the JSON-able results."""
+def run_demo(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
+    """Run the self-check; returns the JSON-able results, the exact product and the chip
+    outputs (weight units) at each time."""
     if not (1 <= args.rows <= 256 and 1 <= args.cols <= 256 and args.batch >= 1):
         raise ConfigError(f"--rows {args.rows} / --cols {args.cols} must be in 1..256 and "
                           f"--batch {args.batch} >= 1")
