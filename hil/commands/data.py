@@ -114,9 +114,14 @@ def run_info(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"cache_dir": str(cache_root), "steps": rows, "built_sets": built}
     chosen = next((r for r in rows if r["selected"] == "yes"), None)
     if chosen is not None and chosen["status"] == "available":
-        splits = datasource.resolve_jsb(config.model_copy(update={"fetch": False, "build": False}))
-        report["source"] = splits.source
-        report["counts"] = splits.counts()
+        try:
+            splits = datasource.resolve_jsb(
+                config.model_copy(update={"fetch": False, "build": False})
+            )
+            report["source"] = splits.source
+            report["counts"] = splits.counts()
+        except DataError as exc:
+            report["problem"] = str(exc)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -129,6 +134,8 @@ def run_info(args: argparse.Namespace) -> int:
     if "source" in report:
         print(f"source: {report['source']}")
         print(f"counts: {_counts_line(splits)}")
+    elif "problem" in report:
+        print(f"the selected source is unusable: {report['problem']}")
     elif chosen is None:
         print(f"no source available: {datasource.WHERE_TO_PUT_IT}")
     return 0

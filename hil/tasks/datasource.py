@@ -306,7 +306,7 @@ def describe_sources(
 ) -> list[dict[str, str]]:
     """Each resolution step with its location and status, without loading or downloading.
 
-    Status is ``available``, ``missing``, ``disabled`` or ``would try``; the step
+    Status is ``available``, ``missing``, ``invalid``, ``disabled`` or ``would try``; the step
     :func:`resolve_jsb` would use first is marked ``selected: "yes"``.
     """
     config = config or JsbDataConfig()
@@ -330,7 +330,13 @@ def describe_sources(
         fetched = fetched_jsb_path(cache_root)
         built = cached_chorales_dir(cache_root, config.seed, config.build_limit)
         cached = fetched if fetched.is_file() else built
-        add("cache", str(cached or cache_root), "available" if cached else "missing")
+        status = "available" if cached else "missing"
+        if cached is not None and cached == built:
+            try:
+                chorales.load_chorales(built)
+            except DataError:
+                status = "invalid"  # resolve_jsb skips it; a build rebuilds it
+        add("cache", str(cached or cache_root), status)
         can_fetch = fetch_allowed(config, env)
         add("download", fetch_url(config, env), "would try" if can_fetch else "disabled")
         can_build = config.build and music21_available()

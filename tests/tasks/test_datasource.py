@@ -240,3 +240,11 @@ def test_broken_cached_download_is_skipped(sources: dict[str, object]) -> None:
     assert (first_note(splits), splits.meta["origin"]) == (70, "download")
     fetched = datasource.fetch_jsb(sources["cache"], url=str(sources["url"]))  # type: ignore[arg-type]
     assert fetched == cached and first_note(datasource.load_jsb_pickle(cached)) == 70
+
+
+def test_describe_sources_flags_a_corrupt_built_set(tmp_path: Path) -> None:
+    folder = chorales.chorales_dir(tmp_path)
+    folder.mkdir(parents=True)
+    (folder / chorales.MANIFEST_FILE).write_text("{}")
+    rows = datasource.describe_sources(env={"HIL_CACHE_DIR": str(tmp_path), "HIL_OFFLINE": "1"})
+    assert (rows[1]["origin"], rows[1]["status"], rows[1]["selected"]) == ("cache", "invalid", "no")
