@@ -54,8 +54,9 @@ class ProgramResult:
     iterations: int
     """verify iterations used (fill plus trim phase)"""
     n_unconverged: int
-    """devices whose last verify read was still outside the tolerance (faulty devices
-    included: they are read once and never pulsed)"""
+    """cells whose verified net conductance ``(A_read + B_read - S)/2`` (last verify reads;
+    an untouched B counts as nominal RESET) is still outside the tolerance. A faulty A
+    device that B compensates does not count; an uncompensable one does."""
     t_s: float
     """chip time at the end of programming (s)"""
 
@@ -66,7 +67,6 @@ class _LoopResult:
     pulses: int
     resets: int
     iterations: int
-    unconverged: int
 
 
 def _verify_loop(
@@ -78,7 +78,6 @@ def _verify_loop(
     sick = np.flatnonzero(~healthy)
     if sick.size:
         last[sick] = pop.read(idx[sick], clock.time_s, rng)
-    sick_out = int(np.count_nonzero(np.abs(last[sick] - target[sick]) > tol))
     pending = np.flatnonzero(healthy)
     pulses = resets = iterations = 0
     while pending.size and iterations < max_iter:
@@ -93,7 +92,7 @@ def _verify_loop(
         last[pending] = pop.read(idx[pending], clock.time_s, rng)
         clock.tick(params.mvm_latency_s)
         pending = pending[np.abs(last[pending] - target[pending]) > tol]
-    return _LoopResult(last, pulses + resets, resets, iterations, int(pending.size) + sick_out)
+    return _LoopResult(last, pulses + resets, resets, iterations)
 
 
 def program_cells(
@@ -119,6 +118,9 @@ def program_cells(
     b_t = np.minimum(b_t, np.float32(params.g_max_us)).astype(np.float32)
     trim = _verify_loop(pop, b_idx[need], b_t[need], tolerance_us, max_iterations, clock,
                         rng, params)
+    b_last = np.full(target.shape, g_r, dtype=np.float32)  # unprogrammed B: nominal RESET
+    b_last[need] = trim.last_read
+    verified_err = (fill.last_read + b_last - side_sum) * np.float32(0.5)
     t_end = clock.time_s
     g4 = pop.conductance((base[:, None] + np.arange(4)).reshape(-1), t_end).reshape(-1, 4)
     net = ((g4[:, 0] + g4[:, 1]) - (g4[:, 2] + g4[:, 3])) * np.float32(0.5)
@@ -130,6 +132,6 @@ def program_cells(
         n_pulses=n_resets + fill.pulses + trim.pulses,
         n_resets=n_resets + fill.resets + trim.resets,
         iterations=fill.iterations + trim.iterations,
-        n_unconverged=fill.unconverged + trim.unconverged,
+        n_unconverged=int(np.count_nonzero(np.abs(verified_err) > tolerance_us)),
         t_s=t_end,
     )
