@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drivers.board import make_engine
 from drivers.board import protocol as P
@@ -76,3 +78,30 @@ def test_mvm_codes_carry_the_adc_output_exactly(engine) -> None:
     y_codes = P.unpack(P.MVM.reply, frame.payload)[1]["y"]
     ref = make_engine("hermes", seed=3).chips[0].mvm((0, 4, 0, 3), codes / 127.0)
     np.testing.assert_allclose(y_codes * lsb, ref.ravel(), rtol=1e-6, atol=1e-6)
+
+
+@given(opcode=st.integers(0, 0x7F), payload=st.binary(max_size=300), garbage=st.binary(max_size=64))
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_firmware_answers_any_framed_request_and_survives_garbage(
+    engine, opcode: int, payload: bytes, garbage: bytes
+) -> None:
+    engine.receive(garbage + b"\x00")  # line noise, then a delimiter: resync
+    (reply,) = engine.receive(encode_frame(opcode, 999, 0, payload))
+    frame = decode_frame(reply)
+    assert frame.seq == 999 and frame.opcode == opcode | REPLY_BIT
+    assert frame.status in {int(s) for s in P.Status}
+    ok, _ = _send(engine, P.STATUS, 1000)
+    assert ok.status == P.Status.OK
+
+
+@pytest.mark.hardware
+def test_conformance_on_a_real_board(device_url: str) -> None:
+    """Runs only with ``pytest --device-url board://lab.yaml`` (a real board)."""
+    from drivers.conformance import run_conformance
+
+    if not device_url.startswith("board://"):
+        pytest.skip("--device-url is not a board:// URL")
+    report = run_conformance(device_url)
+    assert report.passed, report.format()

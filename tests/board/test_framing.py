@@ -22,6 +22,7 @@ from drivers.board.framing import (
 
 
 @given(st.binary(max_size=2000))
+@settings(deadline=None)
 def test_cobs_round_trip_and_no_zero(data: bytes) -> None:
     enc = cobs_encode(data)
     assert b"\x00" not in enc
@@ -43,7 +44,7 @@ def test_cobs_known_vectors() -> None:
     status=st.integers(0, 255),
     payload=st.binary(max_size=3000),
 )
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_frame_round_trip(opcode: int, seq: int, status: int, payload: bytes) -> None:
     wire = encode_frame(opcode, seq, status, payload)
     assert wire.endswith(b"\x00") and wire.count(0) == 1
@@ -62,7 +63,7 @@ def test_exact_bytes_of_a_status_request() -> None:
 
 
 @given(st.binary(max_size=500), st.integers(0, 0xFFFF), st.binary(max_size=200))
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 def test_deframer_resyncs_after_garbage(garbage: bytes, seq: int, payload: bytes) -> None:
     wire = encode_frame(P.READ.opcode | REPLY_BIT, seq, 0, payload)
     d = Deframer()
@@ -98,7 +99,7 @@ def test_one_command_table_with_unique_opcodes() -> None:
     cols=st.integers(1, 9),
     data=st.data(),
 )
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_pulse_request_round_trip(rows: int, cols: int, data: st.DataObject) -> None:
     n = rows * cols * 4
     counts = np.array(data.draw(st.lists(st.integers(0, 255), min_size=n, max_size=n)), np.uint8)

@@ -51,10 +51,11 @@ def _training_like_run(url: str) -> dict:
 
 @pytest.mark.slow
 def test_one_percent_byte_faults_give_the_clean_final_state(emulator) -> None:
-    link = "max_payload_bytes=64&timeout_s=0.1"
-    clean = _training_like_run(f"board://?port={emulator(seed=7)}&{link}&retries=2")
+    link = "max_payload_bytes=64"
+    clean_url = f"board://?port={emulator(seed=7)}&{link}&timeout_s=2&retries=2"
+    clean = _training_like_run(clean_url)
     noisy_port = emulator(seed=7, fault_rate=0.01)
-    noisy = _training_like_run(f"board://?port={noisy_port}&{link}&retries=30")
+    noisy = _training_like_run(f"board://?port={noisy_port}&{link}&timeout_s=0.1&retries=30")
 
     assert noisy["stats"].retransmissions > 0, "the faulty link should have needed retries"
     assert clean["stats"].retransmissions == 0
