@@ -40,7 +40,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ import numpy as np
 import structlog
 
 from hil.errors import DataError
+from hil.fsio import atomic_write_bytes, atomic_write_json
 from hil.tasks.pianoroll import SPLITS, PianoRollSplits, roll_from_steps
 
 log = structlog.get_logger(__name__)
@@ -333,23 +333,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an ``.npz`` byte-for-byte reproducibly (fixed zip timestamps), atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` archive, byte-for-byte reproducible (fixed zip timestamps)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, array in arrays.items():
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    return out.getvalue()
 
 
 def load_chorales(set_dir: Path) -> PianoRollSplits:
@@ -423,7 +417,7 @@ def build_chorales(
         arrays[f"{name}_rolls"] = np.concatenate(rolls).astype(np.uint8)
         arrays[f"{name}_lengths"] = np.array([r.shape[0] for r in rolls], dtype=np.int64)
     out.mkdir(parents=True, exist_ok=True)
-    _write_npz(out / DATA_FILE, arrays)
+    atomic_write_bytes(out / DATA_FILE, _npz_bytes(arrays))
     counts = {
         name: {"sequences": len(split_ids[name]), "steps": int(arrays[f"{name}_lengths"].sum())}
         for name in SPLITS
@@ -446,7 +440,7 @@ def build_chorales(
         "sha256": sha256_file(out / DATA_FILE),
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    _write_json(out / MANIFEST_FILE, manifest)
+    atomic_write_json(out / MANIFEST_FILE, manifest)  # written last: it commits the set
     log.info(
         "chorales_built",
         path=str(out),
