@@ -248,3 +248,14 @@ def test_describe_sources_flags_a_corrupt_built_set(tmp_path: Path) -> None:
     (folder / chorales.MANIFEST_FILE).write_text("{}")
     rows = datasource.describe_sources(env={"HIL_CACHE_DIR": str(tmp_path), "HIL_OFFLINE": "1"})
     assert (rows[1]["origin"], rows[1]["status"], rows[1]["selected"]) == ("cache", "invalid", "no")
+
+
+def test_explicit_path_may_be_a_built_chorales_folder(tmp_path: Path) -> None:
+    pytest.importorskip("music21")
+    chorales.build_chorales(tmp_path, limit=3)
+    folder = chorales.chorales_dir(tmp_path, limit=3)
+    splits = resolve_jsb(JsbDataConfig(path=folder), env={"HIL_OFFLINE": "1"})
+    assert splits.source == f"music21-chorales:{folder / chorales.DATA_FILE}"
+    assert splits.meta["origin"] == "explicit"
+    with pytest.raises(DataError, match="folder without a chorales manifest"):
+        resolve_jsb(JsbDataConfig(path=tmp_path), env={})
