@@ -7,6 +7,7 @@ Starts ``hil board-emulator`` (hermes preset) as a subprocess for each transport
 - ``*_bytes`` / ``*_round_trips``: bytes written + read and command frames for one
   full-array (256x256) MVM at batch 1 and 64, and one full-array pulse update;
 - ``*_mvm_per_s``: full-array batch-1 MVMs per second (median of 3 timed runs);
+- ``inprocess_*``: the same MVMs on an in-process ``simulator.Chip`` (the compute floor);
 - ``*_theoretical_921600_*``: the same byte counts on a real 921600-baud 8N1 line
   (10 bits per byte; a pty has no baud limit, so this is the physical bound).
 
@@ -91,12 +92,33 @@ def measure(tcp: bool, n: int) -> dict[str, float]:
     return {f"{name}_{k}": float(v) for k, v in out.items()}
 
 
+def in_process(n: int) -> dict[str, float]:
+    """The same MVMs on an in-process simulator chip (no link): the compute floor."""
+    from simulator import Chip
+    from simulator import Region as SimRegion
+
+    chip, full = Chip(0, "hermes", 0), SimRegion(0, 0, 256, 0, 256)
+    rng = np.random.default_rng(0)
+    x1, x64 = rng.uniform(-1, 1, (1, 256)), rng.uniform(-1, 1, (64, 256))
+    chip.mvm(full, x1)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        chip.mvm(full, x1)
+    b1 = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for _ in range(max(n // 20, 3)):
+        chip.mvm(full, x64)
+    b64 = 64 * max(n // 20, 3) / (time.perf_counter() - t0)
+    return {"inprocess_mvm_b1_per_s": b1, "inprocess_mvm_b64_vectors_per_s": b64}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="MVMs per timed run (default 200)")
     ap.add_argument("--out", default=str(REPO / "results" / "bench_board.json"))
     args = ap.parse_args()
     res: dict[str, object] = {"baudrate": BAUD, "region": "256x256", "preset": "hermes"}
+    res.update(in_process(args.n))
     res.update(measure(tcp=False, n=args.n))
     res.update(measure(tcp=True, n=args.n))
     line_s = BITS_PER_BYTE / BAUD
