@@ -13,6 +13,7 @@ from simulator import (
     RegionError,
     ShapeError,
     SimulatorError,
+    get_preset,
 )
 from simulator.mapping import net_conductance
 
@@ -155,3 +156,22 @@ def test_replaying_writes_at_recorded_times_reproduces_state(rng: np.random.Gene
                                   live.true_conductances(region))
     for name, arr in live._pop.arrays.items():
         np.testing.assert_array_equal(replay._pop.arrays[name], arr, err_msg=name)
+
+
+def test_dac_and_adc_quantisation_and_saturation(rng: np.random.Generator) -> None:
+    params = get_preset("hermes").replace(read_noise=False, drift=False, p_stuck_reset=0.0,
+                                          p_stuck_gmax=0.0, p_dead=0.0)
+    chip = Chip(0, params, seed=1, adc_full_scale_us=100.0)
+    region = Region(0, 0, 256, 0, 8)
+    chip.program(region, np.full(region.shape, 6.0, np.float32))
+    g_net = net_conductance(chip.true_conductances(region))
+    lsb = 100.0 / 127
+    y = chip.mvm(region, np.ones((2, 256)))
+    np.testing.assert_allclose(y, 100.0, rtol=1e-6)  # 256 x 6 µS saturates the ADC
+    x = np.zeros((3, 256))
+    x[:, 0] = [0.3, -0.5, 1.0]
+    y = chip.mvm(region, x)
+    x_q = np.rint(x * 127) / 127
+    expected = np.clip(np.rint((x_q @ g_net) / lsb), -127, 127) * lsb
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert np.allclose(y / lsb, np.rint(y / lsb), atol=1e-3)
