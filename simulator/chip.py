@@ -19,9 +19,10 @@ std is at most ``cache_rel_tol`` (default 1e-4), bounded by
 youngest device's age and ``ln_min = ln((age_min + t0 + t_read)/(2 t_read))``. Any write
 to an overlapping region drops the entry.
 
-Randomness: ``SeedSequence(seed, spawn_key=(chip_id,))`` spawns three streams (PCG64, PCG64, and SFC64 for speed): *init*
-(device spread, faults, initial state), *write* (pulses, programming noise, nu draws,
-verify reads) and *read* (MVM and :meth:`Chip.read_conductances` noise). Reads therefore
+Randomness: ``SeedSequence(seed, spawn_key=(chip_id,))`` spawns three streams: *init*
+(PCG64: device spread, faults, initial state), *write* (PCG64: pulses, programming noise,
+nu draws, verify reads) and *read* (SFC64, for speed: MVM and
+:meth:`Chip.read_conductances` noise). Reads therefore
 never change the future written state; replaying the writes (at their chip times, see
 :meth:`Chip.advance_to`) reproduces the state exactly.
 """
