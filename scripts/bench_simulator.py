@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hil.logging import configure_logging
 from simulator import Chip, Region, physics
 from simulator.mapping import net_conductance
 
@@ -144,6 +145,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("results/bench_simulator.json"))
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
+    configure_logging("warning")  # keep stdout clean for the JSON / file list
     result = run(args.quick)
     text = json.dumps(result, indent=2)
     print(text)

@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hil.logging import configure_logging  # noqa: E402
 from simulator import Chip, Region, get_preset  # noqa: E402
 
 FULL = Region.full(0)
@@ -131,6 +132,7 @@ def main() -> int:
     parser.add_argument("--preset", default="hermes")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    configure_logging("warning")  # keep stdout clean for the JSON / file list
     args.out.mkdir(parents=True, exist_ok=True)
     for fn in (plot_set_pulses, plot_drift, plot_histogram):
         print(fn(args.preset, args.seed, args.out))
