@@ -101,6 +101,10 @@ class Chip:
                                       self._clock.time_s)
         self._cache: dict[tuple[int, int, int, int], _CacheEntry] = {}
 
+    def __repr__(self) -> str:
+        return (f"Chip(chip_id={self._chip_id}, preset={self._params.name!r}, seed={self._seed}, "
+                f"clock={self._clock.mode!r}, time_s={self.time_s:.9g})")
+
     # ----------------------------------------------------------------- properties
     @property
     def chip_id(self) -> int:
