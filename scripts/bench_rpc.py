@@ -8,6 +8,9 @@ request; ``tcp_b64_p50_us_info_log`` repeats the TCP batch-64 figure with info l
 ``*_overhead_us`` = transport p50 minus in-process p50 in the same run.
 Pulse throughput: sequential apply_pulses requests on a 64x64 region over TCP, without
 and with a state dir (every request fsync'ed to the journal before the reply).
+``*_b64_cpu_overhead_us``: CPU time (client process + server process, from /proc) per
+batch-64 MVM minus the in-process call's CPU time; unlike latency it does not depend on
+how many other processes compete for the two cores.
 
 Usage: python scripts/bench_rpc.py [--n 300] [--out results/bench_rpc.json]
 """
@@ -78,10 +81,38 @@ def _interleaved_mvm(drivers: dict, n: int, res: dict) -> None:  # type: ignore[
                 )
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid`` (all threads) from /proc, in s (tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_per_call_us(driver, m: int, server_pid: int | None) -> float:  # type: ignore[no-untyped-def]
+    """CPU time (client + server process) per batch-64 MVM, independent of machine load."""
+    x = np.random.default_rng(2).uniform(-1, 1, (64, 256)).astype(np.float32)
+    driver.mvm(REGION, x)
+    s0 = _proc_cpu_s(server_pid) if server_pid else 0.0
+    c0 = time.process_time()
+    for _ in range(m):
+        driver.mvm(REGION, x)
+    c1 = time.process_time()
+    s1 = _proc_cpu_s(server_pid) if server_pid else 0.0
+    return (c1 - c0 + s1 - s0) / m * 1e6
+
+
 class _Served:
     """``hil serve`` in a subprocess; yields its endpoint."""
 
-    def __init__(self, url: str, bind: str, level: str = "warning") -> None:
+    def __init__(
+        self,
+        url: str,
+        bind: str,
+        level: str = "warning",
+        registry: dict | None = None,
+        key: str = "",
+    ) -> None:
+        if registry is not None:
+            registry[key] = self
         self.cmd = [
             sys.executable,
             "-m",
@@ -126,6 +157,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300, help="calls per MVM measurement")
     ap.add_argument("--pulses", type=int, default=200, help="pulse requests per throughput run")
+    ap.add_argument("--cpu-calls", type=int, default=1000, help="calls per CPU-time figure")
     ap.add_argument("--out", default="results/bench_rpc.json")
     args = ap.parse_args()
     res: dict[str, object] = {
@@ -136,6 +168,7 @@ def main() -> int:
     }
     configure_logging("warning")
     tmp = Path(tempfile.mkdtemp(prefix="bench_rpc_"))
+    served: dict[str, _Served] = {}
     server = DeviceServer(SimDriver("hermes", seed=0), "inproc://bench-rpc")
     ready = threading.Event()
     thread = threading.Thread(target=server.serve, args=(ready,), daemon=True)
@@ -144,8 +177,8 @@ def main() -> int:
     with (
         SimDriver("hermes", seed=0) as local,
         RemoteDriver("inproc://bench-rpc", context=zmq.Context.instance()) as inproc,
-        _Served(URL, f"ipc://{tmp}/dev.sock") as ipc_ep,
-        _Served(URL, "tcp://127.0.0.1:*") as tcp_ep,
+        _Served(URL, f"ipc://{tmp}/dev.sock", registry=served, key="ipc") as ipc_ep,
+        _Served(URL, "tcp://127.0.0.1:*", registry=served, key="tcp") as tcp_ep,
         RemoteDriver(ipc_ep) as ipc,
         RemoteDriver(tcp_ep) as tcp,
     ):
@@ -153,6 +186,16 @@ def main() -> int:
             {"inprocess": local, "inproc": inproc, "ipc": ipc, "tcp": tcp}, args.n, res
         )
         res["pulse_tcp_req_per_s"] = round(_pulse_rate(tcp_ep, args.pulses), 1)
+        m = args.cpu_calls
+        cpu_local = _cpu_per_call_us(local, m, None)
+        cpu = {
+            "inproc": _cpu_per_call_us(inproc, m, None),  # server thread is in-process
+            "ipc": _cpu_per_call_us(ipc, m, served["ipc"].proc.pid),
+            "tcp": _cpu_per_call_us(tcp, m, served["tcp"].proc.pid),
+        }
+        res["inprocess_b64_cpu_us"] = round(cpu_local, 1)
+        for name, c in cpu.items():
+            res[f"{name}_b64_cpu_overhead_us"] = round(c - cpu_local, 1)
     server.stop()
     thread.join(10)
     server.driver.close()

@@ -120,3 +120,31 @@ def test_program_and_mvm_through_the_contract(rng: np.random.Generator) -> None:
         np.testing.assert_allclose(d.mvm(R, x), x @ target, rtol=1e-5, atol=1e-5)
         t0 = d.time_s()
         assert d.advance(10.0) == pytest.approx(t0 + 10.0)
+
+
+class _PowerCut(BaseException):
+    """The process dies here (not an Exception: nothing may catch it)."""
+
+
+def test_request_not_yet_durable_is_applied_once_on_retry(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    reqs = _requests(rng, 4)
+    with SimDriver("hermes", seed=2) as ref:
+        _run(ref, reqs)
+        expected = ref.true_conductances(R)
+    d = SimDriver("hermes", seed=2, state_dir=tmp_path)
+    _run(d, reqs[:3])
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise _PowerCut
+
+    d._journal.append = die  # type: ignore[union-attr,method-assign]
+    rid, region, counts = reqs[3]
+    with pytest.raises(_PowerCut):  # applied in memory, never journalled, never answered
+        d.apply_pulses(region, counts, request_id=rid)
+    _crash(d)
+    with SimDriver("hermes", seed=2, state_dir=tmp_path) as d2:
+        d2.apply_pulses(region, counts, request_id=rid)  # the client's retry
+        d2.apply_pulses(region, counts, request_id=rid)  # and a duplicate of it
+        np.testing.assert_array_equal(d2.true_conductances(R), expected)
