@@ -264,6 +264,8 @@ class RemoteDriver(Driver):
     def acquire_lease(self, region: Region, mode: str = "write") -> str:
         """Take a ``read`` or ``write`` lease on ``region``; returns the lease id."""
         region = self._check_region(region)
+        if mode not in ("read", "write"):
+            raise InvalidRequest(f"lease mode {mode!r} must be 'read' or 'write'")
         rep = self._call(LeaseAcquire(request_id=new_request_id(), region=region, mode=mode))[0]
         return rep.lease_id
 
