@@ -62,6 +62,7 @@ class BoardClient:
             name=cmd.name,
             idempotent=cmd.idempotent,
             reply_bytes_hint=reply_bytes_hint,
+            timeout_scale=cmd.timeout_scale,
         )
         if reply.status != Status.OK:
             try:

@@ -19,10 +19,10 @@ level through the base class's request-id record.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import structlog
 
 from drivers.base import Driver
 from drivers.board import protocol as P
@@ -30,6 +30,7 @@ from drivers.board.client import BoardClient, Identity
 from drivers.board.errors import FirmwareMismatch, SafetyLimitError, SetupError
 from drivers.board.serial_link import SerialLink
 from drivers.board.setup import LabSetup
+from drivers.board.tiling import split_by_pulses, tiles
 from drivers.board.visa import LabInstruments
 from protocols.models import (
     CAP_PROGRAM,
@@ -41,21 +42,11 @@ from protocols.models import (
 )
 from protocols.region import Region
 
+log = structlog.get_logger(__name__)
+
 REGION_BYTES = 9
 MVM_REPLY_HEAD = 5
 DEVICES = 4
-
-
-def tiles(rows: int, cols: int, max_cells: int) -> Iterator[tuple[int, int, int, int]]:
-    """Cover a ``rows x cols`` rectangle with sub-rectangles of at most ``max_cells`` cells,
-    in row-major order; yields relative ``(r0, r1, c0, c1)``."""
-    if max_cells < 1:
-        raise SetupError("link.max_payload_bytes is too small to carry a single cell")
-    w = min(cols, max_cells)
-    h = max(1, min(rows, max_cells // w))
-    for r0 in range(0, rows, h):
-        for c0 in range(0, cols, w):
-            yield r0, min(r0 + h, rows), c0, min(c0 + w, cols)
 
 
 class HardwareDriver(Driver):
@@ -94,6 +85,13 @@ class HardwareDriver(Driver):
             identity = client.identify()
             check_identity(setup, identity, setup.link.port)
             if instruments:
+                if setup.visa.backend == "@sim":
+                    log.warning(
+                        "board_visa_simulated",
+                        port=setup.link.port,
+                        hint="VISA backend '@sim': pulse amplitude/width go to simulated "
+                        "instruments; set visa.backend for a real lab",
+                    )
                 lab = LabInstruments(
                     setup.visa.backend,
                     setup.visa.pulse_generator,
@@ -245,7 +243,7 @@ class HardwareDriver(Driver):
             step = np.minimum(remaining, geo.max_pulses_per_device)
             pass_mask = mask if first else np.zeros(mask.shape, bool)
             for tile in tiles(*region.shape, max_cells):
-                for r0, r1, c0, c1 in _split(tile, step, geo.max_pulses_per_command):
+                for r0, r1, c0, c1 in split_by_pulses(tile, step, geo.max_pulses_per_command):
                     t_counts, t_mask = step[r0:r1, c0:c1], pass_mask[r0:r1, c0:c1]
                     if not t_counts.any() and not t_mask.any():
                         continue
@@ -313,23 +311,6 @@ class HardwareDriver(Driver):
                 self.instruments.close()
         finally:
             self.link.close()
-
-
-def _split(
-    tile: tuple[int, int, int, int], counts: np.ndarray, max_pulses: int
-) -> Iterator[tuple[int, int, int, int]]:
-    """Halve ``tile`` (rows first) until each part holds at most ``max_pulses`` pulses."""
-    r0, r1, c0, c1 = tile
-    if int(counts[r0:r1, c0:c1].sum()) <= max_pulses or (r1 - r0 == 1 and c1 - c0 == 1):
-        yield tile
-    elif r1 - r0 > 1:
-        mid = (r0 + r1) // 2
-        yield from _split((r0, mid, c0, c1), counts, max_pulses)
-        yield from _split((mid, r1, c0, c1), counts, max_pulses)
-    else:
-        mid = (c0 + c1) // 2
-        yield from _split((r0, r1, c0, mid), counts, max_pulses)
-        yield from _split((r0, r1, mid, c1), counts, max_pulses)
 
 
 def check_pulse_shape(setup: LabSetup, amplitude_v: float, width_ns: float) -> None:

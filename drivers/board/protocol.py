@@ -120,6 +120,8 @@ class Command:
     """True: executing it twice has the same effect as once (reads). False (pulse,
     program): a retransmission must reuse the seq so the board replays its first reply."""
     validate: Validator | None = None
+    timeout_scale: float = 1.0
+    """Multiplies the link's reply timeout: the board answers only after executing."""
 
 
 REGION = ("chip", "row0", "row1", "col0", "col1")
@@ -273,6 +275,7 @@ PROGRAM = Command(
     ),
     idempotent=False,
     validate=_check_program,
+    timeout_scale=20.0,  # up to max_iterations read/pulse rounds before the reply
 )
 TEMPERATURE = Command("temperature", 0x07, Layout("<"), Layout("<f", ("temp_c",)), True)
 STATUS = Command(

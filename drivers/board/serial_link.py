@@ -114,13 +114,17 @@ class SerialLink:
         self.stats.bytes_read += len(data)
         return data
 
-    def _await_reply(self, opcode: int, seq: int, budget_s: float) -> Frame | None:
+    def _await_reply(self, opcode: int, seq: int, first_s: float, budget_s: float) -> Frame | None:
+        """Wait ``first_s`` for the first byte (the board executes before replying), then
+        ``timeout_s`` between bytes, and at most ``budget_s`` in all."""
         start = last_byte = time.monotonic()
+        idle_s = first_s
         while True:
-            data = self._read_some(min(self.timeout_s, 0.05))
+            data = self._read_some(min(idle_s, 0.05))
             now = time.monotonic()
             if data:
                 last_byte = now
+                idle_s = self.timeout_s
                 bad_before = self._deframer.bad_frames
                 for frame in self._deframer.feed(data):
                     if frame.opcode == opcode | REPLY_BIT and frame.seq == seq:
@@ -128,7 +132,7 @@ class SerialLink:
                         return frame
                     self.stats.stale_frames += 1
                 self.stats.bad_frames += self._deframer.bad_frames - bad_before
-            if now - last_byte > self.timeout_s or now - start > budget_s:
+            if now - last_byte > idle_s or now - start > budget_s:
                 return None
 
     def transact(
@@ -139,25 +143,31 @@ class SerialLink:
         name: str = "",
         idempotent: bool = True,
         reply_bytes_hint: int = 0,
+        timeout_scale: float = 1.0,
     ) -> Frame:
-        """Send one command and return its reply frame (any status; the caller checks it)."""
+        """Send one command and return its reply frame (any status; the caller checks it).
+
+        ``timeout_scale`` stretches ``timeout_s`` for commands the board takes long to
+        execute (program-and-verify); ``reply_bytes_hint`` adds the reply's transfer time.
+        """
         seq = self.next_seq()
         wire = encode_frame(opcode, seq, 0, payload)
+        first_s = self.timeout_s * timeout_scale
         transfer_s = 10.0 * (len(wire) + reply_bytes_hint + 16) / self.baudrate
-        budget_s = self.timeout_s + 2.0 * transfer_s
+        budget_s = first_s + self.timeout_s + 2.0 * transfer_s
         for attempt in range(1 + self.retries):
             if attempt:
                 self.stats.retransmissions += 1
                 log.debug("board_retransmit", command=name, seq=seq, attempt=attempt)
             self._write(wire)
             self.stats.frames_sent += 1
-            reply = self._await_reply(opcode, seq, budget_s)
+            reply = self._await_reply(opcode, seq, first_s, budget_s)
             if reply is not None:
                 return reply
         applied = "" if idempotent else " It may or may not have been applied: read the state back."
         raise DeviceTimeout(
             f"no valid reply to {name or hex(opcode)} (seq {seq}) from {self.port_name!r} after "
-            f"{1 + self.retries} attempts with a {self.timeout_s} s timeout.{applied} Check the "
+            f"{1 + self.retries} attempts with a {first_s:g} s timeout.{applied} Check the "
             "cable/port and the board's power, or raise link.retries / link.timeout_s in the "
             "set-up file."
         )

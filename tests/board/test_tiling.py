@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.board.hardware import _split, tiles
+from drivers.board.tiling import split_by_pulses, tiles
 
 
 @given(st.integers(1, 256), st.integers(1, 256), st.integers(16, 5000))
@@ -24,7 +24,7 @@ def test_tiles_cover_the_region_exactly_once(rows: int, cols: int, max_cells: in
 def test_split_respects_the_pulses_per_command(rows: int, cols: int, limit: int, seed: int) -> None:
     counts = np.random.default_rng(seed).integers(0, 256, (rows, cols, 4))
     seen = np.zeros((rows, cols), np.int32)
-    for r0, r1, c0, c1 in _split((0, rows, 0, cols), counts, limit):
+    for r0, r1, c0, c1 in split_by_pulses((0, rows, 0, cols), counts, limit):
         assert int(counts[r0:r1, c0:c1].sum()) <= limit
         seen[r0:r1, c0:c1] += 1
     assert (seen == 1).all()
