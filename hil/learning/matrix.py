@@ -96,6 +96,12 @@ class DenseMatrix:
             raise ConfigError(f"update of shape {delta.shape} for a matrix of shape {self.shape}")
         self._w += delta.astype(self._w.dtype, copy=False)
 
+    def assign(self, w: np.ndarray) -> None:
+        """Set ``W`` exactly (restoring a checkpoint; not a learning update)."""
+        if np.shape(w) != self._w.shape:
+            raise ConfigError(f"assign of shape {np.shape(w)} to a matrix of shape {self.shape}")
+        self._w[...] = w
+
     def __repr__(self) -> str:
         return f"DenseMatrix(shape={self.shape}, dtype={self._w.dtype}, trainable={self.trainable})"
 
@@ -123,6 +129,12 @@ class HostVector:
         if delta.shape != self._v.shape:
             raise ConfigError(f"update of shape {delta.shape} for a vector of shape {self.shape}")
         self._v += delta.astype(self._v.dtype, copy=False)
+
+    def assign(self, v: np.ndarray) -> None:
+        """Set the vector exactly (restoring a checkpoint; not a learning update)."""
+        if np.shape(v) != self._v.shape:
+            raise ConfigError(f"assign of shape {np.shape(v)} to a vector of shape {self.shape}")
+        self._v[...] = v
 
     def __repr__(self) -> str:
         return f"HostVector(shape={self.shape}, dtype={self._v.dtype})"

@@ -189,7 +189,7 @@ class Loop:
                     {k.split(":", 1)[1]: v for k, v in ck.arrays.items() if k.startswith(f"{name}:")}
                 )
             else:
-                p.update(np.asarray(ck.arrays[name]) - np.asarray(p.value()))
+                p.assign(ck.arrays[name])  # type: ignore[union-attr]
         self.run.rewrite_metrics(self.history)
 
     # ------------------------------------------------------------------ steps

@@ -1,0 +1,70 @@
+"""kill -9 the trainer mid-epoch, then --resume: the run ends exactly as if never stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hil.trainer.runs import RunDir
+from hil.trainer.session import TrainRequest, train
+from tests.drivers.serve_proc import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+TIMING = ("epoch_s", "time", "wall_s", "device_time_s")
+
+
+def _strip(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def _checkpoint(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["sim://?preset=hermes&seed=2", "software"])
+def test_resume_after_kill_equals_an_uninterrupted_run(
+    tmp_path: Path, small_overrides: tuple[str, ...], device: str
+) -> None:
+    sets = (*small_overrides, "train.max_train_sequences=48")
+    ref = train(TrainRequest(device=device, run_dir=tmp_path / "ref", epochs=3, overrides=sets,
+                             progress=False, checkpoint_every=1))
+
+    args = [sys.executable, "-m", "hil", "--log-level", "warning", "train",
+            str(REPO / "configs/jsb_osttp_hil.yaml"), "--device", device, "--epochs", "3",
+            "--run-dir", str(tmp_path / "run"), "--checkpoint-every", "1", "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    log = tmp_path / "train.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ})
+    try:
+        def mid_epoch() -> bool:
+            ck = _checkpoint(tmp_path / "run")
+            return ck is not None and ck["epoch"] >= 1 and ck["batch"] >= 3
+        assert wait_for(mid_epoch, 120, 0.01), log.read_text()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    stopped_at = _checkpoint(tmp_path / "run")
+    assert stopped_at is not None and stopped_at["epoch"] < 3
+
+    res = subprocess.run([sys.executable, "-m", "hil", "--log-level", "warning", "train",
+                          "--resume", "--run-dir", str(tmp_path / "run"), "--no-progress"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ})
+    assert res.returncode == 0, res.stderr
+    resumed = RunDir.open(tmp_path / "run")
+    assert _strip(resumed.metrics()) == _strip(RunDir.open(tmp_path / "ref").metrics())
+    assert resumed.summary()["test_nll"] == ref["test_nll"]  # type: ignore[index]
+    assert "resume" in {e["event"] for e in resumed.events()}
