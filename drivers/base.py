@@ -32,17 +32,28 @@ with the state. A driver instance is not thread-safe; share it through the serve
 from __future__ import annotations
 
 import abc
-import hashlib
-import math
-import uuid
-from collections import OrderedDict
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import structlog
 
 from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded
+from drivers.idempotency import (  # noqa: F401 - re-exported as the contract's API
+    MAX_REQUEST_ID_LEN,
+    REPORT_TYPES,
+    ReplyCache,
+    Report,
+    fingerprint,
+    new_request_id,
+)
+from drivers.validation import (
+    as_int,
+    check_counts,
+    check_inputs,
+    check_mask,
+    check_target,
+    finite_float,
+)
 from protocols.models import (
     CAP_TIME,
     CAP_TRANSPOSE,
@@ -53,85 +64,6 @@ from protocols.models import (
     ResetReport,
 )
 from protocols.region import Region
-
-Report = PulseReport | ResetReport | ProgramReport | AdvanceReport
-REPORT_TYPES: dict[str, type[Report]] = {
-    t.__name__: t for t in (PulseReport, ResetReport, ProgramReport, AdvanceReport)
-}
-MAX_REQUEST_ID_LEN = 128
-
-
-def new_request_id() -> str:
-    """A fresh random request id (uuid4 hex)."""
-    return uuid.uuid4().hex
-
-
-class ReplyCache:
-    """Bounded ``request_id -> (verb, fingerprint, reply)`` record of state-changing requests.
-
-    Oldest entries are evicted first once ``capacity`` is reached; a retry older than
-    ``capacity`` requests is therefore applied again, so size it above the number of
-    requests a client can have in flight across a restart.
-    """
-
-    def __init__(self, capacity: int = 4096) -> None:
-        if capacity < 1:
-            raise ValueError(f"ReplyCache capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
-        self._entries: OrderedDict[str, tuple[str, str, Report]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, request_id: str, verb: str, fingerprint: str) -> Report | None:
-        """The recorded reply of ``request_id``, or None if unknown.
-
-        Raises:
-            InvalidRequest: the id was used before for a different verb or arguments.
-        """
-        entry = self._entries.get(request_id)
-        if entry is None:
-            return None
-        old_verb, old_fp, reply = entry
-        if old_verb != verb or old_fp != fingerprint:
-            raise InvalidRequest(
-                f"request_id {request_id!r} was already used for a different {old_verb} "
-                f"request; a retry must repeat the same request. Use a fresh id "
-                f"(drivers.base.new_request_id()) for a new request."
-            )
-        return reply
-
-    def put(self, request_id: str, verb: str, fingerprint: str, reply: Report) -> None:
-        self._entries[request_id] = (verb, fingerprint, reply)
-        self._entries.move_to_end(request_id)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """JSON-able records, oldest first (for snapshots)."""
-        return [
-            {"id": rid, "verb": v, "fp": fp, "type": type(r).__name__, "reply": r.model_dump()}
-            for rid, (v, fp, r) in self._entries.items()
-        ]
-
-    def load_records(self, records: Iterable[dict[str, Any]]) -> None:
-        for rec in records:
-            reply = REPORT_TYPES[rec["type"]].model_validate(rec["reply"])
-            self.put(rec["id"], rec["verb"], rec["fp"], reply)
-
-
-def fingerprint(verb: str, *parts: Any) -> str:
-    """A digest of a request's verb and arguments (arrays hashed by dtype, shape, bytes)."""
-    h = hashlib.blake2b(verb.encode(), digest_size=16)
-    for p in parts:
-        if isinstance(p, np.ndarray):
-            h.update(f"{p.dtype.str}{p.shape}".encode())
-            h.update(np.ascontiguousarray(p).tobytes())
-        elif isinstance(p, Region):
-            h.update(p.model_dump_json().encode())
-        else:
-            h.update(repr(p).encode())
-    return h.hexdigest()
 
 
 class Driver(abc.ABC):
@@ -198,7 +130,7 @@ class Driver(abc.ABC):
                 f"{info.driver} driver has no transposed MVM (capability {CAP_TRANSPOSE})"
             )
         n_in, n_out = (region.cols, region.rows) if transpose else (region.rows, region.cols)
-        x = self._check_inputs(x, n_in, info)
+        x = check_inputs(x, n_in, info)
         self._log.debug(
             "mvm", chip=region.chip, region=str(region), batch=x.shape[0], transpose=transpose
         )
@@ -223,8 +155,8 @@ class Driver(abc.ABC):
         """RESET devices where ``reset_mask``, then apply ``counts`` SET pulses per device."""
         region = self._check_region(region)
         info = self.info()
-        counts = self._check_counts(counts, region, info)
-        mask = None if reset_mask is None else self._check_mask(reset_mask, region, info)
+        counts = check_counts(counts, region, info)
+        mask = None if reset_mask is None else check_mask(reset_mask, region, info)
         rid = self._check_request_id(request_id)
         fp = fingerprint("apply_pulses", region, counts, mask)
         return self._once(
@@ -267,11 +199,11 @@ class Driver(abc.ABC):
         """
         region = self._check_region(region)
         info = self.info()
-        target = self._check_target(target_us, region, info)
-        tol = _finite_float(tolerance_us, "tolerance_us")
+        target = check_target(target_us, region, info)
+        tol = finite_float(tolerance_us, "tolerance_us")
         if tol <= 0:
             raise InvalidRequest(f"tolerance_us={tol} must be > 0 µS")
-        iters = _int(max_iterations, "max_iterations")
+        iters = as_int(max_iterations, "max_iterations")
         if iters < 1:
             raise InvalidRequest(f"max_iterations={iters} must be >= 1")
         if iters > info.limits.max_program_iterations:
@@ -294,7 +226,7 @@ class Driver(abc.ABC):
         self._check_open()
         if not self.info().has(CAP_TIME):
             raise InvalidRequest(f"{self.info().driver} driver has no clock control")
-        dt = _finite_float(dt_s, "dt_s")
+        dt = finite_float(dt_s, "dt_s")
         if dt < 0:
             raise InvalidRequest(f"dt_s={dt} must be >= 0: the device clock cannot go back")
         rid = self._check_request_id(request_id)
@@ -380,79 +312,6 @@ class Driver(abc.ABC):
             )
         return region
 
-    def _check_inputs(self, x: Any, n_in: int, info: DeviceInfo) -> np.ndarray:
-        x = np.asarray(x)
-        if x.dtype.kind != "f":
-            raise InvalidRequest(f"mvm input dtype {x.dtype} is not floating; pass float32/64")
-        if x.ndim != 2 or x.shape[1] != n_in:
-            hint = " (use x[None, :] for a single vector)" if x.ndim == 1 else ""
-            raise InvalidRequest(f"mvm input shape {x.shape} must be (batch, {n_in}){hint}")
-        if x.shape[0] < 1:
-            raise InvalidRequest("mvm input batch is empty; pass at least one vector")
-        if x.shape[0] > info.limits.max_batch:
-            raise LimitExceeded(
-                f"mvm batch {x.shape[0]} exceeds the device limit {info.limits.max_batch}; "
-                f"split it into smaller requests"
-            )
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        lo, hi = float(x.min()), float(x.max())  # NaN propagates and fails both tests
-        if not (-1.0 <= lo and hi <= 1.0):
-            if not np.all(np.isfinite(x)):
-                raise InvalidRequest("mvm input contains NaN or inf")
-            raise InvalidRequest(
-                f"mvm input spans [{lo:g}, {hi:g}], outside [-1, 1]; inputs are PWM: scale them"
-            )
-        return x
-
-    def _check_counts(self, counts: Any, region: Region, info: DeviceInfo) -> np.ndarray:
-        counts = np.asarray(counts)
-        if counts.dtype == np.bool_ or not np.issubdtype(counts.dtype, np.integer):
-            raise InvalidRequest(f"pulse counts dtype {counts.dtype} must be an integer type")
-        expected = (*region.shape, info.devices_per_cell)
-        if counts.shape != expected:
-            raise InvalidRequest(
-                f"pulse counts shape {counts.shape} must be {expected} "
-                f"(rows, cols, devices) for {region}"
-            )
-        if counts.size and int(counts.min()) < 0:
-            raise InvalidRequest("pulse counts must be >= 0 (SET pulses only; use reset_mask)")
-        peak = int(counts.max()) if counts.size else 0
-        if peak > info.limits.max_pulses_per_device:
-            raise LimitExceeded(
-                f"{peak} pulses on one device exceeds the per-request limit "
-                f"{info.limits.max_pulses_per_device}; split into several requests"
-            )
-        return np.ascontiguousarray(counts, dtype=np.int32)
-
-    def _check_mask(self, mask: Any, region: Region, info: DeviceInfo) -> np.ndarray:
-        mask = np.asarray(mask)
-        if mask.dtype != np.bool_:
-            raise InvalidRequest(f"reset_mask dtype {mask.dtype} must be bool")
-        expected = (*region.shape, info.devices_per_cell)
-        if mask.shape != expected:
-            raise InvalidRequest(f"reset_mask shape {mask.shape} must be {expected}")
-        return np.ascontiguousarray(mask)
-
-    def _check_target(self, target: Any, region: Region, info: DeviceInfo) -> np.ndarray:
-        target = np.asarray(target)
-        if not np.issubdtype(target.dtype, np.floating):
-            raise InvalidRequest(f"target_us dtype {target.dtype} must be floating (µS)")
-        if target.shape != region.shape:
-            raise InvalidRequest(
-                f"target_us shape {target.shape} must be {region.shape}: one net "
-                f"conductance G_net per cell of {region}"
-            )
-        if not np.all(np.isfinite(target)):
-            raise InvalidRequest("target_us contains NaN or inf")
-        peak = float(np.max(np.abs(target)))
-        g_net_max = float(info.g_net_max_us or info.g_max_us - info.g_min_us)
-        if peak > g_net_max:
-            raise InvalidRequest(
-                f"|target_us| reaches {peak:g} µS, beyond the largest net conductance "
-                f"{g_net_max:g} µS of this device; clip or rescale the targets"
-            )
-        return np.ascontiguousarray(target, dtype=np.float32)
-
     def _check_output(self, y: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
         y = np.asarray(y)
         if y.shape != shape:
@@ -461,19 +320,3 @@ class Driver(abc.ABC):
                 f"expected {shape}: driver bug"
             )
         return y.astype(np.float32, copy=False)
-
-
-def _finite_float(v: Any, name: str) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{name}={v!r} must be a number") from None
-    if not math.isfinite(f):
-        raise InvalidRequest(f"{name}={f} must be finite")
-    return f
-
-
-def _int(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer):
-        raise InvalidRequest(f"{name}={v!r} must be an int")
-    return int(v)
