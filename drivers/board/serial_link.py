@@ -26,6 +26,7 @@ import secrets
 import select
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import serial
 import structlog
@@ -58,24 +59,39 @@ class SerialLink:
     """Request/reply transport over a pyserial port.
 
     Args:
-        port: device path or pyserial URL.
+        port: device path or pyserial URL; or an already open port object with pyserial's
+            ``write``/``flush``/``read``/``in_waiting``/``close`` (e.g.
+            :class:`drivers.board.testing.ScriptedPort`).
         baudrate: line rate (ignored by ``socket://``; a pty accepts but does not enforce it).
         timeout_s: inter-byte silence after which an attempt is abandoned.
         retries: retransmissions after the first attempt.
+        first_seq: seq of the first command (default: random, so two connections of one
+            host never share a seq space).
     """
 
     def __init__(
-        self, port: str, *, baudrate: int = 921600, timeout_s: float = 0.5, retries: int = 3
+        self,
+        port: str | Any,
+        *,
+        baudrate: int = 921600,
+        timeout_s: float = 0.5,
+        retries: int = 3,
+        first_seq: int | None = None,
     ) -> None:
         if timeout_s <= 0 or retries < 0:
             raise LinkError(f"need timeout_s > 0 and retries >= 0, got {timeout_s}, {retries}")
-        self.port_name = port
+        self.port_name = port if isinstance(port, str) else type(port).__name__
         self.baudrate = baudrate
         self.timeout_s = timeout_s
         self.retries = retries
         self.stats = LinkStats()
         self._deframer = Deframer()
-        self._seq = secrets.randbelow(1 << 16)
+        start = secrets.randbelow(1 << 16) if first_seq is None else first_seq
+        self._seq = (start - 1) & 0xFFFF
+        if not isinstance(port, str):
+            self._port = port
+            self._fd = None
+            return
         try:
             self._port = serial.serial_for_url(port, baudrate=baudrate, timeout=0)
         except (serial.SerialException, ValueError, OSError) as exc:
