@@ -185,21 +185,47 @@ class DeviceMatrix:
         }
 
     def refresh(self) -> int:
-        """Refresh saturated cells (read, plan, re-program their net weight). Returns count."""
+        """Refresh saturated cells; returns how many.
+
+        ``read → plan (both sides climbed) → RESET the planned cells → re-program their net
+        weight G_net`` with SET pulses and verify reads, using only the contract's
+        ``read_conductances`` and ``apply_pulses`` (so it runs on every driver). Each verify
+        iteration sends ``n = ⌊2|ΔG_net|/ΔG_set⌋`` (at least 1) pulses to the side of the
+        deficit's sign: to device A until it nears g_max, then to B (Le Gallo 2023's
+        fill-then-trim); it stops when every deficit is within the program tolerance.
+        """
         g = self.driver.read_conductances(self.region)
         plan = plan_refresh(g, self.g_max_us, self.cfg.refresh)
         n_cells = int(plan.sum())
-        if n_cells:
-            target = net_conductance(g).astype(np.float32)
-            self.driver.program(
-                self.region,
-                target,
-                tolerance_us=self.cfg.program_tolerance_us,
-                max_iterations=self.cfg.program_max_iterations,
-                cell_mask=plan,
+        if not n_cells:
+            return 0
+        target = net_conductance(g)
+        reset = np.repeat(plan[..., None], 4, axis=-1)
+        counts = np.zeros((*self.shape, 4), dtype=np.int32)
+        step_us = self.driver.info().set_step_mean_us
+        cap = self.driver.info().limits.max_pulses_per_device
+        for _ in range(self.cfg.program_max_iterations):
+            deficit = np.where(plan, target - net_conductance(g), 0.0)
+            deficit[reset[..., 0]] = target[reset[..., 0]]  # just RESET: G_net ≈ 0
+            todo = np.abs(deficit) > max(self.cfg.program_tolerance_us, 0.5 * step_us)
+            if not todo.any():
+                break
+            n = np.clip(np.floor(2.0 * np.abs(deficit) / step_us), 1, cap).astype(np.int32)
+            n = np.where(todo, n, 0)
+            side = np.where(deficit > 0, 0, 2)  # A+ or A-
+            use_b = np.take_along_axis(g, side[..., None], axis=-1)[..., 0] > 0.8 * self.g_max_us
+            use_b &= ~reset[..., 0]
+            device = side + use_b.astype(np.int64)
+            counts[:] = 0
+            np.put_along_axis(counts, device[..., None], n[..., None], axis=-1)
+            self.driver.apply_pulses(
+                self.region, counts, reset if reset.any() else None,
                 request_id=self.ids.next(f"{self.name}-refresh"),
             )
-            self.stats.refreshes += n_cells
+            self.stats.pulses += int(counts.sum())
+            reset[:] = False
+            g = self.driver.read_conductances(self.region)
+        self.stats.refreshes += n_cells
         return n_cells
 
     def saturated_cells(self, g: np.ndarray | None = None) -> int:

@@ -86,9 +86,8 @@ def test_refresh_lowers_saturated_cells_and_keeps_the_net_weight() -> None:
     w = np.full((6, 6), 0.05)
     with SimDriver("hermes", seed=5) as drv:
         m = _matrix(drv, w, max_pulses_per_update=20)
-        for _ in range(4):  # climb both sides
-            m.update(np.full((6, 6), 20 * m.epsilon))
-            m.update(np.full((6, 6), -20 * m.epsilon))
+        for sign in (1, 1, -1, -1) * 4:  # the round-robin counter alternates A and B
+            m.update(np.full((6, 6), sign * 20 * m.epsilon))
         before = drv.true_conductances(m.region)
         n = m.refresh()
         after = drv.true_conductances(m.region)
