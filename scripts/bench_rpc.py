@@ -8,6 +8,9 @@ request; ``tcp_b64_p50_us_info_log`` repeats the TCP batch-64 figure with info l
 ``*_overhead_us`` = transport p50 minus in-process p50 in the same run.
 Pulse throughput: sequential apply_pulses requests on a 64x64 region over TCP, without
 and with a state dir (every request fsync'ed to the journal before the reply).
+``tcp_raw_zmq_echo_*``: a bare pyzmq ROUTER echo process returning the request's bytes
+(the floor of any ZeroMQ design on this machine; its "overhead" is relative to the
+in-process MVM it does not do, so compare its p50 with the TCP overhead).
 ``*_b64_cpu_overhead_us``: CPU time (client process + server process, from /proc) per
 batch-64 MVM minus the in-process call's CPU time; unlike latency it does not depend on
 how many other processes compete for the two cores.
@@ -100,6 +103,33 @@ def _cpu_per_call_us(driver, m: int, server_pid: int | None) -> float:  # type: 
     return (c1 - c0 + s1 - s0) / m * 1e6
 
 
+_ECHO = """
+import sys, zmq
+sock = zmq.Context.instance().socket(zmq.ROUTER)
+sock.bind(sys.argv[1])
+print("serving on " + sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+while True:
+    sock.send_multipart(sock.recv_multipart(copy=False), copy=False)
+"""
+
+
+class _RawEcho:
+    """The floor of any ZeroMQ design: a DEALER round trip to a bare ROUTER echo process
+    carrying the same bytes as an MVM request (header + x); no validation, no MVM."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def mvm(self, region: Region, x: np.ndarray) -> np.ndarray:
+        self.sock.send_multipart([b"{" + b" " * 200 + b"}", x], copy=False)
+        return np.frombuffer(self.sock.recv_multipart()[1], dtype=np.float32)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class _Served:
     """``hil serve`` in a subprocess; yields its endpoint."""
 
@@ -113,18 +143,21 @@ class _Served:
     ) -> None:
         if registry is not None:
             registry[key] = self
-        self.cmd = [
-            sys.executable,
-            "-m",
-            "hil",
-            "--log-level",
-            level,
-            "--log-json",
-            "serve",
-            url,
-            "--bind",
-            bind,
-        ]
+        if url == "raw-echo":
+            self.cmd = [sys.executable, "-c", _ECHO, bind]
+        else:
+            self.cmd = [
+                sys.executable,
+                "-m",
+                "hil",
+                "--log-level",
+                level,
+                "--log-json",
+                "serve",
+                url,
+                "--bind",
+                bind,
+            ]
 
     def __enter__(self) -> str:
         self.proc = subprocess.Popen(
@@ -181,10 +214,18 @@ def main() -> int:
         _Served(URL, "tcp://127.0.0.1:*", registry=served, key="tcp") as tcp_ep,
         RemoteDriver(ipc_ep) as ipc,
         RemoteDriver(tcp_ep) as tcp,
+        _Served("raw-echo", "tcp://127.0.0.1:*") as echo_ep,
     ):
-        _interleaved_mvm(
-            {"inprocess": local, "inproc": inproc, "ipc": ipc, "tcp": tcp}, args.n, res
-        )
+        echo = _RawEcho(echo_ep)
+        drivers = {
+            "inprocess": local,
+            "inproc": inproc,
+            "ipc": ipc,
+            "tcp": tcp,
+            "tcp_raw_zmq_echo": echo,
+        }
+        _interleaved_mvm(drivers, args.n, res)
+        echo.close()
         res["pulse_tcp_req_per_s"] = round(_pulse_rate(tcp_ep, args.pulses), 1)
         m = args.cpu_calls
         cpu_local = _cpu_per_call_us(local, m, None)
