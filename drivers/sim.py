@@ -21,11 +21,13 @@ counts are journalled as uint8 when they fit) and on :meth:`close`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -49,6 +51,7 @@ from protocols.models import (
 from protocols.region import Region
 
 log = structlog.get_logger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 N_CHIPS = 2
 DEFAULT_LIMITS = Limits(max_pulses_per_device=100, max_batch=4096, max_program_iterations=200)
@@ -63,6 +66,21 @@ def first_set_step_us(p: simulator.DeviceParams) -> float:
     p_hist = float(np.exp(-1.0 / p.set_history_decay_pulses))
     s = p.set_scale_us
     return s * (p.set_mu_g * p.g_reset_us / s + p.set_mu_0 + p.set_mu_p * p_hist)
+
+
+def _sim_errors(fn: F) -> F:
+    """Map simulator errors to the driver error tree (bad input vs device failure)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (simulator.RegionError, simulator.ShapeError, simulator.InputRangeError) as exc:
+            raise InvalidRequest(f"simulator refused the request: {exc}") from exc
+        except simulator.SimulatorError as exc:
+            raise DeviceError(f"simulator failed: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _compact_ints(a: np.ndarray) -> np.ndarray:
@@ -293,30 +311,36 @@ class SimDriver(Driver):
     def _times(self) -> list[float]:
         return [c.time_s for c in self.chips]
 
+    @_sim_errors
     def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:
         chip, r = self._chip(region)
         return chip.mvm_t(r, x) if transpose else chip.mvm(r, x)
 
+    @_sim_errors
     def _read_conductances(self, region: Region) -> np.ndarray:
         chip, r = self._chip(region)
         return chip.read_conductances(r)
 
+    @_sim_errors
     def true_conductances(self, region: Region) -> np.ndarray:
         """Noise-free drifted conductances ``(rows, cols, 4)`` µS (diagnostics, not contract)."""
         region = self._check_region(region)
         chip, r = self._chip(region)
         return chip.true_conductances(r)
 
+    @_sim_errors
     def _do_pulses(self, region: Region, counts: np.ndarray, mask: np.ndarray | None):  # type: ignore[no-untyped-def]
         chip, r = self._chip(region)
         res = chip.apply_pulses(r, counts, mask)
         return PulseReport(set_pulses=res.n_set_pulses, resets=res.n_resets, time_s=res.t_s)
 
+    @_sim_errors
     def _do_reset(self, region: Region) -> ResetReport:
         chip, r = self._chip(region)
         res = chip.reset(r)
         return ResetReport(resets=res.n_resets, time_s=res.t_s)
 
+    @_sim_errors
     def _do_program(self, region: Region, target: np.ndarray, tol: float, iters: int):  # type: ignore[no-untyped-def]
         chip, r = self._chip(region)
         res = chip.program(r, target, tol, iters)
@@ -329,6 +353,7 @@ class SimDriver(Driver):
             time_s=res.t_s,
         )
 
+    @_sim_errors
     def _do_advance(self, dt_s: float) -> AdvanceReport:
         for chip in self.chips:
             chip.advance(dt_s)

@@ -129,3 +129,33 @@ def test_server_survives_raw_garbage(served: tuple[FakeDriver, str]) -> None:
         sock.close()
     with RemoteDriver(endpoint, timeout_s=2) as remote:
         assert remote.info().chips == 2
+
+
+def test_one_log_event_per_request_with_its_fields() -> None:
+    from structlog.testing import capture_logs
+
+    server = DeviceServer(FakeDriver(), "inproc://unused")
+    pulse = encode(
+        PulseRequest(request_id="p9", region=R), {"counts": np.ones((4, 3, 4), np.int32)}
+    )
+    with capture_logs() as logs:
+        server.handle(b"alice", pulse, 0.0)
+        server.handle(b"alice", [b"junk"], 0.0)
+    events = [e for e in logs if e["event"] == "request"]
+    assert len(events) == 2
+    ok, bad = events
+    assert ok["client"] == "alice" and ok["verb"] == "apply_pulses" and ok["request_id"] == "p9"
+    assert ok["region"] == str(R) and ok["outcome"] == "ok" and ok["duration_us"] >= 0
+    assert bad["outcome"] == "bad_request" and bad["log_level"] == "warning"
+
+
+def test_internal_errors_become_typed_replies() -> None:
+    class Broken(FakeDriver):
+        def _reset(self, region, request_id):  # type: ignore[no-untyped-def]
+            raise ZeroDivisionError("bug")
+
+    server = DeviceServer(Broken(), "inproc://unused")
+    from protocols.messages import ResetRequest
+
+    msg, _ = _reply(server, b"c", encode(ResetRequest(request_id="r", region=R)))
+    assert msg.code == "internal" and "ZeroDivisionError" in msg.message
