@@ -9,6 +9,7 @@ Public API (see each module's docstring for the equations):
 - :class:`PseudoDerivative`, :data:`TANH`, :data:`FAST_SIGMOID_100`
 """
 
+from hil.learning.fit import UpdateMode, train_epoch
 from hil.learning.matrix import DenseMatrix, HostVector, MatrixOp
 from hil.learning.network import (
     LayerRecord,
@@ -20,7 +21,7 @@ from hil.learning.network import (
     build_network,
     dense_factory,
 )
-from hil.learning.optim import OptimConfig, Optimizer, clip_grads
+from hil.learning.optim import NonFiniteGradientError, OptimConfig, Optimizer, clip_grads
 from hil.learning.pseudo import FAST_SIGMOID_100, TANH, PseudoDerivative, heaviside
 from hil.learning.readout import ReadoutConfig, frame_weights, loss_terms
 from hil.learning.rules import (
@@ -44,6 +45,7 @@ __all__ = [
     "MatrixFactory",
     "MatrixOp",
     "Network",
+    "NonFiniteGradientError",
     "OnlineLearner",
     "OnlineState",
     "OptimConfig",
@@ -69,4 +71,6 @@ __all__ = [
     "partials",
     "sequence_grads",
     "snu_step",
+    "train_epoch",
+    "UpdateMode",
 ]

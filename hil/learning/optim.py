@@ -19,7 +19,11 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, HilError
+
+
+class NonFiniteGradientError(HilError):
+    """A gradient contains NaN or inf (diverged training); no parameter was changed."""
 
 
 class Param(Protocol):
@@ -93,6 +97,12 @@ class Optimizer:
         unknown = set(grads) - set(self.params)
         if unknown:
             raise ConfigError(f"gradients for unknown parameters {sorted(unknown)}")
+        bad = [k for k, g in grads.items() if not np.all(np.isfinite(g))]
+        if bad:
+            raise NonFiniteGradientError(
+                f"non-finite gradient for {sorted(bad)}; training diverged: lower the learning "
+                "rate or set clip_norm"
+            )
         grads = clip_grads(grads, self.cfg.clip_norm)
         lr = self.lr
         if self.cfg.kind == "sgd":

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from hil.errors import ConfigError
-from hil.learning import DenseMatrix, HostVector, OptimConfig, Optimizer, clip_grads
+from hil.learning import (
+    DenseMatrix,
+    HostVector,
+    NonFiniteGradientError,
+    OptimConfig,
+    Optimizer,
+    clip_grads,
+)
 
 
 def test_sgd_step_decay_every_five_epochs() -> None:
@@ -61,3 +68,11 @@ def test_bad_config_and_unknown_params() -> None:
     opt = Optimizer({"w": DenseMatrix(np.zeros((1, 1)))}, OptimConfig())
     with pytest.raises(ConfigError, match="unknown parameters"):
         opt.step({"v": np.zeros((1, 1))})
+
+
+def test_non_finite_gradient_is_refused_and_changes_nothing() -> None:
+    w = DenseMatrix(np.ones((1, 2)), np.float64)
+    opt = Optimizer({"w": w}, OptimConfig())
+    with pytest.raises(NonFiniteGradientError, match="diverged"):
+        opt.step({"w": np.array([[np.nan, 1.0]])})
+    np.testing.assert_array_equal(w.value(), 1.0)
