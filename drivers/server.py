@@ -33,7 +33,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from drivers import DriverError, InvalidRequest
+from drivers import DeviceError, DriverError, InvalidRequest
 from drivers.auth import KeyRing
 from drivers.base import Driver
 from drivers.leases import LeaseTable
@@ -131,7 +131,13 @@ class DeviceServer:
             sock.curve_server = True
         try:
             for endpoint in self.binds:
-                sock.bind(endpoint)
+                try:
+                    sock.bind(endpoint)
+                except zmq.ZMQError as exc:
+                    raise DeviceError(
+                        f"cannot bind {endpoint!r}: {exc}; pick another --bind address "
+                        f"(tcp://127.0.0.1:* chooses a free port)"
+                    ) from None
                 self.bound.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
             log.info(
                 "server_listening",

@@ -56,3 +56,17 @@ def test_serve_refuses_state_dir_for_remote_urls(capsys: pytest.CaptureFixture[s
     code = main(["serve", "tcp://127.0.0.1:9", "--state-dir", "/tmp/x", "--bind", "inproc://x"])
     assert code == 1
     assert "sim:// drivers only" in capsys.readouterr().err
+
+
+def test_serve_reports_a_busy_address(capsys: pytest.CaptureFixture[str]) -> None:
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        code = main(["serve", "sim://?preset=ideal", "--bind", f"tcp://127.0.0.1:{port}"])
+    finally:
+        sock.close()
+    assert code == 1
+    assert "cannot bind" in capsys.readouterr().err
