@@ -14,7 +14,7 @@ def _list(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs in {args.dir}")
         return 0
-    print(f"{'run':40} {'rule':7} {'epochs':>6} {'test NLL':>9} {'best ep':>7}  device")
+    print(f"{'run':40} {'rule':7} {'epochs':>6} {'test':>15} {'best ep':>7}  device")
     for run in runs:
         s = run.summary()
         cfg = run.read_json("config.json")
@@ -23,7 +23,8 @@ def _list(args: argparse.Namespace) -> int:
             print(f"{run.path.name:40} {cfg['rule']['name']:7} {done:>6} {'(running or stopped)':>18}"
                   f"  {cfg['device']['url']}")
         else:
-            print(f"{run.path.name:40} {s['rule']:7} {s['epochs']:>6} {s['test_nll']:>9.3f} "
+            m = s["metric"]
+            print(f"{run.path.name:40} {s['rule']:7} {s['epochs']:>6} {m:>8} {s[f'test_{m}']:>6.3f} "
                   f"{s['best_epoch']:>7}  {s['device']}")
     return 0
 
@@ -34,9 +35,10 @@ def _show(args: argparse.Namespace) -> int:
     print(f"run {run.path}")
     print("summary: " + (dumps(summary, indent=2) if summary else "(not finished)"))
     for rec in run.metrics():
+        m = "nll" if "test_nll" in rec else "accuracy"
         extra = f" pulses {rec['pulses']}" if "pulses" in rec else ""
-        print(f"  epoch {rec['epoch']:>3}: train {rec['train_nll']:.3f} valid {rec['valid_nll']:.3f}"
-              f" test {rec['test_nll']:.3f}{extra}")
+        print(f"  epoch {rec['epoch']:>3}: {m} train {rec[f'train_{m}']:.3f} "
+              f"valid {rec[f'valid_{m}']:.3f} test {rec[f'test_{m}']:.3f}{extra}")
     if run.report_file.exists():
         print(f"report: {run.report_file}")
     return 0

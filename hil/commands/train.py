@@ -49,10 +49,12 @@ def request_from_args(args: argparse.Namespace, config: Path | None) -> TrainReq
 
 
 def print_summary(summary: dict) -> None:
+    m = summary["metric"]
+    label = "NLL" if m == "nll" else m
     print(
-        f"run {summary['run']}: {summary['epochs']} epochs, test NLL {summary['test_nll']:.3f} "
-        f"(best valid at epoch {summary['best_epoch']}), {summary['pulses']} SET pulses, "
-        f"{summary['wall_s']:.1f} s"
+        f"run {summary['run']}: {summary['epochs']} epochs, test {label} "
+        f"{summary[f'test_{m}']:.4f} (best valid at epoch {summary['best_epoch']}), "
+        f"{summary['pulses']} SET pulses, {summary['wall_s']:.1f} s"
     )
     print(f"data: {summary['data_source']}")
     print(f"results: {summary['run']}/summary.json, metrics.jsonl, report.html")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hil.errors import ConfigError
 from hil.tasks.datasource import JsbDataConfig
+from hil.trainer.tasks import ShdDataConfig
 
 SOFTWARE = "software"
 
@@ -44,6 +45,8 @@ class NetworkSection(_Strict):
     train_decay: bool = False
     w_scale: float = Field(default=1.0, gt=0)
     """initial Glorot range multiplier"""
+    readout_tau: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """readout leak τ: 0 is a dense sigmoid layer (JSB), SHD uses a leaky integrator 0.98–0.99"""
 
 
 class RuleSection(_Strict):
@@ -112,8 +115,11 @@ class RunConfig(_Strict):
     """A training run: task, data, network, rule, optimiser, schedule and device."""
 
     name: str = "run"
-    task: Literal["jsb"] = "jsb"
+    task: Literal["jsb", "shd"] = "jsb"
     data: JsbDataConfig = Field(default_factory=JsbDataConfig)
+    """JSB data sources (task jsb)"""
+    shd: ShdDataConfig = Field(default_factory=ShdDataConfig)
+    """SHD files and binning (task shd)"""
     network: NetworkSection = Field(default_factory=NetworkSection)
     rule: RuleSection = Field(default_factory=RuleSection)
     optim: OptimSection = Field(default_factory=OptimSection)

@@ -39,12 +39,12 @@ from hil.learning import (
     frame_weights,
     sequence_grads,
 )
-from hil.tasks.jsb import make_batch, nll_sum, split_nll
 from hil.trainer import checkpoint as ckpt
 from hil.trainer.config import RunConfig
 from hil.trainer.device_matrix import RequestIds
 from hil.trainer.model import Model
 from hil.trainer.runs import RunDir
+from hil.trainer.tasks import Task
 
 log = structlog.get_logger(__name__)
 
@@ -58,11 +58,11 @@ class Interrupted(HilError):
 
 @dataclass
 class EpochStats:
-    nll_sum: float = 0.0
-    frames: int = 0
+    score_sum: float = 0.0
+    count: int = 0
 
     def as_dict(self) -> dict[str, float]:
-        return {"nll_sum": self.nll_sum, "frames": float(self.frames)}
+        return {"score_sum": self.score_sum, "count": float(self.count)}
 
 
 class StopFlag:
@@ -98,7 +98,7 @@ class Loop:
         cfg: RunConfig,
         run: RunDir,
         model: Model,
-        data: Any,
+        task: Task,
         driver: Driver | None,
         ids: RequestIds | None,
         *,
@@ -114,11 +114,8 @@ class Loop:
             self.net.parameters(),
             OptimConfig(o.kind, o.lr, o.decay_factor, o.decay_every, o.clip_norm),
         )
-        n_train = cfg.train.max_train_sequences
-        n_eval = cfg.train.max_eval_sequences
-        self.train_set = list(data.train[:n_train] if n_train else data.train)
-        self.valid_set = list(data.valid[:n_eval] if n_eval else data.valid)
-        self.test_set = list(data.test[:n_eval] if n_eval else data.test)
+        self.task = task
+        self.metric = task.metric
         self.shuffle = np.random.default_rng([cfg.train.seed, 1])
         self.snapshot = snapshot
         self.checkpoint_every = checkpoint_every
@@ -179,7 +176,7 @@ class Loop:
         self.shuffle.bit_generator.state = ck.rng_state
         self.opt.load_state_dict(ck.optim)
         self.history = list(ck.history)
-        self.partial = EpochStats(ck.partial.get("nll_sum", 0.0), int(ck.partial.get("frames", 0)))
+        self.partial = EpochStats(ck.partial.get("score_sum", 0.0), int(ck.partial.get("count", 0)))
         self.attempt = ck.attempt + 1
         if self.ids is not None:
             self.ids.attempt, self.ids.seq = self.attempt, ck.request_seq
@@ -193,21 +190,22 @@ class Loop:
         self.run.rewrite_metrics(self.history)
 
     # ------------------------------------------------------------------ steps
-    def _train_batch(self, rolls: Sequence[np.ndarray]) -> tuple[float, int]:
-        batch = make_batch(rolls)
+    def _train_batch(self, idx: Sequence[int]) -> tuple[float, int]:
+        batch = self.task.train_batch(idx)
+        x, target, mask = batch
         if self.cfg.rule.update == "sequence":
-            (_, grads), traj = sequence_grads(self.net, self.rule, batch.x, batch.target, batch.mask)
+            (_, grads), traj = sequence_grads(self.net, self.rule, x, target, mask)
             self.opt.step(grads)
-            return nll_sum(traj.o, batch)
+            return self.task.batch_score(traj.o, batch)
         learner = OnlineLearner(self.net, self.rule)
-        state = learner.init_state(batch.x.shape[1])
-        w = frame_weights(batch.mask, self.rule.reduction)
-        o = np.empty_like(batch.target)
-        for t in range(batch.x.shape[0]):
-            res, state = learner.step(batch.x[t], batch.target[t], w[t], state)
+        state = learner.init_state(x.shape[1])
+        w = frame_weights(mask, self.rule.reduction)
+        o = np.empty_like(target)
+        for t in range(x.shape[0]):
+            res, state = learner.step(x[t], target[t], w[t], state)
             self.opt.step(res.grads)
             o[t] = state.o
-        return nll_sum(o, batch)
+        return self.task.batch_score(o, batch)
 
     def _device_tick(self, batches_done: int) -> None:
         if self.driver is None:
@@ -224,7 +222,7 @@ class Loop:
         return self.net.forward(x.astype(np.float32)).o
 
     def evaluate(self) -> dict[str, float]:
-        """Valid and test NLL through the (compensated) chip at its current time."""
+        """Valid and test metric through the (compensated) chip at its current time."""
         dev = self.cfg.device
         refs = {}
         if self.driver is not None and dev.drift_compensation != "none":
@@ -236,8 +234,8 @@ class Loop:
                 m.compensate(self.probes[n], refs[n], dev.drift_compensation)
         try:
             return {
-                "valid_nll": split_nll(self._logits, self.valid_set),
-                "test_nll": split_nll(self._logits, self.test_set),
+                f"valid_{self.metric}": self.task.evaluate(self._logits, "valid"),
+                f"test_{self.metric}": self.task.evaluate(self._logits, "test"),
             }
         finally:
             for m in self.model.matrices.values():
@@ -264,25 +262,27 @@ class Loop:
     # ------------------------------------------------------------------- run
     def run_epochs(self, epochs: int) -> list[dict[str, Any]]:
         bs = self.cfg.train.batch_size
-        n_batches = -(-len(self.train_set) // bs)
+        n_batches = -(-self.task.n_train // bs)
         with StopFlag() as stop:
             while self.epoch < epochs:
                 self.opt.set_epoch(self.epoch)
                 if self.batch == 0:
-                    self.order = [int(i) for i in self.shuffle.permutation(len(self.train_set))]
+                    self.order = [int(i) for i in self.shuffle.permutation(self.task.n_train)]
                     self.partial = EpochStats()
                 t0 = time.perf_counter()
                 if self.progress is not None:
                     self.progress.start_epoch(self.epoch, epochs, n_batches, self.batch)
                 while self.batch < n_batches:
                     idx = self.order[self.batch * bs : (self.batch + 1) * bs]
-                    s, n = self._train_batch([self.train_set[i] for i in idx])
-                    self.partial.nll_sum += s
-                    self.partial.frames += n
+                    s, n = self._train_batch(idx)
+                    self.partial.score_sum += s
+                    self.partial.count += n
                     self.batch += 1
                     self._device_tick(self.batch)
                     if self.progress is not None:
-                        self.progress.batch_done(self.partial.nll_sum / max(self.partial.frames, 1))
+                        self.progress.batch_done(
+                            self.metric, self.partial.score_sum / max(self.partial.count, 1)
+                        )
                     if stop.requested:
                         self.save_checkpoint()
                         self.run.event("interrupted", epoch=self.epoch, batch=self.batch)
@@ -294,7 +294,7 @@ class Loop:
                         self.save_checkpoint()
                 record = {
                     "epoch": self.epoch + 1,
-                    "train_nll": self.partial.nll_sum / max(self.partial.frames, 1),
+                    f"train_{self.metric}": self.partial.score_sum / max(self.partial.count, 1),
                     **self.evaluate(),
                     "lr": self.opt.lr,
                     **self._device_metrics(),

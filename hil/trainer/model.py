@@ -36,13 +36,14 @@ from simulator.mapping import CellMapping, RefreshConfig
 
 log = structlog.get_logger(__name__)
 
-N_KEYS = 88
+TASK_WIDTHS = {"jsb": (88, 88), "shd": (700, 20)}
 
 
 def layer_configs(cfg: RunConfig) -> tuple[list[SNUConfig], ReadoutConfig]:
     net = cfg.network
     pseudo = PseudoDerivative(net.pseudo, net.pseudo_scale)
-    widths = [N_KEYS, *net.hidden]
+    n_in, n_out = TASK_WIDTHS[cfg.task]
+    widths = [n_in, *net.hidden]
     layers = [
         SNUConfig(
             n_in=widths[i],
@@ -57,7 +58,9 @@ def layer_configs(cfg: RunConfig) -> tuple[list[SNUConfig], ReadoutConfig]:
         )
         for i in range(len(net.hidden))
     ]
-    return layers, ReadoutConfig(n_in=widths[-1], n_out=N_KEYS, tau=0.0, bias=True, loss="bce")
+    loss = "bce" if cfg.task == "jsb" else "ce_over_time"
+    readout = ReadoutConfig(n_in=widths[-1], n_out=n_out, tau=net.readout_tau, bias=True, loss=loss)
+    return layers, readout
 
 
 def matrix_shapes(cfg: RunConfig) -> dict[str, tuple[int, int]]:

@@ -53,8 +53,9 @@ class TrainingProgress:
             f"epoch {epoch + 1}", total=n_batches, completed=done, loss=""
         )
 
-    def batch_done(self, train_nll: float) -> None:
-        self._p.update(self._batches, advance=1, loss=f"train NLL {train_nll:.3f}")
+    def batch_done(self, metric: str, value: float) -> None:
+        label = "NLL" if metric == "nll" else metric
+        self._p.update(self._batches, advance=1, loss=f"train {label} {value:.3f}")
 
     def epoch_done(self) -> None:
         self._p.update(self._epochs, advance=1)

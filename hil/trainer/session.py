@@ -14,6 +14,7 @@ This is what ``hil train`` and ``hil demo`` call. Chip state across a resume:
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from hil.trainer.placement import place
 from hil.trainer.progress import TrainingProgress
 from hil.trainer.report import write_report
 from hil.trainer.runs import RunDir, environment
+from hil.trainer.tasks import Task, jsb_task, shd_task
 
 log = structlog.get_logger(__name__)
 
@@ -117,8 +119,8 @@ def train(req: TrainRequest) -> dict[str, Any]:
         cfg = resolve_request(req)
         run, ck, generation = None, None, 0
 
-    data = resolve_jsb(cfg.data, progress=req.progress is not False)
-    log.info("data", source=data.source, counts=data.counts())
+    data = _load_task(cfg, progress=req.progress is not False)
+    log.info("data", task=cfg.task, source=data.source, train_items=data.n_train)
 
     driver: Driver | None = None
     try:
@@ -142,16 +144,26 @@ def train(req: TrainRequest) -> dict[str, Any]:
             driver.close()
     summary = summarise(cfg, history, data, time.time() - t_start, run)
     run.write_json("summary.json", summary)
-    write_report(run, "nll")
-    run.event("finished", **{k: summary[k] for k in ("test_nll", "best_epoch", "epochs")})
+    write_report(run, data.metric)
+    run.event("finished", **{k: summary[k] for k in (f"test_{data.metric}", "best_epoch", "epochs")})
     return summary
+
+
+def _load_task(cfg: RunConfig, progress: bool) -> Task:
+    n_train, n_eval = cfg.train.max_train_sequences, cfg.train.max_eval_sequences
+    if cfg.task == "shd":
+        env_dir = os.environ.get("HIL_DATA_DIR")
+        return shd_task(cfg.shd, cfg.train.seed, n_train, n_eval, Path(env_dir) if env_dir else None)
+    splits = resolve_jsb(cfg.data, progress=progress)
+    print(f"data: {splits.source} (origin: {splits.meta.get('origin')})", flush=True)
+    return jsb_task(splits, n_train, n_eval)
 
 
 def _train_on(
     cfg: RunConfig,
     req: TrainRequest,
     run: RunDir,
-    data: Any,
+    data: Task,
     driver: Driver | None,
     ck: ckpt.Checkpoint | None,
     generation: int,
@@ -206,11 +218,13 @@ def _train_on(
 
 
 def summarise(
-    cfg: RunConfig, history: list[dict[str, Any]], data: Any, wall_s: float, run: RunDir
+    cfg: RunConfig, history: list[dict[str, Any]], data: Task, wall_s: float, run: RunDir
 ) -> dict[str, Any]:
     if not history:
         raise HilError("the run finished without a single epoch")
-    best = min(history, key=lambda r: r["valid_nll"])
+    m = data.metric
+    sign = -1.0 if m == "accuracy" else 1.0
+    best = min(history, key=lambda r: sign * r[f"valid_{m}"])
     last = history[-1]
     return {
         "run": str(run.path),
@@ -218,14 +232,16 @@ def summarise(
         "rule": cfg.rule.name,
         "device": cfg.device.url,
         "data_source": data.source,
-        "data_origin": data.meta.get("origin"),
-        "comparable_to_published": data.source.startswith("jsb-standard:"),
-        "test_nll": last["test_nll"],
-        "valid_nll": last["valid_nll"],
-        "train_nll": last["train_nll"],
+        "comparable_to_published": data.source.startswith(("jsb-standard:", "shd:")),
+        "metric": m,
+        f"test_{m}": last[f"test_{m}"],
+        f"valid_{m}": last[f"valid_{m}"],
+        f"train_{m}": last[f"train_{m}"],
         "best_epoch": best["epoch"],
-        "best_valid_nll": best["valid_nll"],
-        "test_nll_at_best": best["test_nll"],
+        f"best_valid_{m}": best[f"valid_{m}"],
+        f"test_{m}_at_best": best[f"test_{m}"],
+        f"max_test_{m}" if m == "accuracy" else f"min_test_{m}": (
+            max if m == "accuracy" else min)(r[f"test_{m}"] for r in history),
         "epochs": len(history),
         "pulses": sum(r.get("pulses", 0) for r in history),
         "refreshes": sum(r.get("refreshes", 0) for r in history),
