@@ -94,6 +94,7 @@ class BoardEngine:
             P.MVM.opcode: self._mvm,
             P.READ.opcode: self._read,
             P.PULSE.opcode: self._pulse,
+            P.PULSE_SPARSE.opcode: self._pulse_sparse,
             P.PROGRAM.opcode: self._program,
             P.TEMPERATURE.opcode: self._temperature,
             P.STATUS.opcode: self._status,
@@ -200,6 +201,14 @@ class BoardEngine:
         chip = self.chips[f["chip"]]
         time_s = chip.pulse(_key(f), counts, reset if reset.any() else None)
         return {"set_pulses": int(counts.sum()), "resets": int(reset.sum()), "time_s": time_s}, {}
+
+    def _pulse_sparse(self, f: dict[str, Any], a: dict[str, np.ndarray]) -> tuple:
+        n_dev = (f["row1"] - f["row0"]) * (f["col1"] - f["col0"]) * self.geometry.devices
+        counts = np.zeros(n_dev, np.uint8)
+        counts[a["set_index"]] = a["set_count"]
+        reset = np.zeros(n_dev, bool)
+        reset[a["reset_index"]] = True
+        return self._pulse(f, {"counts": counts, "reset": reset})
 
     def _program(self, f: dict[str, Any], a: dict[str, np.ndarray]) -> tuple:
         target = a["target_us"].reshape(f["row1"] - f["row0"], f["col1"] - f["col0"])

@@ -30,7 +30,7 @@ from drivers.board.client import BoardClient, Identity
 from drivers.board.errors import FirmwareMismatch, SafetyLimitError, SetupError
 from drivers.board.serial_link import SerialLink
 from drivers.board.setup import LabSetup
-from drivers.board.tiling import split_by_pulses, tiles
+from drivers.board.tiling import plan_pulses, tiles
 from drivers.board.visa import LabInstruments
 from protocols.models import (
     CAP_PROGRAM,
@@ -231,30 +231,38 @@ class HardwareDriver(Driver):
 
     def _pulse(self, region: Region, counts: np.ndarray, mask: np.ndarray) -> PulseReport:
         """Passes of at most ``max_pulses_per_device`` per device (RESETs in the first pass
-        only), each pass tiled by payload size, a tile halved while its pulse total exceeds
-        the board's ``max_pulses_per_command``."""
+        only); each pass is cut into dense or sparse commands by :func:`plan_pulses`."""
         geo = self.identity.geometry
-        max_cells = int((self._payload - REGION_BYTES) // (DEVICES + DEVICES / 8))
         remaining = counts.astype(np.int64)
         totals = [0, 0]
         time_s = 0.0
         first = True
         while first or remaining.any():
-            step = np.minimum(remaining, geo.max_pulses_per_device)
+            step = np.minimum(remaining, geo.max_pulses_per_device).astype(np.uint8)
             pass_mask = mask if first else np.zeros(mask.shape, bool)
-            for tile in tiles(*region.shape, max_cells):
-                for r0, r1, c0, c1 in split_by_pulses(tile, step, geo.max_pulses_per_command):
-                    t_counts, t_mask = step[r0:r1, c0:c1], pass_mask[r0:r1, c0:c1]
-                    if not t_counts.any() and not t_mask.any():
-                        continue
+            plan = plan_pulses(step, pass_mask, self._payload, geo.max_pulses_per_command)
+            for kind, r0, r1, c0, c1 in plan:
+                t_counts, t_mask = step[r0:r1, c0:c1], pass_mask[r0:r1, c0:c1]
+                fields = self._fields(region, r0, r1, c0, c1)
+                if kind == "dense":
                     f, _ = self.client.region_call(
-                        P.PULSE,
-                        self._fields(region, r0, r1, c0, c1),
-                        {"counts": t_counts.astype(np.uint8), "reset": t_mask},
+                        P.PULSE, fields, {"counts": t_counts, "reset": t_mask}
                     )
-                    totals[0] += f["set_pulses"]
-                    totals[1] += f["resets"]
-                    time_s = f["time_s"]
+                else:
+                    set_index = np.flatnonzero(t_counts.reshape(-1))
+                    reset_index = np.flatnonzero(t_mask.reshape(-1))
+                    f, _ = self.client.region_call(
+                        P.PULSE_SPARSE,
+                        {**fields, "n_reset": reset_index.size, "n_set": set_index.size},
+                        {
+                            "reset_index": reset_index,
+                            "set_index": set_index,
+                            "set_count": t_counts.reshape(-1)[set_index],
+                        },
+                    )
+                totals[0] += f["set_pulses"]
+                totals[1] += f["resets"]
+                time_s = f["time_s"]
             remaining = remaining - step
             first = False
         set_pulses, resets = totals

@@ -168,6 +168,19 @@ def _check_pulse(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry)
         )
 
 
+def _check_pulse_sparse(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry) -> None:
+    _check_region(f, a, g)
+    n_dev = _cells(f) * _DEV
+    for name in ("reset_index", "set_index"):
+        idx = a[name].astype(np.int64)
+        if idx.size and (int(idx[-1]) >= n_dev or (idx.size > 1 and np.any(np.diff(idx) <= 0))):
+            raise PayloadError(f"{name} must be strictly increasing device indices < {n_dev}")
+    counts = a["set_count"]
+    if counts.size and int(counts.min()) < 1:
+        raise PayloadError("set_count entries must be >= 1 (list only pulsed devices)")
+    _check_pulse(f, {"counts": counts}, g)
+
+
 def _check_program(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry) -> None:
     _check_region(f, a, g)
     t = a["target_us"]
@@ -262,6 +275,24 @@ PULSE = Command(
     idempotent=False,
     validate=_check_pulse,
 )
+PULSE_SPARSE = Command(
+    "pulse_sparse",
+    0x09,
+    Layout(
+        "<" + REGION_HEAD + "II",
+        (*REGION, "n_reset", "n_set"),
+        (
+            ArraySpec("reset_index", "<u4", lambda f: f["n_reset"]),
+            ArraySpec("set_index", "<u4", lambda f: f["n_set"]),
+            ArraySpec("set_count", "u1", lambda f: f["n_set"]),
+        ),
+    ),
+    Layout("<IId", ("set_pulses", "resets", "time_s")),
+    idempotent=False,
+    validate=_check_pulse_sparse,
+)
+"""PULSE with the devices listed (flat index ``(r·cols + c)·4 + d`` within the region):
+the same effect, fewer bytes when few devices are pulsed (training updates)."""
 PROGRAM = Command(
     "program",
     0x06,
@@ -298,7 +329,8 @@ STATUS = Command(
 )
 
 COMMANDS: dict[int, Command] = {
-    c.opcode: c for c in (IDENTIFY, SELECT_CHIP, MVM, READ, PULSE, PROGRAM, TEMPERATURE, STATUS)
+    c.opcode: c
+    for c in (IDENTIFY, SELECT_CHIP, MVM, READ, PULSE, PROGRAM, TEMPERATURE, STATUS, PULSE_SPARSE)
 }
 """The one command table, by opcode."""
 

@@ -91,7 +91,11 @@ def test_one_command_table_with_unique_opcodes() -> None:
     names = [c.name for c in P.COMMANDS.values()]
     assert len(set(names)) == len(names) == len(P.COMMANDS)
     assert all(op < REPLY_BIT for op in P.COMMANDS)
-    assert {c.name for c in P.COMMANDS.values() if not c.idempotent} == {"pulse", "program"}
+    assert {c.name for c in P.COMMANDS.values() if not c.idempotent} == {
+        "pulse",
+        "pulse_sparse",
+        "program",
+    }
 
 
 @given(

@@ -42,6 +42,8 @@ def _training_like_run(url: str) -> dict:
             out["reports"].append(d.apply_pulses(r0, counts, mask))
             out["y"].append(d.mvm(r0, x))
         out["reports"].append(d.apply_pulses(r1, rng.integers(0, 3, (6, 6, 4))))
+        sparse = np.where(rng.random((6, 6, 4)) < 0.05, 2, 0)  # travels as PULSE_SPARSE
+        out["reports"].append(d.apply_pulses(r1, sparse, rng.random((6, 6, 4)) < 0.02))
         out["g0"] = d.read_conductances(r0)
         out["g1"] = d.read_conductances(r1)
         out["status"] = d.client.status()

@@ -120,6 +120,17 @@ def test_requests_larger_than_a_frame_are_split_and_exact(emulator, setup_file) 
         assert g[0, 0, 0] == pytest.approx(min(300 * 0.1, d.info().g_max_us), abs=2e-3)
         assert float(np.abs(g[0, 1]).max()) < 2e-3
 
+        # A sparse update (2 % of the devices) travels as PULSE_SPARSE: same effect, fewer bytes.
+        sparse = np.where(
+            rng.random((*region.shape, 4)) < 0.02, rng.integers(1, 6, (*region.shape, 4)), 0
+        )
+        d.reset(region)
+        sent = d.link.stats.bytes_written
+        d.apply_pulses(region, sparse)
+        assert d.link.stats.bytes_written - sent < 0.5 * region.rows * region.cols * 4
+        g = d.read_conductances(region)
+        np.testing.assert_allclose(g, np.minimum(0.1 * sparse, d.info().g_max_us), atol=2e-3)
+
 
 def test_cli_rejects_bad_options_with_a_clear_message() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
