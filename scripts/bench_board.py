@@ -5,7 +5,8 @@ Starts ``hil board-emulator`` (hermes preset) as a subprocess for each transport
 ``board://?port=…`` (the real HardwareDriver, VISA on pyvisa-sim) and measures:
 
 - ``*_bytes`` / ``*_round_trips``: bytes written + read and command frames for one
-  full-array (256x256) MVM at batch 1 and 64, and one full-array pulse update;
+  full-array (256x256) MVM at batch 1 and 64, one full-array pulse update (0-2 SET
+  pulses on every device: the dense map) and one with 1 % of the devices pulsed (sparse);
 - ``*_mvm_per_s``: full-array batch-1 MVMs per second (median of 3 timed runs);
 - ``inprocess_*``: the same MVMs on an in-process ``simulator.Chip`` (the compute floor);
 - ``*_theoretical_921600_*``: the same byte counts on a real 921600-baud 8N1 line
@@ -72,6 +73,10 @@ def measure(tcp: bool, n: int) -> dict[str, float]:
             out["pulse_full_bytes"], out["pulse_full_round_trips"] = wire(
                 d, lambda: d.apply_pulses(full, counts)
             )
+            sparse = np.where(rng.random(counts.shape) < 0.01, 1 + counts, 0).astype(np.int32)
+            out["pulse_sparse1pct_bytes"], out["pulse_sparse1pct_round_trips"] = wire(
+                d, lambda: d.apply_pulses(full, sparse)
+            )
             rates = []
             for _ in range(3):
                 t0 = time.perf_counter()
@@ -122,7 +127,7 @@ def main() -> int:
     res.update(measure(tcp=False, n=args.n))
     res.update(measure(tcp=True, n=args.n))
     line_s = BITS_PER_BYTE / BAUD
-    for key in ("mvm_b1", "mvm_b64", "pulse_full"):
+    for key in ("mvm_b1", "mvm_b64", "pulse_full", "pulse_sparse1pct"):
         res[f"theoretical_921600_{key}_s"] = res[f"pty_{key}_bytes"] * line_s
     res["theoretical_921600_mvm_b1_per_s"] = 1.0 / res["theoretical_921600_mvm_b1_s"]
     res["machine"] = f"{os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}"
