@@ -57,7 +57,7 @@ from protocols.messages import (
     ResetRequest,
     TimeRequest,
 )
-from protocols.models import DeviceInfo, ProgramReport, PulseReport, ResetReport
+from protocols.models import CAP_SNAPSHOT, DeviceInfo, ProgramReport, PulseReport, ResetReport
 from protocols.region import Region
 
 _AUTH_FAIL_EVENTS = (
@@ -283,11 +283,15 @@ class RemoteDriver(Driver):
 
     # ------------------------------------------------------------ hooks
     def _info(self) -> DeviceInfo:
-        return self._hello_info
+        # snapshot/restore is an in-process capability of the served driver, not of this one
+        return self._hello_info.model_copy(
+            update={"capabilities": self._hello_info.capabilities - {CAP_SNAPSHOT}}
+        )
 
     def refresh_info(self) -> DeviceInfo:
         """Ask the server again (e.g. after it restarted with another device)."""
-        self._info_cache = self._call(InfoRequest(request_id=new_request_id()))[0].info
+        self._hello_info = self._call(InfoRequest(request_id=new_request_id()))[0].info
+        self._info_cache = self._info()
         return self._info_cache
 
     def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:

@@ -39,6 +39,7 @@ from drivers.base import Driver
 from drivers.journal import Journal, StateDir, read_journal
 from protocols.models import (
     CAP_PROGRAM,
+    CAP_SNAPSHOT,
     CAP_TIME,
     CAP_TRANSPOSE,
     AdvanceReport,
@@ -105,6 +106,7 @@ class SimDriver(Driver):
         fsync: bool = True,
         limits: Limits = DEFAULT_LIMITS,
         reply_cache_size: int = 4096,
+        restore: str | Path | None = None,
     ) -> None:
         super().__init__(reply_cache_size=reply_cache_size)
         if compact_every < 1:
@@ -117,11 +119,14 @@ class SimDriver(Driver):
         self._journal: Journal | None = None
         self._gen = 0
         try:
-            if state_dir is None:
+            restore = None if restore is None else Path(restore)
+            if state_dir is None and restore is not None:
+                self._load_files(restore, preset, seed)
+            elif state_dir is None:
                 self.chips = [self._new_chip(c, preset, seed, clock) for c in range(N_CHIPS)]
             else:
                 self._store = StateDir(state_dir)
-                self._open_state(preset, seed, clock)
+                self._open_state(preset, seed, clock, restore)
         except simulator.SimulatorError as exc:
             raise InvalidRequest(str(exc)) from None
         except BaseException:
@@ -133,14 +138,15 @@ class SimDriver(Driver):
 
     @classmethod
     def from_url(cls, url: str) -> SimDriver:
-        """``sim://?preset=hermes&seed=0&state_dir=DIR&clock=virtual&compact_every=1000``."""
+        """``sim://?preset=hermes&seed=0&state_dir=DIR&clock=virtual&compact_every=1000``
+        (also ``fsync=0`` and ``restore=SNAPSHOT_DIR``)."""
         parts = urlsplit(url)
         if parts.netloc or parts.path not in ("", "/"):
             raise InvalidRequest(
                 f"{url!r}: put sim options in the query, e.g. sim://?preset=hermes&seed=0"
             )
         q = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        known = {"preset", "seed", "state_dir", "clock", "compact_every", "fsync"}
+        known = {"preset", "seed", "state_dir", "clock", "compact_every", "fsync", "restore"}
         if unknown := set(q) - known:
             raise InvalidRequest(
                 f"unknown sim:// option(s) {sorted(unknown)}; known: {sorted(known)}"
@@ -153,6 +159,7 @@ class SimDriver(Driver):
                 clock=q.get("clock", "virtual"),
                 compact_every=int(q.get("compact_every", 1000)),
                 fsync=q.get("fsync", "1") not in ("0", "false", "no"),
+                restore=q.get("restore") or None,
             )
         except ValueError as exc:
             raise InvalidRequest(f"bad sim:// option value in {url!r}: {exc}") from None
@@ -162,24 +169,23 @@ class SimDriver(Driver):
     def _new_chip(c: int, preset: str, seed: int, clock: str) -> simulator.Chip:
         return simulator.Chip(c, simulator.get_preset(preset), seed, clock=clock)
 
-    def _open_state(self, preset: str, seed: int, clock: str) -> None:
+    def _open_state(self, preset: str, seed: int, clock: str, restore: Path | None) -> None:
         assert self._store is not None
         gen = self._store.current()
         if gen is None:
-            self.chips = [self._new_chip(c, preset, seed, clock) for c in range(N_CHIPS)]
+            if restore is None:
+                self.chips = [self._new_chip(c, preset, seed, clock) for c in range(N_CHIPS)]
+            else:
+                self._load_files(restore, preset, seed)
             self._write_snapshot(1)
             log.info("state_created", state_dir=str(self._store.root), preset=preset, seed=seed)
             return
-        snap = self._store.snapshot_dir(gen)
-        meta = json.loads((snap / "meta.json").read_text())
-        if (meta["preset"], meta["seed"]) != (preset, seed):
+        if restore is not None:
             raise InvalidRequest(
-                f"state dir {self._store.root} holds preset {meta['preset']!r} seed "
-                f"{meta['seed']}, not {preset!r} seed {seed}; open it with those or use a "
-                f"new --state-dir"
+                f"state dir {self._store.root} already holds chip state; restore={restore} "
+                f"applies to a new state dir only"
             )
-        self.chips = [simulator.Chip.load(snap / f"chip{c}.npz") for c in range(N_CHIPS)]
-        self._replies.load_records(json.loads((snap / "replies.json").read_text()))
+        self._load_files(self._store.snapshot_dir(gen), preset, seed)
         self._gen = gen
         n = 0
         for header, arrays in read_journal(self._store.journal_path(gen)):
@@ -195,11 +201,24 @@ class SimDriver(Driver):
             time_s=[c.time_s for c in self.chips],
         )
 
-    def _write_snapshot(self, gen: int) -> None:
-        assert self._store is not None
-        snap = self._store.snapshot_dir(gen)
-        shutil.rmtree(snap, ignore_errors=True)  # a half-written one from a crash
-        snap.mkdir()
+    def _load_files(self, snap: Path, preset: str, seed: int) -> None:
+        """Chips and reply record from a snapshot directory (state-dir generation or
+        :meth:`snapshot`), after checking it holds the requested preset and seed."""
+        try:
+            meta = json.loads((snap / "meta.json").read_text())
+        except FileNotFoundError:
+            raise InvalidRequest(f"{snap} is not a SimDriver snapshot (no meta.json)") from None
+        if (meta["preset"], meta["seed"]) != (preset, seed):
+            raise InvalidRequest(
+                f"{snap} holds preset {meta['preset']!r} seed {meta['seed']}, not "
+                f"{preset!r} seed {seed}; open it with those (or use a new --state-dir)"
+            )
+        self.chips = [simulator.Chip.load(snap / f"chip{c}.npz") for c in range(N_CHIPS)]
+        self._replies.load_records(json.loads((snap / "replies.json").read_text()))
+
+    def _save_files(self, snap: Path) -> None:
+        """Write chips, meta and reply record into the new directory ``snap``, fsync'ed."""
+        snap.mkdir(parents=True)
         for c, chip in enumerate(self.chips):
             chip.save(snap / f"chip{c}.npz")
         p = self.chips[0].params
@@ -208,11 +227,31 @@ class SimDriver(Driver):
         for name in ("meta.json", "replies.json"):
             with open(snap / name, "rb+") as fh:
                 os.fsync(fh.fileno())
+
+    def _write_snapshot(self, gen: int) -> None:
+        assert self._store is not None
+        snap = self._store.snapshot_dir(gen)
+        shutil.rmtree(snap, ignore_errors=True)  # a half-written one from a crash
+        self._save_files(snap)
         if self._journal is not None:
             self._journal.close()
         self._store.commit(gen)
         self._gen = gen
         self._journal = Journal(self._store.journal_path(gen), fsync=self._fsync)
+
+    def snapshot(self, dest: str | Path) -> Path:
+        """Save the complete state (both chips, reply record) into the new directory
+        ``dest``; ``SimDriver(..., restore=dest)`` or ``sim://?...&restore=DEST`` reopens it
+        exactly (capability ``snapshot``). Written to a temporary name, then renamed."""
+        self._check_open()
+        dest = Path(dest)
+        if dest.exists():
+            raise InvalidRequest(f"snapshot destination {dest} exists; pass a new directory")
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._save_files(tmp)
+        os.replace(tmp, dest)
+        return dest
 
     def compact(self) -> None:
         """Fold the journal into a new snapshot (also done on close)."""
@@ -296,7 +335,7 @@ class SimDriver(Driver):
             g_max_us=p.g_max_us,
             g_net_max_us=p.g_net_max_us,
             set_step_mean_us=first_set_step_us(p),
-            capabilities=frozenset({CAP_TRANSPOSE, CAP_TIME, CAP_PROGRAM}),
+            capabilities=frozenset({CAP_TRANSPOSE, CAP_TIME, CAP_PROGRAM, CAP_SNAPSHOT}),
             limits=self.limits,
             driver="sim",
             preset=p.name,

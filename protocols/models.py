@@ -7,7 +7,7 @@ Conductances in µS, times in s.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 CAP_TRANSPOSE = "transpose_mvm"
 """Capability: ``mvm(..., transpose=True)`` drives the columns and reads the rows."""
@@ -15,7 +15,10 @@ CAP_TIME = "time_control"
 """Capability: ``advance(dt_s)`` moves the device clock (simulators only)."""
 CAP_PROGRAM = "program_verify"
 """Capability: ``program`` runs closed-loop program-and-verify on the device."""
-KNOWN_CAPABILITIES = frozenset({CAP_TRANSPOSE, CAP_TIME, CAP_PROGRAM})
+CAP_SNAPSHOT = "snapshot"
+"""Capability: in-process ``driver.snapshot(dest)`` saves the complete device state and
+``restore=dest`` in the driver URL reopens it (the simulator; never over the wire)."""
+KNOWN_CAPABILITIES = frozenset({CAP_TRANSPOSE, CAP_TIME, CAP_PROGRAM, CAP_SNAPSHOT})
 
 
 class _Frozen(BaseModel):
@@ -64,6 +67,11 @@ class DeviceInfo(_Frozen):
         if self.g_net_max_us is None:
             object.__setattr__(self, "g_net_max_us", self.g_max_us - self.g_min_us)
         return self
+
+    @field_serializer("capabilities")
+    def _sorted_capabilities(self, caps: frozenset[str]) -> list[str]:
+        # sorted, so the JSON of an info is the same in every process (set order is not)
+        return sorted(caps)
 
     def has(self, capability: str) -> bool:
         """True when the device offers ``capability`` (one of the ``CAP_*`` names)."""

@@ -41,6 +41,7 @@ def test_serve_sigterm_persists_and_restart_restores(tmp_path: Path) -> None:
     target = np.linspace(-3, 3, 16).reshape(4, 4)
     with ServeProcess("sim://?preset=ideal", sock, ["--state-dir", str(state)]) as srv:
         with RemoteDriver(srv.endpoint, timeout_s=5) as remote:
+            assert "snapshot" not in remote.info().capabilities  # in-process only
             remote.program(region, target, tolerance_us=0.1, max_iterations=5)
             t_before = remote.time_s()
     assert srv.proc is not None and srv.proc.returncode == 0

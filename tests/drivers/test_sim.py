@@ -163,3 +163,31 @@ def test_wall_clock_state_dir_restores(tmp_path: Path, rng: np.random.Generator)
         np.testing.assert_allclose(after, before, rtol=1e-3, atol=1e-3)
         _run(d2, reqs)  # retries of recorded ids: nothing re-applied
         np.testing.assert_allclose(d2.true_conductances(R), after, rtol=1e-3, atol=1e-3)
+
+
+def test_snapshot_and_restore_reproduce_the_state_exactly(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    reqs = _requests(rng, 6)
+    with SimDriver("hermes", seed=6) as ref:
+        _run(ref, reqs)
+        expected = ref.true_conductances(R)
+    with SimDriver("hermes", seed=6) as d:
+        assert "snapshot" in d.info().capabilities
+        _run(d, reqs[:3])
+        d.snapshot(tmp_path / "snap")
+        with pytest.raises(InvalidRequest, match="exists"):
+            d.snapshot(tmp_path / "snap")
+    url = f"sim://?preset=hermes&seed=6&restore={tmp_path / 'snap'}"
+    from drivers import open_driver
+
+    with open_driver(url) as restored:
+        _run(restored, reqs)  # the first three are recorded: answered, not re-applied
+        np.testing.assert_array_equal(restored.true_conductances(R), expected)
+    with pytest.raises(InvalidRequest, match="holds preset 'hermes' seed 6"):
+        SimDriver("hermes", seed=7, restore=tmp_path / "snap")
+    with SimDriver("hermes", seed=6, state_dir=tmp_path / "st", restore=tmp_path / "snap") as d2:
+        _run(d2, reqs[3:])
+        np.testing.assert_array_equal(d2.true_conductances(R), expected)
+    with pytest.raises(InvalidRequest, match="already holds"):
+        SimDriver("hermes", seed=6, state_dir=tmp_path / "st", restore=tmp_path / "snap")

@@ -147,3 +147,25 @@ def test_region_model_rejects_empty_and_negative() -> None:
     r = Region(0, 0, 4, 0, 4)
     assert r.overlaps(Region(0, 3, 5, 3, 5)) and not r.overlaps(Region(1, 0, 4, 0, 4))
     assert not r.overlaps(Region(0, 4, 5, 0, 4))
+
+
+def test_device_info_json_is_deterministic() -> None:
+    from protocols import DeviceInfo, Limits
+
+    info = DeviceInfo(
+        chips=2,
+        rows=4,
+        cols=4,
+        g_min_us=0.1,
+        g_max_us=10.0,
+        set_step_mean_us=1.0,
+        capabilities=frozenset({"time_control", "transpose_mvm", "snapshot"}),
+        limits=Limits(max_pulses_per_device=5, max_batch=8, max_program_iterations=9),
+        driver="x",
+    )
+    assert info.model_dump(mode="json")["capabilities"] == [
+        "snapshot",
+        "time_control",
+        "transpose_mvm",
+    ]
+    assert DeviceInfo.model_validate_json(info.model_dump_json()) == info
