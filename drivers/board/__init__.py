@@ -14,6 +14,7 @@ importing pyvisa. The wire format is specified in ``docs/board-protocol.md``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -85,8 +86,10 @@ def make_engine(
     firmware: tuple[int, int] | None = None,
     board_id: int | None = None,
     clock: str = "virtual",
+    state_dir: str | Path | None = None,
 ) -> BoardEngine:
-    """An emulated board (firmware engine over two simulator chips)."""
+    """An emulated board (firmware engine over two simulator chips); with ``state_dir``
+    the chips are restored from it (see :func:`drivers.board.chips.make_chips`)."""
     from dataclasses import replace
 
     from drivers.board.chips import make_chips
@@ -99,7 +102,9 @@ def make_engine(
     if board_id is not None:
         spec = replace(spec, board_id=board_id)
     try:
-        chips = make_chips(preset, seed, spec.chip_ids, clock)
+        chips = make_chips(
+            preset, seed, spec.chip_ids, clock, None if state_dir is None else Path(state_dir)
+        )
     except SimulatorError as exc:
         raise SetupError(f"cannot build the emulated board: {exc}") from exc
     return BoardEngine(chips, spec)

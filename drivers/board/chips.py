@@ -6,6 +6,7 @@ arrive as ``(row0, row1, col0, col1)`` already validated against the board geome
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,7 +80,28 @@ def make_chips(
     seed: int = 0,
     chip_ids: tuple[int, ...] = (0, 1),
     clock: str = "virtual",
+    state_dir: Path | None = None,
 ) -> dict[int, SimChipBackend]:
-    """Board chips backed by fresh simulator chips (one seed, chip id spawns the stream)."""
+    """Board chips backed by simulator chips (one seed; the chip id spawns the stream).
+
+    With ``state_dir`` holding ``chip<ID>.npz`` files (from :func:`save_chips`), the chips
+    come back exactly as they were: PCM is non-volatile, so a power-cycled board keeps its
+    conductances. Missing files start fresh chips from ``preset`` and ``seed``.
+    """
     params = get_preset(preset)
-    return {cid: SimChipBackend(Chip(cid, params, seed, clock=clock)) for cid in chip_ids}
+    chips = {}
+    for cid in chip_ids:
+        path = None if state_dir is None else state_dir / f"chip{cid}.npz"
+        if path is not None and path.is_file():
+            chip = Chip.load(path, clock_mode=clock)
+        else:
+            chip = Chip(cid, params, seed, clock=clock)
+        chips[cid] = SimChipBackend(chip)
+    return chips
+
+
+def save_chips(chips: dict[int, SimChipBackend], state_dir: Path) -> None:
+    """Persist every chip atomically to ``state_dir/chip<ID>.npz``."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for cid, backend in chips.items():
+        backend.chip.save(state_dir / f"chip{cid}.npz")

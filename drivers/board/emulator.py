@@ -24,10 +24,12 @@ import time
 import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import structlog
 
+from drivers.board.chips import save_chips
 from drivers.board.engine import BoardEngine
 
 log = structlog.get_logger(__name__)
@@ -183,8 +185,11 @@ def run(
     faults: tuple[str, ...] = FAULT_KINDS,
     seed: int = 0,
     announce: Callable[[str], None] = announce_stdout,
+    state_dir: Path | None = None,
 ) -> None:
-    """Run the emulator in this process (blocks until SIGTERM/SIGINT)."""
+    """Run the emulator in this process (blocks until SIGTERM/SIGINT); with ``state_dir``
+    the chips are saved there on shutdown (build the engine from the same directory to
+    restore them: a power-cycled PCM board keeps its conductances)."""
     injector = FaultInjector(fault_rate, faults, np.random.default_rng([seed, 0xFA17]))
     log.info(
         "board_emulator_start",
@@ -193,10 +198,15 @@ def run(
         faults=",".join(faults),
         pid=os.getpid(),
     )
-    if tcp_port is None:
-        serve_pty(engine, injector, announce)
-    else:
-        serve_tcp(engine, injector, tcp_port, announce)
+    try:
+        if tcp_port is None:
+            serve_pty(engine, injector, announce)
+        else:
+            serve_tcp(engine, injector, tcp_port, announce)
+    finally:
+        if state_dir is not None:
+            save_chips(engine.chips, state_dir)
+            log.info("board_emulator_saved", state_dir=str(state_dir))
     log.info(
         "board_emulator_stop",
         rx_frames=engine.rx_frames,

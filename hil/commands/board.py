@@ -8,6 +8,7 @@ Point a set-up file's ``link.port`` (or ``board://…?port=…``) at that addres
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from drivers import DriverError
 from drivers.board import make_engine
@@ -83,6 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="virtual",
         help="chip clock: virtual (deterministic, default) or wall time",
     )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="restore the chips from DIR at start and save them there on exit (non-volatile PCM)",
+    )
     p.set_defaults(func=main)
 
 
@@ -91,9 +97,19 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--fault-rate {args.fault_rate} must be in [0, 1]")
     if args.tcp is not None and not 0 <= args.tcp <= 65535:
         raise ConfigError(f"--tcp {args.tcp} is not a TCP port (0..65535)")
+    state_dir = None if args.state_dir is None else Path(args.state_dir)
     try:
-        engine = make_engine(args.preset, args.seed, firmware=args.firmware, clock=args.clock)
+        engine = make_engine(
+            args.preset, args.seed, firmware=args.firmware, clock=args.clock, state_dir=state_dir
+        )
     except DriverError as exc:
         raise ConfigError(str(exc)) from exc
-    run(engine, tcp_port=args.tcp, fault_rate=args.fault_rate, faults=args.faults, seed=args.seed)
+    run(
+        engine,
+        tcp_port=args.tcp,
+        fault_rate=args.fault_rate,
+        faults=args.faults,
+        seed=args.seed,
+        state_dir=state_dir,
+    )
     return 0

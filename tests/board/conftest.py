@@ -1,7 +1,7 @@
 """Fixtures that start the real board emulator (``hil board-emulator``) as a subprocess.
 
 ``emulator(...)`` starts one on a pty (default) or a free TCP port and returns its address;
-every process is terminated at teardown. ``setup_file(port, ...)`` writes a lab set-up
+``emulator.stop(address)`` stops one early; every process is terminated at teardown. ``setup_file(port, ...)`` writes a lab set-up
 YAML for it (VISA on the shipped pyvisa-sim instruments).
 """
 
@@ -64,8 +64,11 @@ def emulator() -> Iterator[Callable[..., str]]:
         fault_rate: float = 0.0,
         faults: str | None = None,
         firmware: str | None = None,
+        state_dir: Path | None = None,
     ) -> str:
         args = ["--tcp", "0"] if tcp else ["--pty"]
+        if state_dir is not None:
+            args += ["--state-dir", str(state_dir)]
         args += ["--preset", preset, "--seed", str(seed), "--fault-rate", str(fault_rate)]
         if faults:
             args += ["--faults", faults]
@@ -75,6 +78,13 @@ def emulator() -> Iterator[Callable[..., str]]:
         started.append(emu)
         return emu.address
 
+    def stop(address: str) -> None:
+        """Stop (SIGTERM) the emulator serving ``address`` and wait for it to exit."""
+        for emu in started:
+            if emu.address == address:
+                emu.stop()
+
+    start.stop = stop  # type: ignore[attr-defined]
     yield start
     for emu in started:
         emu.stop()

@@ -130,3 +130,21 @@ def test_unknown_firmware_is_refused(emulator, setup_file) -> None:
     status = _status(port)
     # Only IDENTIFY ran before this STATUS (which counts itself in rx_frames only).
     assert status["rx_frames"] == 2 and status["executed"] == 1
+
+
+def test_a_restarted_board_keeps_its_conductances(emulator, tmp_path) -> None:
+    """PCM is non-volatile: the emulator saves its chips on SIGTERM and reloads them."""
+    state = tmp_path / "board"
+    region = Region(1, 0, 3, 0, 3)
+    counts = np.arange(36, dtype=np.int32).reshape(3, 3, 4) % 5
+    port = emulator(preset="ideal", state_dir=state)
+    with open_board(f"board://?port={port}") as d:
+        d.reset(region)
+        d.apply_pulses(region, counts)
+        before = d.read_conductances(region)
+    emulator.stop(port)
+    assert (state / "chip1.npz").is_file()
+    with open_board(f"board://?port={emulator(preset='ideal', state_dir=state)}") as d:
+        after = d.read_conductances(region)
+    np.testing.assert_array_equal(after, before)
+    np.testing.assert_allclose(after, 0.1 * counts, atol=2e-3)
