@@ -18,6 +18,7 @@ from hil.errors import HilError
 from hil.logging import LEVELS, configure_logging
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "hil.commands.demo",
     "hil.commands.train",
     "hil.commands.runs",
     "hil.commands.data",
@@ -25,7 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.serve",
     "hil.commands.keys",
     "hil.commands.driver",
-    "hil.commands.demo",
+    "hil.commands.selfcheck",
 )
 
 

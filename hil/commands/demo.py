@@ -1,146 +1,58 @@
-"""``hil demo``: a self-check of the PCM simulator through the driver contract.
+"""``hil demo``: the main job, short. A hardware-in-the-loop OSTTP run on JSB Chorales
+against the embedded PCM simulator (HERMES-like preset), with progress bars, a log line
+per epoch, and a run directory with metrics, checkpoints and ``report.html``.
 
-Programs a random weight matrix onto chip 0 of a driver (default: the in-process hermes
-simulator, ``sim://?preset=hermes``), reports the achieved programming error, then runs
-MVMs 1 s, 1 h and 1 day after programming and compares them with the exact product
-``x @ W``, raw and with global drift compensation (pcm-physics §4: a fixed probe input is
-read at t = 1 s and at t; outputs are scaled by the ratio of the mean |output|). Writes
-``demo.json`` and ``demo.png`` to ``--out`` (default ``./runs/demo``).
-
-Only the driver contract (``drivers.open_driver``), ``protocols.region.Region`` and the
-pure helpers of ``simulator.mapping`` are used, as everywhere in ``hil``.
+It is ``hil train`` on the paper's hardware configuration (88 → 150 SNU → 88; W1, W2 on
+chip 1, B on chip 2) with the tuned learning rate of ``configs/jsb_osttp_hil_tuned.yaml``
+and 3 epochs. Data come from the JSB resolution order (``HIL_DATA_DIR``, user cache,
+download, music21 build); with no network and no data it builds the Bach chorales from
+music21's corpus (a subset, for speed) and says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from hil.commands.train import print_summary
+from hil.trainer.session import TrainRequest, train
 
-from drivers import DriverError, open_driver
-from hil.errors import ConfigError, HilError
-from protocols.region import Region
-from simulator.mapping import CellMapping
+DEMO_SETTINGS = (
+    "name=demo",
+    "optim.lr=2e-2",
+    "train.epochs=3",
+    "data.build_limit=60",
+    "device.refresh_every=10",
+)
 
-TIMES_S = (1.0, 3600.0, 86400.0)
-TIME_LABELS = ("1 s", "1 h", "1 day")
 
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "demo", help="simulator self-check: program a matrix, MVMs at 1 s / 1 h / 1 day"
+def _run(args: argparse.Namespace) -> int:
+    req = TrainRequest(
+        config=None,
+        device=args.device,
+        run_dir=args.run_dir,
+        epochs=args.epochs,
+        overrides=(*DEMO_SETTINGS, *args.overrides),
+        progress=args.progress,
     )
-    parser.add_argument("--driver", default="sim://?preset=hermes",
-                        help="driver URL (default: sim://?preset=hermes)")
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"),
-                        help="output directory (default: ./runs/demo)")
-    parser.add_argument("--rows", type=int, default=150, help="matrix rows (default 150)")
-    parser.add_argument("--cols", type=int, default=88, help="matrix columns (default 88)")
-    parser.add_argument("--batch", type=int, default=256, help="MVM input vectors (default 256)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
-    parser.add_argument("--tolerance-us", type=float, default=0.5,
-                        help="program-and-verify tolerance per device, µS (default 0.5)")
-    parser.add_argument("--max-iterations", type=int, default=20,
-                        help="program-and-verify iteration limit (default 20)")
-    parser.set_defaults(func=run)
-
-
-def _rel_err(y: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
-
-
-def run_demo(
-    args: argparse.Namespace,
-) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
-    """Run the self-check; returns the JSON-able results, the exact product and the chip
-    outputs (weight units) at each time."""
-    if not (1 <= args.rows <= 256 and 1 <= args.cols <= 256 and args.batch >= 1):
-        raise ConfigError(f"--rows {args.rows} / --cols {args.cols} must be in 1..256 and "
-                          f"--batch {args.batch} >= 1")
-    rng = np.random.default_rng(args.seed)
-    w = rng.standard_normal((args.rows, args.cols)) / np.sqrt(args.rows)
-    x = rng.uniform(-1.0, 1.0, (args.batch, args.rows))
-    probe = np.full((1, args.rows), 0.5)
-    ideal = x @ w
-    region = Region(0, 0, args.rows, 0, args.cols)
-    try:
-        drv = open_driver(args.driver)
-    except DriverError as exc:
-        raise HilError(f"cannot open driver {args.driver!r}: {exc}") from exc
-    with drv:
-        info = drv.info()
-        g_net_max = info.g_net_max_us or (info.g_max_us - info.g_min_us)
-        mapping = CellMapping.for_weights(w, g_net_max_us=0.8 * g_net_max)
-        target = mapping.to_conductance(w).astype(np.float32)
-        t0 = drv.time_s()
-        rep = drv.program(region, target, tolerance_us=args.tolerance_us,
-                          max_iterations=args.max_iterations)
-        print(f"programmed {args.rows}x{args.cols} weights on chip 0 of {info.driver} "
-              f"(preset {info.preset}): rms error {rep.rms_error_us:.3f} µS, max "
-              f"{rep.max_error_us:.3f} µS (net range ±{mapping.g_net_max_us:.2f} µS), "
-              f"{rep.pulses} pulses, {rep.iterations} iterations, converged={rep.converged}")
-        rows: list[dict[str, Any]] = []
-        outputs: list[np.ndarray] = []
-        ref_probe = None
-        for t_after, label in zip(TIMES_S, TIME_LABELS, strict=True):
-            now = drv.time_s()
-            drv.advance(max(t0 + t_after - now, 0.0))
-            y_probe = mapping.to_weight(drv.mvm(region, probe))
-            y = mapping.to_weight(drv.mvm(region, x))
-            if ref_probe is None:
-                ref_probe = y_probe
-            gain = float(np.mean(np.abs(ref_probe)) / np.mean(np.abs(y_probe)))
-            row = {
-                "t_after_program_s": t_after, "label": label,
-                "rel_error": _rel_err(y, ideal),
-                "rel_error_compensated": _rel_err(y * gain, ideal),
-                "output_gain_vs_ideal": float(np.sum(y * ideal) / np.sum(ideal * ideal)),
-                "drift_compensation_gain": gain,
-            }
-            rows.append(row)
-            outputs.append(y)
-            print(f"t = {label:>5} after programming: relative MVM error "
-                  f"{row['rel_error']:.3f} (drift-compensated {row['rel_error_compensated']:.3f}), "
-                  f"output gain {row['output_gain_vs_ideal']:.3f}")
-    return {
-        "driver": args.driver, "preset": info.preset, "shape": [args.rows, args.cols],
-        "batch": args.batch, "seed": args.seed, "mapping_scale_us_per_weight": mapping.scale,
-        "program": rep.model_dump(), "mvm": rows,
-    }, ideal, outputs
-
-
-def _plot(path: Path, ideal: np.ndarray, outputs: list[np.ndarray], rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
-    lim = float(np.max(np.abs(ideal)))
-    for y, row in zip(outputs, rows, strict=True):
-        ax1.plot(ideal.ravel()[::7], y.ravel()[::7], ".", ms=2, alpha=0.5, label=row["label"])
-    ax1.plot([-lim, lim], [-lim, lim], "k-", lw=0.8)
-    ax1.set(xlabel="exact x @ W", ylabel="chip MVM (weight units)", title="MVM vs exact")
-    ax1.legend(markerscale=4)
-    t = [r["t_after_program_s"] for r in rows]
-    ax2.semilogx(t, [r["rel_error"] for r in rows], "o-", label="raw")
-    ax2.semilogx(t, [r["rel_error_compensated"] for r in rows], "s-", label="drift-compensated")
-    ax2.set(xlabel="time after programming (s)", ylabel="relative MVM error",
-            title="drift and noise")
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def run(args: argparse.Namespace) -> int:
-    result, ideal, outputs = run_demo(args)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
-    _plot(out / "demo.png", ideal, outputs, result["mvm"])
-    print(f"wrote {out / 'demo.json'} and {out / 'demo.png'}")
+    print(f"hil demo: hardware-in-the-loop OSTTP on JSB Chorales, device {args.device}")
+    print_summary(train(req))
     return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the main job, short: HIL OSTTP training on the embedded PCM simulator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--device", default="sim://?preset=hermes&seed=0",
+                   help="device URL (default: the in-process hermes simulator)")
+    p.add_argument("--run-dir", type=Path, help="run directory (default: runs/demo-<time>)")
+    p.add_argument("--epochs", type=int, help="epochs (default 3)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run-config value (repeatable)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: when stderr is a terminal)")
+    p.set_defaults(func=_run)
