@@ -116,6 +116,9 @@ class BoardEngine:
             self.replays += 1
             return cached[1]
         status, payload = self._execute(frame)
+        if len(payload) > self.spec.max_payload:  # a reply must fit a frame, whatever happened
+            status = Status.DEVICE_ERROR
+            payload = f"reply of {len(payload)} bytes exceeds the maximum payload".encode()
         self.last_status = status
         wire = encode_frame(frame.opcode | REPLY_BIT, frame.seq, int(status), payload)
         self._replies[frame.seq] = (digest, wire)
@@ -181,6 +184,13 @@ class BoardEngine:
 
     def _mvm(self, f: dict[str, Any], a: dict[str, np.ndarray]) -> tuple:
         rows, cols = f["row1"] - f["row0"], f["col1"] - f["col0"]
+        reply = 5 + f["batch"] * cols * self.code_bytes
+        if reply > self.spec.max_payload:
+            raise PayloadError(
+                f"an MVM of batch {f['batch']} over {cols} columns needs a {reply}-byte reply, "
+                f"above the board's {self.spec.max_payload}; send a smaller batch",
+                Status.LIMIT_EXCEEDED,
+            )
         x = a["x"].reshape(f["batch"], rows).astype(np.float32) / P.INPUT_CODE_MAX
         y_us = self.chips[f["chip"]].mvm(_key(f), x)
         codes = np.rint(np.asarray(y_us, np.float64) / self.adc_lsb_us)

@@ -105,6 +105,17 @@ def _check_region(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry
         )
 
 
+def _check_read(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry) -> None:
+    _check_region(f, a, g)
+    reply = 4 + 2 * _DEV * _cells(f)
+    if reply > g.max_payload:
+        raise PayloadError(
+            f"a read of {_cells(f)} cells needs a {reply}-byte reply, above the board's "
+            f"{g.max_payload}; read a smaller region",
+            Status.LIMIT_EXCEEDED,
+        )
+
+
 def _check_mvm(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry) -> None:
     _check_region(f, a, g)
     if f["batch"] < 1:
@@ -220,7 +231,7 @@ READ = Command(
         "<HH", ("rows", "cols"), (ArraySpec("g", "<u2", lambda f: f["rows"] * f["cols"] * _DEV),)
     ),
     idempotent=True,
-    validate=_check_region,
+    validate=_check_read,
 )
 PULSE = Command(
     "pulse",

@@ -105,3 +105,15 @@ def test_conformance_on_a_real_board(device_url: str) -> None:
         pytest.skip("--device-url is not a board:// URL")
     report = run_conformance(device_url)
     assert report.passed, report.format()
+
+
+def test_oversized_replies_are_refused_not_crashed(engine) -> None:
+    _send(engine, P.SELECT_CHIP, 2000, {"chip": 0})
+    frame, _ = _send(
+        engine, P.READ, 2001, {"chip": 0, "row0": 0, "row1": 256, "col0": 0, "col1": 256}
+    )
+    assert frame.status == P.Status.LIMIT_EXCEEDED and b"smaller region" in frame.payload
+    x = np.zeros(250 * 256, np.int8)
+    region = {"chip": 0, "row0": 0, "row1": 256, "col0": 0, "col1": 256, "batch": 250}
+    frame, _ = _send(engine, P.MVM, 2002, region, {"x": x})
+    assert frame.status == P.Status.LIMIT_EXCEEDED and b"smaller batch" in frame.payload
