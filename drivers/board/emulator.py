@@ -198,11 +198,16 @@ def run(
         faults=",".join(faults),
         pid=os.getpid(),
     )
+
+    def ready(address: str) -> None:
+        announce(address)
+        log.info("board_emulator_ready", address=address, driver_url=f"board://?port={address}")
+
     try:
         if tcp_port is None:
-            serve_pty(engine, injector, announce)
+            serve_pty(engine, injector, ready)
         else:
-            serve_tcp(engine, injector, tcp_port, announce)
+            serve_tcp(engine, injector, tcp_port, ready)
     finally:
         if state_dir is not None:
             save_chips(engine.chips, state_dir)
