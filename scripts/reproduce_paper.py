@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from hil.learning import (  # noqa: E402
     Network,
+    NonFiniteGradientError,
     OptimConfig,
     Optimizer,
     ReadoutConfig,
@@ -64,9 +65,9 @@ CONFIGS: dict[str, dict] = {
     "tuned": {
         "decay": PAPER_DECAY,
         "optim": {
-            r: {"kind": "adam", "lr": 3e-3, "decay_every": 10, "clip_norm": 5.0} for r in RULE_NAMES
+            r: {"kind": "adam", "lr": 1e-3, "decay_every": 5, "clip_norm": 5.0} for r in RULE_NAMES
         },
-        "batch": 16,
+        "batch": 1,
         "reduction": "frame_mean",
         "readout_bias_init": "key_frequency",
     },
@@ -92,6 +93,7 @@ def run_one(job: tuple[str, str, int, int, str]) -> dict:
     net, opt, rc = make_net(rule, cfg, seed, data)
     rng = np.random.default_rng(1000 + seed)
     curve: dict[str, list[float]] = {"train": [], "valid": [], "test": [], "epoch_s": []}
+    diverged = False
 
     def logits(x: np.ndarray) -> np.ndarray:
         return net.forward(x).o
@@ -99,19 +101,42 @@ def run_one(job: tuple[str, str, int, int, str]) -> dict:
     for epoch in range(epochs):
         opt.set_epoch(epoch)
         t0 = time.perf_counter()
-        train = train_epoch(net, rc, opt, iter_batches(data.train, cfg["batch"], rng))
+        try:
+            train = train_epoch(net, rc, opt, iter_batches(data.train, cfg["batch"], rng))
+        except NonFiniteGradientError:
+            diverged = True
+            break
         curve["epoch_s"].append(time.perf_counter() - t0)
         curve["train"].append(train)
         curve["valid"].append(split_nll(logits, data.valid))
         curve["test"].append(split_nll(logits, data.test))
+        print(
+            f"{rule} {cfg_name} seed {seed} epoch {epoch}: train {train:.3f} "
+            f"valid {curve['valid'][-1]:.3f} ({curve['epoch_s'][-1]:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
         if not np.isfinite(curve["valid"][-1]):
+            diverged = True
             break
+    if not curve["valid"] or not np.any(np.isfinite(curve["valid"])):
+        return {
+            "rule": rule,
+            "config": cfg_name,
+            "seed": seed,
+            "best_epoch": -1,
+            "valid_nll": float("nan"),
+            "test_nll": float("nan"),
+            "diverged": True,
+            "curve": curve,
+        }
     best = int(np.nanargmin(curve["valid"]))
     return {
         "rule": rule,
         "config": cfg_name,
         "seed": seed,
         "best_epoch": best,
+        "diverged": diverged,
         "valid_nll": curve["valid"][best],
         "test_nll": curve["test"][best],
         "curve": curve,
@@ -160,7 +185,7 @@ def run_software(args: argparse.Namespace) -> dict:
     data = load_jsb_pickle(data_path)
     jobs = [
         (rule, cfg, seed, args.epochs if cfg == "tuned" else args.paper_epochs, data_path)
-        for cfg in args.configs
+        for cfg in reversed(args.configs)
         for rule in RULE_NAMES
         for seed in args.seeds
     ]
@@ -189,8 +214,9 @@ def run_software(args: argparse.Namespace) -> dict:
             "seeds": [r["seed"] for r in runs],
             "test_nll_per_seed": nll.tolist(),
             "best_epoch_per_seed": [r["best_epoch"] for r in runs],
+            "diverged_per_seed": [r["diverged"] for r in runs],
             "valid_nll_per_seed": [r["valid_nll"] for r in runs],
-            "config": CONFIGS[cfg] | {"epochs": len(runs[0]["curve"]["valid"])},
+            "config": CONFIGS[cfg] | {"epochs": max(len(r["curve"]["valid"]) for r in runs)},
         }
 
     main_cfg = args.configs[-1]
@@ -234,8 +260,8 @@ def _software_parser(sub: argparse._SubParsersAction) -> None:
         "--data", type=Path, default=REPO.parent / "shared" / "data" / "jsb_chorales.pickle"
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=35, help="epochs of the tuned configuration")
-    p.add_argument("--paper-epochs", type=int, default=6, help="epochs of the paper configuration")
+    p.add_argument("--epochs", type=int, default=20, help="epochs of the tuned configuration")
+    p.add_argument("--paper-epochs", type=int, default=5, help="epochs of the paper configuration")
     p.add_argument(
         "--configs",
         nargs="+",

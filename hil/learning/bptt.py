@@ -45,7 +45,7 @@ def layer_bptt(
     params = layer.params()
     reset = layer.cfg.reset
     hp = layer.cfg.pseudo(rec.s - params.b)
-    p = partials(shifted(rec.s), shifted(rec.y), params, reset)
+    p = partials(shifted(rec.s), shifted(rec.y), params, reset, layer.cfg.detach_reset)
     P = np.broadcast_to(p.P, rec.s.shape)
     R = np.broadcast_to(p.R, rec.s.shape)
     Ht = None if layer.H is None else layer.H.value().T

@@ -142,7 +142,7 @@ def sequence_grads(
     for li, (layer, rec) in enumerate(zip(net.hidden, traj.layers, strict=True)):
         T, B, n = rec.s.shape
         prm = layer.params()
-        p = partials(shifted(rec.s), shifted(rec.y), prm, layer.cfg.reset)
+        p = partials(shifted(rec.s), shifted(rec.y), prm, layer.cfg.reset, layer.cfg.detach_reset)
         hp, hp_prev, y_prev = hps[li], shifted(hps[li]), shifted(rec.y)
         tr = init_traces(rule.traces, B, rec.x.shape[-1], n, _trace_names(net, li), rec.s.dtype)
         h_val = None if layer.H is None else layer.H.value()
@@ -228,7 +228,7 @@ class OnlineLearner:
         new_traces = []
         for li, layer in enumerate(net.hidden):
             prev = state.snu[li]
-            p = partials(prev.s, prev.y, layer.params(), layer.cfg.reset)
+            p = partials(prev.s, prev.y, layer.params(), layer.cfg.reset, layer.cfg.detach_reset)
             if rule.traces == "complete":
                 h_val = None if layer.H is None else layer.H.value()
                 tr = complete_step(state.traces[li], x, prev.y, state.hp[li], p, h_val)

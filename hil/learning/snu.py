@@ -47,6 +47,9 @@ class SNUConfig:
         train_threshold: whether b is trained.
         threshold_init: initial threshold b (same for every neuron).
         pseudo: the pseudo-derivative h'.
+        detach_reset: treat ``y_{t−1}`` inside the reset term as a constant in every
+            gradient (``R_t = 0``): a common SNN training heuristic, *not* the exact gradient.
+            BPTT and OSTL still agree with each other under it.
     """
 
     n_in: int
@@ -58,6 +61,7 @@ class SNUConfig:
     train_threshold: bool = True
     threshold_init: float = 0.0
     pseudo: PseudoDerivative = TANH
+    detach_reset: bool = False
 
     def __post_init__(self) -> None:
         if self.n_in < 1 or self.n_out < 1:
@@ -112,14 +116,20 @@ class Partials(NamedTuple):
     Qd: np.ndarray
 
 
-def partials(s_prev: np.ndarray, y_prev: np.ndarray, params: SNUParams, reset: Reset) -> Partials:
-    """``P_t, R_t, Q^b_t, Q^d_t`` from the previous state ``(s_{t−1}, y_{t−1})``."""
+def partials(
+    s_prev: np.ndarray,
+    y_prev: np.ndarray,
+    params: SNUParams,
+    reset: Reset,
+    detach_reset: bool = False,
+) -> Partials:
+    """``P_t, R_t, Q^b_t, Q^d_t`` from the previous state ``(s_{t−1}, y_{t−1})``.
+
+    ``detach_reset`` sets ``R_t = 0`` (no gradient through the reset's use of ``y_{t−1}``).
+    """
     if reset == "full":
         keep = 1.0 - y_prev
-        return Partials(P=params.d * keep, R=-params.d * s_prev, Qb=0.0, Qd=s_prev * keep)
-    return Partials(
-        P=np.broadcast_to(params.d, s_prev.shape),
-        R=np.broadcast_to(-params.b, s_prev.shape),
-        Qb=-y_prev,
-        Qd=s_prev,
-    )
+        R = np.zeros_like(s_prev) if detach_reset else -params.d * s_prev
+        return Partials(P=params.d * keep, R=R, Qb=0.0, Qd=s_prev * keep)
+    R = np.zeros_like(s_prev) if detach_reset else np.broadcast_to(-params.b, s_prev.shape)
+    return Partials(P=np.broadcast_to(params.d, s_prev.shape), R=R, Qb=-y_prev, Qd=s_prev)

@@ -132,3 +132,19 @@ def test_ostl_and_bptt_equal_torch_autograd(rng, reset, recurrent, traces) -> No
         for name in ref:
             assert np.abs(ref[name]).max() > 1e-3
             assert rel_err(res.grads[name], ref[name]) < TOL, (rule.name, name)
+
+
+@pytest.mark.parametrize("reset", ["full", "soft"])
+def test_detached_reset_changes_gradient_but_ostl_still_equals_bptt(rng, reset) -> None:
+    import dataclasses
+
+    net = tiny_net(rng, reset=reset, recurrent=True)
+    batch = tiny_batch(rng)
+    exact = _grads(net, RuleConfig("bptt"), batch)
+    for layer in net.hidden:
+        layer.cfg = dataclasses.replace(layer.cfg, detach_reset=True)
+    ref = _grads(net, RuleConfig("bptt"), batch)
+    got = _grads(net, RuleConfig("ostl", traces="complete"), batch)
+    assert rel_err(ref["h0.W"], exact["h0.W"]) > 1e-3
+    for name in ref:
+        assert rel_err(got[name], ref[name]) < TOL, name
