@@ -70,7 +70,7 @@ def test_leases_enforced_between_clients_and_expire() -> None:
 def served(tmp_path: Path) -> Iterator[tuple[FakeDriver, str]]:
     drv = FakeDriver()
     server = DeviceServer(
-        drv, f"ipc://{tmp_path}/dev.sock", lease_ttl_s=0.5, heartbeat_interval_s=0.1
+        drv, f"ipc://{tmp_path}/dev.sock", lease_ttl_s=1.5, heartbeat_interval_s=0.1
     )
     ready = threading.Event()
     thread = threading.Thread(target=server.serve, args=(ready,), daemon=True)
@@ -101,7 +101,7 @@ def test_remote_leases_and_heartbeats(served: tuple[FakeDriver, str]) -> None:
     _, endpoint = served
     with RemoteDriver(endpoint, timeout_s=2) as alice, RemoteDriver(endpoint, timeout_s=2) as bob:
         lease = alice.acquire_lease(R, "write")
-        threading.Event().wait(1.0)  # 2 TTLs: alice's heartbeat thread keeps the lease alive
+        threading.Event().wait(2.0)  # > ttl: alice's heartbeat thread keeps the lease alive
         with pytest.raises(LeaseConflict, match=alice.client_id):
             bob.reset(R)
         alice.release_lease(lease)

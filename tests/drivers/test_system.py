@@ -85,13 +85,13 @@ def test_lease_of_killed_client_expires(tmp_path: Path) -> None:
         "print('leased', flush=True)\n"
         "time.sleep(60)\n"
     )
-    extra = ["--lease-ttl", "0.6", "--heartbeat-interval", "0.1"]
+    extra = ["--lease-ttl", "1.5", "--heartbeat-interval", "0.1"]
     with ServeProcess("sim://?preset=ideal", sock, extra, log_path=tmp_path / "s.log"):
         proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "leased"
             with RemoteDriver(sock, timeout_s=5) as other:
-                time.sleep(1.0)  # > ttl: the holder's heartbeats keep its lease alive
+                time.sleep(2.0)  # > ttl: the holder's heartbeats keep its lease alive
                 with pytest.raises(LeaseConflict):
                     other.reset(R)
                 proc.kill()
@@ -102,9 +102,9 @@ def test_lease_of_killed_client_expires(tmp_path: Path) -> None:
                         other.reset(R)
                         break
                     except LeaseConflict:
-                        assert time.monotonic() - t0 < 5, "lease never expired"
+                        assert time.monotonic() - t0 < 10, "lease never expired"
                         time.sleep(0.05)
-                assert time.monotonic() - t0 <= 1.5
+                assert time.monotonic() - t0 <= 1.5 + 3.0  # ttl + slack for a loaded machine
         finally:
             proc.kill()
             proc.wait(10)
