@@ -242,6 +242,10 @@ class Driver(abc.ABC):
             raise InvalidRequest(f"{self.info().driver} driver has no device clock")
         return float(self._time_s())
 
+    def recorded_reply(self, request_id: str) -> Report | None:
+        """The reply recorded for state-changing ``request_id``, if any (nothing applied)."""
+        return self._replies.peek(request_id)
+
     def close(self) -> None:
         """Release the device; idempotent. Persisting drivers save their state here."""
         if not self._closed:

@@ -69,6 +69,11 @@ class ReplyCache:
             )
         return reply
 
+    def peek(self, request_id: str) -> Report | None:
+        """The recorded reply of ``request_id`` without checking verb or arguments."""
+        entry = self._entries.get(request_id)
+        return None if entry is None else entry[2]
+
     def put(self, request_id: str, verb: str, fingerprint: str, reply: Report) -> None:
         self._entries[request_id] = (verb, fingerprint, reply)
         self._entries.move_to_end(request_id)

@@ -66,6 +66,18 @@ def test_leases_enforced_between_clients_and_expire() -> None:
     assert _reply(server, b"bob", pulse, now=1.6)[0].kind == "apply_pulses_reply"
 
 
+def test_retry_of_an_applied_request_is_answered_despite_a_new_lease() -> None:
+    drv = FakeDriver()
+    server = DeviceServer(drv, "inproc://unused")
+    counts = {"counts": np.ones((4, 3, 4), np.int32)}
+    first = _reply(server, b"alice", encode(PulseRequest(request_id="p", region=R), counts))[0]
+    _reply(server, b"bob", encode(LeaseAcquire(request_id="l", region=R)))
+    retry = _reply(server, b"alice", encode(PulseRequest(request_id="p", region=R), counts))[0]
+    assert retry == first and drv.hook_calls.count("apply_pulses") == 1
+    new = _reply(server, b"alice", encode(PulseRequest(request_id="q", region=R), counts))[0]
+    assert new.kind == "error" and new.code == "lease_conflict"
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[FakeDriver, str]]:
     drv = FakeDriver()
