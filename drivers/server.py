@@ -222,6 +222,7 @@ class DeviceServer:
     def _dispatch(self, client: str, msg: Any, arrays: dict[str, np.ndarray], now: float) -> list:
         d, rid, kind = self.driver, msg.request_id, msg.kind
         if kind == "hello":
+            log.info("client_hello", client=client, name=msg.client, leases=len(self.leases))
             return encode(
                 HelloReply(
                     request_id=rid,
