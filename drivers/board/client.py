@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from drivers.board import protocol as P
-from drivers.board.errors import BoardStatusError, DeviceTimeout
+from drivers.board.errors import BoardRestarted, BoardStatusError, DeviceTimeout
 from drivers.board.protocol import Command, Geometry, Status
 from drivers.board.serial_link import SerialLink
 
@@ -52,7 +52,9 @@ class BoardClient:
         *,
         reply_bytes_hint: int = 0,
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        fields = fields or {}
+        fields = dict(fields or {})
+        if cmd.needs_session:
+            fields.setdefault("session", self.session)
         payload = P.pack(cmd.request, fields, arrays)
         if self.geometry is not None:
             P.check_request(cmd, fields, P.unpack(cmd.request, payload)[1], self.geometry)
@@ -70,7 +72,10 @@ class BoardClient:
             except ValueError:
                 name = f"status {reply.status}"
             detail = reply.payload.decode("utf-8", "replace")
-            raise BoardStatusError(f"board refused {cmd.name}: {name}: {detail}", reply.status)
+            message = f"board refused {cmd.name}: {name}: {detail}"
+            if reply.status == Status.UNKNOWN_SESSION:
+                raise BoardRestarted(message, reply.status, self.link.last_attempts > 1)
+            raise BoardStatusError(message, reply.status)
         return P.unpack(cmd.reply, reply.payload)
 
     # ------------------------------------------------------------------ commands

@@ -83,19 +83,34 @@ class FaultInjector:
         return pieces
 
 
-class _Stop:
+class _Signals:
+    """SIGTERM/SIGINT stop the emulator; SIGHUP resets the board's microcontroller
+    (:meth:`BoardEngine.reboot`) before the next received bytes are processed."""
+
     def __init__(self) -> None:
         self.flag = False
+        self.reboot = False
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._set)
+            signal.signal(sig, self._stop)
+        signal.signal(signal.SIGHUP, self._reboot)
 
-    def _set(self, *_: object) -> None:
+    def _stop(self, *_: object) -> None:
         self.flag = True
+
+    def _reboot(self, *_: object) -> None:
+        self.reboot = True
 
 
 def _pump(
-    engine: BoardEngine, faults: FaultInjector, data: bytes, send: Callable[[bytes], None]
+    engine: BoardEngine,
+    faults: FaultInjector,
+    data: bytes,
+    send: Callable[[bytes], None],
+    signals: _Signals,
 ) -> None:
+    if signals.reboot:
+        signals.reboot = False
+        engine.reboot()
     received = b"".join(chunk for _, chunk in faults.apply(data))
     for reply in engine.receive(received):
         for delay, chunk in faults.apply(reply):
@@ -111,7 +126,7 @@ def serve_pty(engine: BoardEngine, faults: FaultInjector, announce: Callable[[st
     tty.setraw(slave)
     # Keep the slave open ourselves, so the host may close and reopen it without EIO here.
     announce(os.ttyname(slave))
-    stop = _Stop()
+    stop = _Signals()
 
     def send(chunk: bytes) -> None:
         view = memoryview(chunk)
@@ -126,7 +141,7 @@ def serve_pty(engine: BoardEngine, faults: FaultInjector, announce: Callable[[st
                     data = os.read(master, 1 << 16)
                 except OSError:
                     continue
-                _pump(engine, faults, data, send)
+                _pump(engine, faults, data, send, stop)
     finally:
         os.close(master)
         os.close(slave)
@@ -145,7 +160,7 @@ def serve_tcp(
     server.bind((host, port))
     server.listen(1)
     announce(f"socket://{host}:{server.getsockname()[1]}")
-    stop = _Stop()
+    stop = _Signals()
     try:
         while not stop.flag:
             ready, _, _ = select.select([server], [], [], 0.1)
@@ -166,7 +181,7 @@ def serve_tcp(
                     if not data:
                         break
                     try:
-                        _pump(engine, faults, data, conn.sendall)
+                        _pump(engine, faults, data, conn.sendall, stop)
                     except OSError:
                         break
     finally:

@@ -100,6 +100,15 @@ class BoardEngine:
             P.STATUS.opcode: self._status,
         }
 
+    def reboot(self) -> None:
+        """A microcontroller reset: session, replay memory and chip selection are lost; the
+        chips (non-volatile PCM) keep their state."""
+        self.session = None
+        self._replies.clear()
+        self._deframer.clear()
+        self.selected = self.spec.chip_ids[0]
+        log.info("board_rebooted")
+
     @property
     def bad_frames(self) -> int:
         return self._deframer.bad_frames
@@ -134,6 +143,12 @@ class BoardEngine:
         try:
             fields, arrays = P.unpack(cmd.request, frame.payload)
             P.check_request(cmd, fields, arrays, self.geometry)
+            if cmd.needs_session and fields["session"] != self.session:
+                raise PayloadError(
+                    f"{cmd.name} belongs to session {fields['session']:#010x}, but this board's "
+                    f"session is {self.session!r} (it restarted?); IDENTIFY again",
+                    Status.UNKNOWN_SESSION,
+                )
             if "row0" in fields and fields["chip"] != self.selected:
                 raise PayloadError(
                     f"{cmd.name} addresses chip {fields['chip']} but chip {self.selected} is "

@@ -26,6 +26,18 @@ class BoardStatusError(DeviceError):
         self.status = status
 
 
+class BoardRestarted(BoardStatusError):
+    """The board lost its session (it restarted) and refused a non-idempotent command.
+
+    ``retransmitted`` is True when the command had been sent more than once: the first copy
+    may then have been applied before the restart, so the command must not be resent.
+    """
+
+    def __init__(self, message: str, status: int, retransmitted: bool) -> None:
+        super().__init__(message, status)
+        self.retransmitted = retransmitted
+
+
 class FirmwareMismatch(VersionMismatch):
     """The board's firmware version is not one the set-up file allows."""
 
@@ -43,6 +55,7 @@ class InstrumentError(DeviceError):
 
 
 __all__ = [
+    "BoardRestarted",
     "BoardStatusError",
     "DeviceTimeout",
     "FirmwareMismatch",

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import structlog
 
+from drivers import DeviceError
 from drivers.base import Driver
 from drivers.board import protocol as P
 from drivers.board.client import BoardClient, Identity
-from drivers.board.errors import FirmwareMismatch, SafetyLimitError, SetupError
+from drivers.board.errors import BoardRestarted, FirmwareMismatch, SafetyLimitError, SetupError
 from drivers.board.serial_link import SerialLink
 from drivers.board.setup import LabSetup
 from drivers.board.tiling import plan_pulses, tiles
@@ -44,7 +45,6 @@ from protocols.region import Region
 
 log = structlog.get_logger(__name__)
 
-REGION_BYTES = 9
 MVM_REPLY_HEAD = 5
 DEVICES = 4
 
@@ -168,12 +168,34 @@ class HardwareDriver(Driver):
             "col1": region.col0 + c1,
         }
 
+    def _call(
+        self,
+        cmd: P.Command,
+        fields: dict[str, Any],
+        arrays: dict[str, Any] | None = None,
+        reply_bytes_hint: int = 0,
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """A region command; after a board restart, re-identify and resend only when the
+        refused command had been transmitted once (so it cannot have been applied)."""
+        try:
+            return self.client.region_call(cmd, fields, arrays, reply_bytes_hint)
+        except BoardRestarted as exc:
+            if exc.retransmitted:
+                raise DeviceError(
+                    f"the board restarted while {cmd.name} on {fields} was being retransmitted; "
+                    "it may or may not have been applied. Read the region back before retrying."
+                ) from exc
+            self._log.warning("board_restarted", command=cmd.name, port=self.setup.link.port)
+            self.identity = self.client.identify()
+            check_identity(self.setup, self.identity, self.setup.link.port)
+            return self.client.region_call(cmd, fields, arrays, reply_bytes_hint)
+
     def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:
         rows, cols = region.shape
-        room = self._payload - REGION_BYTES - 2
+        room = self._payload - P.MVM.request.struct_.size
         if rows > room:
             raise SetupError(
-                f"an MVM over {rows} rows needs {rows + REGION_BYTES + 2}-byte frames but "
+                f"an MVM over {rows} rows needs {rows + P.MVM.request.struct_.size}-byte frames but "
                 f"link.max_payload_bytes is {self._payload}; raise it (rows are summed in the "
                 "analog domain and cannot be split)"
             )
@@ -190,9 +212,7 @@ class HardwareDriver(Driver):
                 batch = max(1, min(room // rows, (self._payload - MVM_REPLY_HEAD) // per_vector))
                 xb = x_code[b0 : b0 + min(batch, 0xFFFF)]
                 f = {**self._fields(region, 0, rows, c0, c1), "batch": xb.shape[0]}
-                head, a = self.client.region_call(
-                    P.MVM, f, {"x": xb}, reply_bytes_hint=per_vector * xb.shape[0]
-                )
+                head, a = self._call(P.MVM, f, {"x": xb}, reply_bytes_hint=per_vector * xb.shape[0])
                 self._code_bytes = head["code_bytes"]
                 y[b0 : b0 + xb.shape[0], c0:c1] = (
                     a["y"].reshape(xb.shape[0], c1 - c0) * self.identity.adc_lsb_us
@@ -203,7 +223,7 @@ class HardwareDriver(Driver):
     def _read_conductances(self, region: Region) -> np.ndarray:
         g = np.empty((*region.shape, DEVICES), np.float32)
         for r0, r1, c0, c1 in tiles(*region.shape, (self._payload - 4) // (2 * DEVICES)):
-            _, a = self.client.region_call(
+            _, a = self._call(
                 P.READ,
                 self._fields(region, r0, r1, c0, c1),
                 reply_bytes_hint=8 * (r1 - r0) * (c1 - c0),
@@ -245,13 +265,11 @@ class HardwareDriver(Driver):
                 t_counts, t_mask = step[r0:r1, c0:c1], pass_mask[r0:r1, c0:c1]
                 fields = self._fields(region, r0, r1, c0, c1)
                 if kind == "dense":
-                    f, _ = self.client.region_call(
-                        P.PULSE, fields, {"counts": t_counts, "reset": t_mask}
-                    )
+                    f, _ = self._call(P.PULSE, fields, {"counts": t_counts, "reset": t_mask})
                 else:
                     set_index = np.flatnonzero(t_counts.reshape(-1))
                     reset_index = np.flatnonzero(t_mask.reshape(-1))
-                    f, _ = self.client.region_call(
+                    f, _ = self._call(
                         P.PULSE_SPARSE,
                         {**fields, "n_reset": reset_index.size, "n_set": set_index.size},
                         {
@@ -285,8 +303,10 @@ class HardwareDriver(Driver):
         pulses = iterations = 0
         converged = True
         time_s = 0.0
-        for r0, r1, c0, c1 in tiles(*region.shape, (self._payload - REGION_BYTES - 6) // 4):
-            f, _ = self.client.region_call(
+        for r0, r1, c0, c1 in tiles(
+            *region.shape, (self._payload - P.PROGRAM.request.struct_.size) // 4
+        ):
+            f, _ = self._call(
                 P.PROGRAM,
                 {
                     **self._fields(region, r0, r1, c0, c1),

@@ -29,6 +29,7 @@ class Status(enum.IntEnum):
     WRONG_CHIP = 4
     LIMIT_EXCEEDED = 5
     DEVICE_ERROR = 6
+    UNKNOWN_SESSION = 7
 
 
 class PayloadError(DeviceError):

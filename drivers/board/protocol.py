@@ -85,6 +85,13 @@ class Command:
     timeout_scale: float = 1.0
     """Multiplies the link's reply timeout: the board answers only after executing."""
 
+    @property
+    def needs_session(self) -> bool:
+        """Non-idempotent commands carry the IDENTIFY session id; a board that restarted
+        (and so forgot its replies) refuses them with UNKNOWN_SESSION instead of running a
+        retransmission a second time."""
+        return "session" in self.request.fields and self.opcode != 0x01
+
 
 REGION = ("chip", "row0", "row1", "col0", "col1")
 REGION_HEAD = "BHHHH"
@@ -237,8 +244,8 @@ PULSE = Command(
     "pulse",
     0x05,
     Layout(
-        "<" + REGION_HEAD,
-        REGION,
+        "<" + REGION_HEAD + "I",
+        (*REGION, "session"),
         (
             ArraySpec("counts", "u1", lambda f: _cells(f) * _DEV),
             ArraySpec("reset", "bits", lambda f: _cells(f) * _DEV),
@@ -252,8 +259,8 @@ PULSE_SPARSE = Command(
     "pulse_sparse",
     0x09,
     Layout(
-        "<" + REGION_HEAD + "II",
-        (*REGION, "n_reset", "n_set"),
+        "<" + REGION_HEAD + "III",
+        (*REGION, "session", "n_reset", "n_set"),
         (
             ArraySpec("reset_index", "<u4", lambda f: f["n_reset"]),
             ArraySpec("set_index", "<u4", lambda f: f["n_set"]),
@@ -270,8 +277,8 @@ PROGRAM = Command(
     "program",
     0x06,
     Layout(
-        "<" + REGION_HEAD + "fH",
-        (*REGION, "tolerance_us", "max_iterations"),
+        "<" + REGION_HEAD + "IfH",
+        (*REGION, "session", "tolerance_us", "max_iterations"),
         (ArraySpec("target_us", "<f4", _cells),),
     ),
     Layout(

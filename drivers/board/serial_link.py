@@ -85,6 +85,8 @@ class SerialLink:
         self.timeout_s = timeout_s
         self.retries = retries
         self.stats = LinkStats()
+        self.last_attempts = 0
+        """Transmissions of the last command (1 = answered without a retransmission)."""
         self._deframer = Deframer()
         start = secrets.randbelow(1 << 16) if first_seq is None else first_seq
         self._seq = (start - 1) & 0xFFFF
@@ -172,6 +174,7 @@ class SerialLink:
         transfer_s = 10.0 * (len(wire) + reply_bytes_hint + 16) / self.baudrate
         budget_s = first_s + self.timeout_s + 2.0 * transfer_s
         for attempt in range(1 + self.retries):
+            self.last_attempts = attempt + 1
             if attempt:
                 self.stats.retransmissions += 1
                 log.debug("board_retransmit", command=name, seq=seq, attempt=attempt)

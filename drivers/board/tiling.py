@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from drivers.board import protocol as P
 from drivers.board.errors import SetupError
 
 
@@ -48,7 +49,8 @@ DENSE_BYTES_PER_DEVICE = 1.125
 """PULSE: one u8 count plus one reset bit per device."""
 SPARSE_SET_BYTES, SPARSE_RESET_BYTES = 5, 4
 """PULSE_SPARSE: u32 index + u8 count per pulsed device; u32 index per RESET device."""
-PULSE_HEAD_BYTES, SPARSE_HEAD_BYTES = 9, 17
+PULSE_HEAD_BYTES = P.PULSE.request.struct_.size
+SPARSE_HEAD_BYTES = P.PULSE_SPARSE.request.struct_.size
 
 
 def plan_pulses(

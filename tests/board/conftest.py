@@ -85,6 +85,7 @@ def emulator() -> Iterator[Callable[..., str]]:
                 emu.stop()
 
     start.stop = stop  # type: ignore[attr-defined]
+    start.started = started  # type: ignore[attr-defined]
     yield start
     for emu in started:
         emu.stop()

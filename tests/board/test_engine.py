@@ -27,7 +27,7 @@ def engine():
 
 def test_retransmitted_pulse_is_applied_once(engine) -> None:
     _send(engine, P.IDENTIFY, 1, {"session": 11})
-    region = {"chip": 0, "row0": 0, "row1": 2, "col0": 0, "col1": 2}
+    region = {"chip": 0, "row0": 0, "row1": 2, "col0": 0, "col1": 2, "session": 11}
     arrays = {"counts": np.full(16, 3, np.uint8), "reset": np.zeros(16, bool)}
     executed = engine.executed
     first, wire1 = _send(engine, P.PULSE, 2, region, arrays)
@@ -117,3 +117,18 @@ def test_oversized_replies_are_refused_not_crashed(engine) -> None:
     region = {"chip": 0, "row0": 0, "row1": 256, "col0": 0, "col1": 256, "batch": 250}
     frame, _ = _send(engine, P.MVM, 2002, region, {"x": x})
     assert frame.status == P.Status.LIMIT_EXCEEDED and b"smaller batch" in frame.payload
+
+
+def test_a_rebooted_board_refuses_old_session_pulses_instead_of_reapplying() -> None:
+    board = make_engine("ideal", seed=0)
+    _send(board, P.IDENTIFY, 1, {"session": 77})
+    region = {"chip": 0, "row0": 0, "row1": 1, "col0": 0, "col1": 1, "session": 77}
+    arrays = {"counts": np.array([3, 0, 0, 0], np.uint8), "reset": np.zeros(4, bool)}
+    first, _ = _send(board, P.PULSE, 2, region, arrays)
+    assert first.status == P.Status.OK
+    executed = board.executed
+    board.reboot()  # the reply was lost, then the microcontroller reset
+    again, _ = _send(board, P.PULSE, 2, region, arrays)  # the host's retransmission
+    assert again.status == P.Status.UNKNOWN_SESSION and board.executed == executed
+    g = board.chips[0].read((0, 1, 0, 1))
+    assert g[0, 0, 0] == pytest.approx(0.3)  # applied exactly once

@@ -108,9 +108,9 @@ def test_pulse_request_round_trip(rows: int, cols: int, data: st.DataObject) -> 
     n = rows * cols * 4
     counts = np.array(data.draw(st.lists(st.integers(0, 255), min_size=n, max_size=n)), np.uint8)
     reset = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), bool)
-    f = {"chip": 1, "row0": 3, "row1": 3 + rows, "col0": 5, "col1": 5 + cols}
+    f = {"chip": 1, "row0": 3, "row1": 3 + rows, "col0": 5, "col1": 5 + cols, "session": 9}
     payload = P.pack(P.PULSE.request, f, {"counts": counts, "reset": reset})
-    assert len(payload) == 9 + n + (n + 7) // 8
+    assert len(payload) == 13 + n + (n + 7) // 8
     f2, a2 = P.unpack(P.PULSE.request, payload)
     assert f2 == f
     np.testing.assert_array_equal(a2["counts"], counts)

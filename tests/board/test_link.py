@@ -5,6 +5,7 @@ Everything here goes through a real pseudo-terminal and the real driver code pat
 
 from __future__ import annotations
 
+import signal
 import time
 
 import numpy as np
@@ -148,3 +149,20 @@ def test_a_restarted_board_keeps_its_conductances(emulator, tmp_path) -> None:
         after = d.read_conductances(region)
     np.testing.assert_array_equal(after, before)
     np.testing.assert_allclose(after, 0.1 * counts, atol=2e-3)
+
+
+def test_driver_recovers_from_a_board_reset_between_commands(emulator, tmp_path) -> None:
+    """SIGHUP resets the emulated microcontroller (session, replies, selection lost; PCM
+    kept). The next pulse is refused unexecuted, so the driver re-identifies and resends."""
+    port = emulator(preset="ideal")
+    proc = next(e for e in emulator.started if e.address == port).proc
+    region = Region(1, 0, 2, 0, 2)
+    counts = np.ones((2, 2, 4), np.int32)
+    with open_board(f"board://?port={port}") as d:
+        d.reset(region)
+        d.apply_pulses(region, counts)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        d.apply_pulses(region, 2 * counts)
+        np.testing.assert_allclose(d.read_conductances(region), 0.3, atol=2e-3)
+        assert d.client.status()["executed"] >= 2
