@@ -10,14 +10,17 @@ Error handling, per command:
 - The reply must decode (COBS, CRC-32, header), carry the command's opcode with the reply
   bit and the request's seq. Anything else is garbage or a stale reply and is skipped; the
   :class:`~drivers.board.framing.Deframer` resynchronises at the next zero byte.
-- A reply that does not arrive within ``timeout_s`` of the last received byte (or within
-  an overall budget that also allows for the frame's transfer time at ``baudrate``) makes
-  the link **retransmit the identical frame, same seq**, up to ``retries`` times. The board
+- A reply that does not arrive in time (first byte within ``timeout_s`` times the
+  command's ``timeout_scale``, then ``timeout_s`` between bytes, within an overall budget
+  that also allows for the frames' transfer time at ``baudrate``) makes the link
+  **retransmit the identical frame, same seq**, up to ``retries`` times. The board
   remembers the replies of its recent seqs and answers a retransmission from that memory
   without executing again, so a pulse command is applied exactly once however many
   replies are lost. Idempotent commands may also be reissued later under a new seq;
   non-idempotent ones (pulse, program) are never reissued by the link.
-- After ``1 + retries`` attempts: :class:`DeviceTimeout`.
+- After ``1 + retries`` attempts: :class:`DeviceTimeout`. ``last_attempts`` tells the
+  caller whether the reply it got answered a retransmission (see the session rule in
+  ``docs/board-protocol.md``).
 """
 
 from __future__ import annotations
