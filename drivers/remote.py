@@ -43,6 +43,7 @@ from drivers.base import Driver, new_request_id
 from protocols import ProtocolError, VersionMismatchError, encode
 from protocols.framing import decode_reply
 from protocols.messages import (
+    STATE_CHANGING_KINDS,
     AdvanceRequest,
     ErrorReply,
     Heartbeat,
@@ -205,10 +206,19 @@ class RemoteDriver(Driver):
                 reply = self._await(msg.request_id, timeout_s or self.timeout_s)
                 if reply is not None:
                     return self._unwrap(reply)
+            # drop the unsent copy so it cannot reach a server that comes back later
+            self._disconnect()
+            self._connect()
             raise DeviceTimeout(
                 f"no reply from {self.endpoint} to {msg.kind} {msg.request_id} after "
                 f"{attempts} attempt(s) of {timeout_s or self.timeout_s:g} s; is 'hil serve' "
                 f"running there?"
+                + (
+                    " The request may have been applied: repeat it with the same request_id "
+                    "once the server is back; it is never applied twice."
+                    if msg.kind in STATE_CHANGING_KINDS
+                    else ""
+                )
             )
 
     def _await(self, request_id: str, timeout_s: float) -> tuple[Any, dict] | None:

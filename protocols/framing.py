@@ -49,7 +49,9 @@ def _dtype_name(arr: np.ndarray) -> str:
     return name
 
 
-def encode(message: Any, arrays: Mapping[str, np.ndarray] | None = None) -> list[bytes]:
+def encode(
+    message: Any, arrays: Mapping[str, np.ndarray] | None = None
+) -> list[bytes | memoryview]:
     """Frames of ``message`` with ``arrays`` attached as raw little-endian C-order buffers.
 
     Args:
@@ -58,16 +60,17 @@ def encode(message: Any, arrays: Mapping[str, np.ndarray] | None = None) -> list
         arrays: name -> array; names must match the kind's required/optional arrays.
 
     Returns:
-        ``[header_json_bytes, *buffers]``.
+        ``[header_json_bytes, *buffers]``; buffers are byte views of the (contiguous)
+        arrays, not copies: do not modify the arrays until the frames are sent.
     """
     specs: list[ArraySpec] = []
-    buffers: list[bytes] = []
+    buffers: list[bytes | memoryview] = []
     for name, arr in (arrays or {}).items():
         a = np.asarray(arr)
         dname = _dtype_name(a)
         a = np.require(a, dtype=np.dtype(DTYPES[dname]), requirements="C")
         specs.append(ArraySpec(name=name, dtype=dname, shape=a.shape, nbytes=a.nbytes))
-        buffers.append(a.tobytes())
+        buffers.append(memoryview(a).cast("B") if a.size else b"")  # no copy
     msg = message.model_copy(update={"arrays": tuple(specs)})
     _check_names(msg, specs)
     return [msg.model_dump_json().encode(), *buffers]
