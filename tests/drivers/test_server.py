@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +172,29 @@ def test_internal_errors_become_typed_replies() -> None:
 
     msg, _ = _reply(server, b"c", encode(ResetRequest(request_id="r", region=R)))
     assert msg.code == "internal" and "ZeroDivisionError" in msg.message
+
+
+def test_remote_driver_reports_a_server_of_another_protocol_version(tmp_path: Path) -> None:
+    from drivers import VersionMismatch
+
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    endpoint = f"ipc://{tmp_path}/v2.sock"
+    router.bind(endpoint)
+
+    def answer_as_v2() -> None:
+        if router.poll(5000):
+            ident, header = router.recv_multipart()[:2]
+            rid = json.loads(header)["request_id"]
+            body = {"version": 2, "kind": "hello_reply", "request_id": rid}
+            router.send_multipart([ident, json.dumps(body).encode()])
+
+    thread = threading.Thread(target=answer_as_v2)
+    thread.start()
+    try:
+        with pytest.raises(VersionMismatch, match="version 2"):
+            RemoteDriver(endpoint, timeout_s=5, retries=0)
+    finally:
+        thread.join(10)
+        router.close()

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -147,7 +148,7 @@ _headers = st.fixed_dictionaries(
         ),
         "extra": _json_scalars,
     },
-).map(lambda h: __import__("json").dumps(h).encode())
+).map(lambda h: json.dumps(h).encode())
 
 
 @settings(
