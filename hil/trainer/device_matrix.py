@@ -257,9 +257,15 @@ class DeviceMatrix:
             raise ConfigError(f"drift compensation {mode!r}: expected none, global or per_column")
 
     # ------------------------------------------------------------- checkpoint
+    STAT_FIELDS = ("pulses", "requests", "refreshes", "clipped", "mvm_requests")
+
     def state(self) -> dict[str, np.ndarray]:
-        return {"chi": self.chi.copy(), "counter": np.array(self.counter)}
+        """χ, the round-robin counter and this epoch's counters (for checkpoints)."""
+        stats = np.array([getattr(self.stats, f) for f in self.STAT_FIELDS], dtype=np.int64)
+        return {"chi": self.chi.copy(), "counter": np.array(self.counter), "stats": stats}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.chi[:] = state["chi"]
         self.counter = int(state["counter"])
+        for f, v in zip(self.STAT_FIELDS, state["stats"], strict=True):
+            setattr(self.stats, f, int(v))
