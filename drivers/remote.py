@@ -68,6 +68,11 @@ _AUTH_FAIL_EVENTS = (
 )
 
 
+COPY_THRESHOLD = 4 * 2**20
+"""Frames below this many bytes are copied when sent: pyzmq's zero-copy path hands every
+sent buffer to a garbage-collector thread, which costs more than copying an MVM's arrays."""
+
+
 class RemoteDriver(Driver):
     """The driver contract served by a remote :class:`~drivers.server.DeviceServer`."""
 
@@ -167,6 +172,7 @@ class RemoteDriver(Driver):
         sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
         sock.setsockopt(zmq.RECONNECT_IVL, 50)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.copy_threshold = COPY_THRESHOLD
         if self._curve is not None:
             sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self._curve
             self._monitor = sock.get_monitor_socket(_AUTH_FAIL_EVENTS)

@@ -37,6 +37,7 @@ from drivers import DeviceError, DriverError, InvalidRequest, LeaseConflict
 from drivers.auth import KeyRing
 from drivers.base import Driver
 from drivers.leases import LeaseTable
+from drivers.remote import COPY_THRESHOLD
 from protocols import ProtocolError, encode
 from protocols.framing import MAX_ARRAY_BYTES, MAX_HEADER_BYTES, decode_request
 from protocols.messages import (
@@ -121,6 +122,7 @@ class DeviceServer:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 200)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.copy_threshold = COPY_THRESHOLD  # copying is cheaper than pyzmq's zero-copy GC
         # a peer sending a frame larger than any valid array is disconnected by libzmq
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_ARRAY_BYTES + MAX_HEADER_BYTES)
         if self._keyring is not None and self._server_keys is not None:
