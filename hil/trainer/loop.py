@@ -134,13 +134,14 @@ class Loop:
 
     # ------------------------------------------------------------ checkpoints
     def _params(self) -> dict[str, np.ndarray]:
+        """Host parameter values, and every device matrix's χ, counter and counters."""
         arrays: dict[str, np.ndarray] = {}
         for name, p in self.net.parameters().items():
-            if name in self.model.matrices:
-                for k, v in self.model.matrices[name].state().items():
-                    arrays[f"{name}:{k}"] = v
-            else:
+            if name not in self.model.matrices:
                 arrays[name] = np.array(p.value())
+        for name, m in self.model.matrices.items():
+            for k, v in m.state().items():
+                arrays[f"{name}:{k}"] = v
         return arrays
 
     def save_checkpoint(self) -> None:
@@ -181,12 +182,12 @@ class Loop:
         if self.ids is not None:
             self.ids.attempt, self.ids.seq = self.attempt, ck.request_seq
         for name, p in self.net.parameters().items():
-            if name in self.model.matrices:
-                self.model.matrices[name].load_state(
-                    {k.split(":", 1)[1]: v for k, v in ck.arrays.items() if k.startswith(f"{name}:")}
-                )
-            else:
+            if name not in self.model.matrices:
                 p.assign(ck.arrays[name])  # type: ignore[union-attr]
+        for name, m in self.model.matrices.items():
+            m.load_state(
+                {k.split(":", 1)[1]: v for k, v in ck.arrays.items() if k.startswith(f"{name}:")}
+            )
         self.run.rewrite_metrics(self.history)
 
     # ------------------------------------------------------------------ steps
