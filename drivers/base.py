@@ -271,7 +271,7 @@ class Driver(abc.ABC):
         if cached is not None:
             self._log.info(verb, request_id=rid, replayed=True, **where)
             return cached
-        self._log.info(verb, request_id=rid, **where, **fields)
+        self._log.debug(verb, request_id=rid, **where, **fields)
         self._pending_fingerprint = fp  # persisting drivers journal it with the reply
         reply = call()
         self._replies.put(rid, verb, fp, reply)
