@@ -31,8 +31,11 @@ def _run(args: argparse.Namespace) -> int:
         config=None,
         device=args.device,
         run_dir=args.run_dir,
-        epochs=args.epochs,
-        overrides=(*DEMO_SETTINGS, *args.overrides),
+        overrides=(
+            *DEMO_SETTINGS,
+            *(() if args.epochs is None else (f"train.epochs={args.epochs}",)),
+            *args.overrides,
+        ),
         progress=args.progress,
     )
     print(f"hil demo: hardware-in-the-loop OSTTP on JSB Chorales, device {args.device}")
