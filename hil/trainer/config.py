@@ -45,6 +45,9 @@ class NetworkSection(_Strict):
     train_decay: bool = False
     w_scale: float = Field(default=1.0, gt=0)
     """initial Glorot range multiplier"""
+    readout_bias_init: Literal["zero", "key_frequency"] = "zero"
+    """readout bias at the start: 0, or the log-odds of each key's training frequency (JSB),
+    so that training starts from the constant predictor instead of from chance"""
     readout_tau: float = Field(default=0.0, ge=0.0, lt=1.0)
     """readout leak τ: 0 is a dense sigmoid layer (JSB), SHD uses a leaky integrator 0.98–0.99"""
 

@@ -27,6 +27,7 @@ import structlog
 from drivers import DriverError, open_driver
 from drivers.base import Driver
 from hil.errors import ConfigError, HilError
+from hil.tasks.baselines import ConstantPredictor
 from hil.tasks.datasource import resolve_jsb
 from hil.trainer import checkpoint as ckpt
 from hil.trainer.config import RunConfig, load_config
@@ -185,6 +186,11 @@ def _train_on(
             if not ck.chip_snapshot:
                 run.event("chip_not_restorable", msg="continuing on the non-volatile chip as it is")
     model = build_model(cfg, driver, ids, program=ck is None)
+    if cfg.network.readout_bias_init == "key_frequency":
+        if cfg.task != "jsb":
+            raise ConfigError("network.readout_bias_init=key_frequency is for the jsb task only")
+        p = ConstantPredictor.fit(data).p  # type: ignore[arg-type]
+        model.net.readout.c.assign(np.log(p) - np.log1p(-p))  # type: ignore[union-attr]
     if ck is None and model.on_device:
         run.write_json(
             "placement.json",
