@@ -65,18 +65,37 @@ CONFIGS: dict[str, dict] = {
     "tuned": {
         "decay": PAPER_DECAY,
         "optim": {
-            r: {"kind": "adam", "lr": 1e-3, "decay_every": 5, "clip_norm": 5.0} for r in RULE_NAMES
+            r: {"kind": "adam", "lr": 1e-3, "decay_every": 10, "clip_norm": 5.0} for r in RULE_NAMES
         },
         "batch": 1,
         "reduction": "frame_mean",
         "readout_bias_init": "key_frequency",
+    },
+    # BPTT variant: no gradient through the reset's use of y_{t-1} (SNUConfig.detach_reset),
+    # tighter clipping and faster decay; exact BPTT is unstable on this task (BENCHMARKS.md).
+    "tuned_detach": {
+        "decay": PAPER_DECAY,
+        "optim": {
+            r: {"kind": "adam", "lr": 1e-3, "decay_every": 3, "clip_norm": 1.0} for r in RULE_NAMES
+        },
+        "batch": 1,
+        "reduction": "frame_mean",
+        "readout_bias_init": "key_frequency",
+        "detach_reset": True,
     },
 }
 
 
 def make_net(rule: str, cfg: dict, seed: int, data) -> tuple[Network, Optimizer, RuleConfig]:
     rng = np.random.default_rng(seed)
-    layer = SNUConfig(88, 150, reset="full", recurrent=True, decay=cfg["decay"][rule])
+    layer = SNUConfig(
+        88,
+        150,
+        reset="full",
+        recurrent=True,
+        decay=cfg["decay"][rule],
+        detach_reset=cfg.get("detach_reset", False),
+    )
     net = build_network([layer], ReadoutConfig(150, 88), rng)
     if cfg["readout_bias_init"] == "key_frequency":
         p = ConstantPredictor.fit(data).p
@@ -159,8 +178,9 @@ def _plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(CONFIGS), figsize=(6 * len(CONFIGS), 4), sharey=True)
-    for ax, cfg_name in zip(np.atleast_1d(axes), CONFIGS, strict=True):
+    configs = [c for c in CONFIGS if any(r["config"] == c for r in results)]
+    fig, axes = plt.subplots(1, len(configs), figsize=(6 * len(configs), 4), sharey=True)
+    for ax, cfg_name in zip(np.atleast_1d(axes), configs, strict=True):
         for rule in RULE_NAMES:
             runs = [r for r in results if r["rule"] == rule and r["config"] == cfg_name]
             if not runs:
@@ -184,9 +204,9 @@ def run_software(args: argparse.Namespace) -> dict:
     data_path = str(args.data)
     data = load_jsb_pickle(data_path)
     jobs = [
-        (rule, cfg, seed, args.epochs if cfg == "tuned" else args.paper_epochs, data_path)
+        (rule, cfg, seed, args.paper_epochs if cfg == "paper" else args.epochs, data_path)
         for cfg in reversed(args.configs)
-        for rule in RULE_NAMES
+        for rule in args.rules
         for seed in args.seeds
     ]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
@@ -194,12 +214,12 @@ def run_software(args: argparse.Namespace) -> dict:
         timing = {
             (rule, b): t
             for (rule, b), t in zip(
-                [(r, b) for r in RULE_NAMES for b in (1, 16)],
+                [(r, b) for r in args.rules for b in (1, 16)],
                 pool.map(
                     epoch_time,
-                    [r for r in RULE_NAMES for _ in (1, 16)],
-                    [b for _ in RULE_NAMES for b in (1, 16)],
-                    [data_path] * (2 * len(RULE_NAMES)),
+                    [r for r in args.rules for _ in (1, 16)],
+                    [b for _ in args.rules for b in (1, 16)],
+                    [data_path] * (2 * len(args.rules)),
                 ),
                 strict=True,
             )
@@ -221,7 +241,7 @@ def run_software(args: argparse.Namespace) -> dict:
 
     main_cfg = args.configs[-1]
     rules = {}
-    for rule in RULE_NAMES:
+    for rule in args.rules:
         entry = summary(rule, main_cfg)
         entry["epoch_s_b1"] = timing[(rule, 1)]
         entry["epoch_s_b16"] = timing[(rule, 16)]
@@ -247,7 +267,7 @@ def run_software(args: argparse.Namespace) -> dict:
         f"{platform.python_version()}",
         "data_sha256": data.meta["sha256"],
     }
-    out_path = REPO / "results" / "jsb_software.json"
+    out_path = args.out
     out_path.parent.mkdir(exist_ok=True)
     out_path.write_text(json.dumps(out, indent=1))
     _plot(results, out_path.with_suffix(".png"))
@@ -260,7 +280,7 @@ def _software_parser(sub: argparse._SubParsersAction) -> None:
         "--data", type=Path, default=REPO.parent / "shared" / "data" / "jsb_chorales.pickle"
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=20, help="epochs of the tuned configuration")
+    p.add_argument("--epochs", type=int, default=40, help="epochs of every configuration but paper")
     p.add_argument("--paper-epochs", type=int, default=5, help="epochs of the paper configuration")
     p.add_argument(
         "--configs",
@@ -270,6 +290,8 @@ def _software_parser(sub: argparse._SubParsersAction) -> None:
         help="configurations to run; the last one is reported at the top level",
     )
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rules", nargs="+", default=list(RULE_NAMES), choices=list(RULE_NAMES))
+    p.add_argument("--out", type=Path, default=REPO / "results" / "jsb_software.json")
     p.set_defaults(part=run_software)
 
 
