@@ -48,7 +48,6 @@ from hil.trainer.tasks import Task
 
 log = structlog.get_logger(__name__)
 
-TIMING_KEYS = ("wall_s", "epoch_s", "time")
 PROBE_ROWS = 16
 
 

@@ -31,6 +31,9 @@ from typing import Any
 from hil.errors import HilError
 from hil.fsio import append_jsonl, atomic_write_json, read_jsonl
 
+TIMING_KEYS = ("epoch_s", "time", "wall_s", "device_time_s")
+"""Metric keys that depend on the machine's speed (and, for the device clock, on MVM timing)."""
+
 PACKAGES = ("numpy", "pyzmq", "pydantic", "structlog", "pcm-hil", "torch", "music21")
 
 
@@ -153,6 +156,11 @@ class RunDir:
             return self.read_json("summary.json")
         except RunError:
             return None
+
+
+def without_timing(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Metric records minus :data:`TIMING_KEYS`: what must match between equivalent runs."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
 
 def list_runs(base: Path) -> list[RunDir]:

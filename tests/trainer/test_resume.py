@@ -11,16 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from hil.trainer.runs import RunDir
+from hil.trainer.runs import RunDir, without_timing
 from hil.trainer.session import TrainRequest, train
 from tests.drivers.serve_proc import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-TIMING = ("epoch_s", "time", "wall_s", "device_time_s")
-
-
-def _strip(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
 def _checkpoint(run_dir: Path) -> dict | None:
@@ -65,6 +60,6 @@ def test_resume_after_kill_equals_an_uninterrupted_run(
                          capture_output=True, text=True, timeout=300, env={**os.environ})
     assert res.returncode == 0, res.stderr
     resumed = RunDir.open(tmp_path / "run")
-    assert _strip(resumed.metrics()) == _strip(RunDir.open(tmp_path / "ref").metrics())
+    assert without_timing(resumed.metrics()) == without_timing(RunDir.open(tmp_path / "ref").metrics())
     assert resumed.summary()["test_nll"] == ref["test_nll"]  # type: ignore[index]
     assert "resume" in {e["event"] for e in resumed.events()}

@@ -16,11 +16,6 @@ from hil.trainer.runs import RunDir
 from hil.trainer.session import TrainRequest, train
 
 REPO = Path(__file__).resolve().parents[2]
-TIMING = ("epoch_s", "time", "wall_s", "device_time_s")
-
-
-def _strip(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
 def test_software_run_writes_a_complete_run_dir(

@@ -12,16 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hil.trainer.runs import RunDir
+from hil.trainer.runs import RunDir, without_timing
 from hil.trainer.session import TrainRequest, train
 from tests.drivers.serve_proc import ServeProcess, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-TIMING = ("epoch_s", "time", "wall_s", "device_time_s")
-
-
-def _strip(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
 def _free_port() -> int:
@@ -37,7 +32,7 @@ def test_same_run_in_process_and_over_tcp(tmp_path: Path, small_overrides: tuple
     local = train(TrainRequest(device=sim, run_dir=tmp_path / "local", **kw))
     with ServeProcess(sim, "tcp://127.0.0.1:*", log_path=tmp_path / "serve.log") as srv:
         remote = train(TrainRequest(device=srv.endpoint, run_dir=tmp_path / "remote", **kw))
-    assert _strip(RunDir.open(tmp_path / "remote").metrics()) == _strip(
+    assert without_timing(RunDir.open(tmp_path / "remote").metrics()) == without_timing(
         RunDir.open(tmp_path / "local").metrics()
     )
     assert remote["test_nll"] == local["test_nll"]
@@ -89,7 +84,7 @@ def test_server_killed_mid_run_is_restarted_and_nothing_is_applied_twice(
         trainer.kill()
         srv.terminate()
     crashed, reference = RunDir.open(tmp_path / "crash"), RunDir.open(tmp_path / "ref")
-    assert _strip(crashed.metrics()) == _strip(reference.metrics())
+    assert without_timing(crashed.metrics()) == without_timing(reference.metrics())
     with np.load(tmp_path / "crash" / "conductances_after.npz") as a, np.load(
         tmp_path / "ref" / "conductances_after.npz"
     ) as b:
