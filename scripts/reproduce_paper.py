@@ -189,8 +189,10 @@ def _plot(results: list[dict], path: Path) -> None:
             v = np.array([r["curve"]["valid"][:n] for r in runs])
             ax.plot(np.arange(1, n + 1), v.mean(0), label=f"{rule}")
             ax.fill_between(np.arange(1, n + 1), v.min(0), v.max(0), alpha=0.2)
-        ax.axhline(11.09, color="grey", ls="--", lw=1, label="constant predictor")
-        ax.axhline(9.06, color="grey", ls=":", lw=1, label="logistic regression")
+        ax.axhline(11.09, color="grey", ls="--", lw=1, label="constant predictor (11.09)")
+        ax.axhline(
+            9.06, color="grey", ls=":", lw=1, label="logistic regression (9.06, learning-rules.md)"
+        )
         ax.set_title(f"JSB, {cfg_name} configuration")
         ax.set_xlabel("epoch")
         ax.set_ylim(8.0, 13.0)
