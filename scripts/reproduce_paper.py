@@ -71,6 +71,18 @@ CONFIGS: dict[str, dict] = {
         "reduction": "frame_mean",
         "readout_bias_init": "key_frequency",
     },
+    # The tuned configuration without the recurrent matrix H: exact BPTT is stable here, and
+    # OSTL's diagonal traces are exact (OSTL gradient == BPTT gradient).
+    "tuned_noH": {
+        "decay": PAPER_DECAY,
+        "optim": {
+            r: {"kind": "adam", "lr": 1e-3, "decay_every": 10, "clip_norm": 5.0} for r in RULE_NAMES
+        },
+        "batch": 1,
+        "reduction": "frame_mean",
+        "readout_bias_init": "key_frequency",
+        "recurrent": False,
+    },
     # BPTT variant: no gradient through the reset's use of y_{t-1} (SNUConfig.detach_reset),
     # tighter clipping and faster decay; exact BPTT is unstable on this task (BENCHMARKS.md).
     "tuned_detach": {
@@ -92,11 +104,11 @@ def make_net(rule: str, cfg: dict, seed: int, data) -> tuple[Network, Optimizer,
         88,
         150,
         reset="full",
-        recurrent=True,
+        recurrent=cfg.get("recurrent", True),
         decay=cfg["decay"][rule],
         detach_reset=cfg.get("detach_reset", False),
     )
-    net = build_network([layer], ReadoutConfig(150, 88), rng)
+    net = build_network([layer], ReadoutConfig(150, 88), rng, h_scale=cfg.get("h_scale", 1.0))
     if cfg["readout_bias_init"] == "key_frequency":
         p = ConstantPredictor.fit(data).p
         net.readout.c.update((np.log(p) - np.log1p(-p)).astype(np.float32))

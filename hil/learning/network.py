@@ -179,24 +179,27 @@ def build_network(
     factory: MatrixFactory | None = None,
     dtype: np.dtype | type = np.float32,
     w_scale: float = 1.0,
+    h_scale: float | None = None,
 ) -> Network:
     """Initialise a network.
 
-    ``W`` (m, n) and ``H`` (n, n): Glorot-uniform ``U(±w_scale·sqrt(6/(m + n)))``; ``H``
-    starts at zero diagonal; ``b`` = ``threshold_init``; ``d`` = ``decay``; readout Glorot,
+    ``W`` (m, n): Glorot-uniform ``U(±w_scale·sqrt(6/(m + n)))``; ``H`` (n, n): the same with
+    ``h_scale`` (default ``w_scale``) and a zero diagonal. A full-scale Glorot H (150 units)
+    puts ``diag(h')·H`` near spectral radius 1 and makes BPTT's gradients explode; a small
+    ``h_scale`` (e.g. 0.1, or 0 to start without recurrence) avoids that; ``b`` = ``threshold_init``; ``d`` = ``decay``; readout Glorot,
     bias 0; feedback ``B_l`` (n_out, n_l): He-uniform ``U(±sqrt(6/n_l))``, fixed.
     """
     factory = factory or dense_factory(dtype)
 
-    def glorot(m: int, n: int) -> np.ndarray:
-        lim = w_scale * np.sqrt(6.0 / (m + n))
+    def glorot(m: int, n: int, scale: float = w_scale) -> np.ndarray:
+        lim = scale * np.sqrt(6.0 / (m + n))
         return rng.uniform(-lim, lim, size=(m, n))
 
     hidden, feedback = [], []
     for li, cfg in enumerate(layers):
         H = None
         if cfg.recurrent:
-            h0 = glorot(cfg.n_out, cfg.n_out)
+            h0 = glorot(cfg.n_out, cfg.n_out, w_scale if h_scale is None else h_scale)
             np.fill_diagonal(h0, 0.0)
             H = factory(f"h{li}.H", h0, True)
         hidden.append(

@@ -136,3 +136,17 @@ def test_masked_frames_do_not_contribute(rng) -> None:
         b, _ = sequence_grads(net, RuleConfig(rule), x, flipped, mask)
         for k in a.grads:
             np.testing.assert_allclose(a.grads[k], b.grads[k], rtol=1e-12, atol=1e-15)
+
+
+def test_h_scale_sets_recurrent_init(rng) -> None:
+    from hil.learning import ReadoutConfig, SNUConfig, build_network
+
+    cfg = [SNUConfig(10, 40)]
+    full = build_network(cfg, ReadoutConfig(40, 3), np.random.default_rng(1))
+    small = build_network(cfg, ReadoutConfig(40, 3), np.random.default_rng(1), h_scale=0.1)
+    zero = build_network(cfg, ReadoutConfig(40, 3), np.random.default_rng(1), h_scale=0.0)
+    h_full, h_small = full.hidden[0].H.value(), small.hidden[0].H.value()
+    np.testing.assert_allclose(h_small, 0.1 * h_full, rtol=1e-6)
+    assert np.all(np.diagonal(h_full) == 0) and np.abs(h_full).max() <= np.sqrt(6 / 80)
+    assert not np.any(zero.hidden[0].H.value())
+    np.testing.assert_array_equal(full.hidden[0].W.value(), small.hidden[0].W.value())
