@@ -44,12 +44,54 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "y": 365.25 * 86400.0}
+
+
+def duration_s(text: str) -> float:
+    """``3600``, ``90s``, ``15m``, ``1h``, ``2d``, ``1y`` -> seconds."""
+    unit = text[-1:].lower()
+    try:
+        return float(text[:-1]) * UNITS_S[unit] if unit in UNITS_S else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (e.g. 3600, 90s, 15m, 1h, 2d, 1y)"
+        ) from None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from hil.trainer.evaluate import drift_evaluation
+
+    out = drift_evaluation(args.run, args.at, args.compensation)
+    m = out["metric"]
+    print(f"run {out['run']} after epoch {out['epoch']}: test {m} after the delay, per drift "
+          f"compensation")
+    print(f"{'delay':>12} " + " ".join(f"{mode:>11}" for mode in out["modes"]))
+    for i, delay in enumerate(out["delays_s"]):
+        row = " ".join(f"{rows[i][f'test_{m}']:>11.4f}" for rows in out["modes"].values())
+        print(f"{delay:>11.0f}s {row}")
+    print(f"written to {args.run / 'drift_eval.json'}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list and show training runs")
-    rs = p.add_subparsers(dest="runs_command", metavar="{list,show}", required=True)
+    rs = p.add_subparsers(dest="runs_command", metavar="{list,show,eval}", required=True)
     pl = rs.add_parser("list", help="one line per run")
     pl.add_argument("dir", nargs="?", type=Path, default=Path("runs"))
     pl.set_defaults(func=_list)
     ps = rs.add_parser("show", help="summary and per-epoch metrics of a run")
     ps.add_argument("run", type=Path)
     ps.set_defaults(func=_show)
+    pe = rs.add_parser(
+        "eval",
+        help="drift evaluation: the run's trained chips scored again after delays",
+        description="Restore the chips of a simulator run as they were at its last checkpoint, "
+        "let each delay pass on the device clock and score valid/test, without and with "
+        "drift compensation (writes RUN/drift_eval.json).",
+    )
+    pe.add_argument("run", type=Path)
+    pe.add_argument("--at", nargs="+", type=duration_s, default=[0.0, 3600.0, 86400.0, 2592000.0],
+                    metavar="DELAY", help="delays after training (default: 0 1h 1d 30d)")
+    pe.add_argument("--compensation", nargs="+", default=["none", "global", "per_column"],
+                    choices=["none", "global", "per_column"])
+    pe.set_defaults(func=_eval)

@@ -267,5 +267,6 @@ class DeviceMatrix:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.chi[:] = state["chi"]
         self.counter = int(state["counter"])
-        for f, v in zip(self.STAT_FIELDS, state["stats"], strict=True):
-            setattr(self.stats, f, int(v))
+        if "stats" in state:  # checkpoints before the counters were saved lack them
+            for f, v in zip(self.STAT_FIELDS, state["stats"], strict=True):
+                setattr(self.stats, f, int(v))

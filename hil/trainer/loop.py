@@ -180,6 +180,11 @@ class Loop:
         self.attempt = ck.attempt + 1
         if self.ids is not None:
             self.ids.attempt, self.ids.seq = self.attempt, ck.request_seq
+        self.load_weights(ck)
+        self.run.rewrite_metrics(self.history)
+
+    def load_weights(self, ck: ckpt.Checkpoint) -> None:
+        """Host parameters and every device matrix's χ/counter/counters from ``ck``."""
         for name, p in self.net.parameters().items():
             if name not in self.model.matrices:
                 p.assign(ck.arrays[name])  # type: ignore[union-attr]
@@ -187,7 +192,6 @@ class Loop:
             m.load_state(
                 {k.split(":", 1)[1]: v for k, v in ck.arrays.items() if k.startswith(f"{name}:")}
             )
-        self.run.rewrite_metrics(self.history)
 
     # ------------------------------------------------------------------ steps
     def _train_batch(self, idx: Sequence[int]) -> tuple[float, int]:
@@ -221,17 +225,16 @@ class Loop:
     def _logits(self, x: np.ndarray) -> np.ndarray:
         return self.net.forward(x.astype(np.float32)).o
 
-    def evaluate(self) -> dict[str, float]:
-        """Valid and test metric through the (compensated) chip at its current time."""
-        dev = self.cfg.device
-        refs = {}
-        if self.driver is not None and dev.drift_compensation != "none":
-            refs = {n: m.calibrate(self.probes[n]) for n, m in self.model.matrices.items()}
-        if self.driver is not None and dev.eval_delay_s > 0 and self.driver.info().has("time_control"):
-            self.driver.advance(dev.eval_delay_s, request_id=self.ids.next("eval-delay"))
+    def calibrate(self) -> dict[str, np.ndarray]:
+        """Probe outputs of every device matrix now: the drift-compensation reference."""
+        return {n: m.calibrate(self.probes[n]) for n, m in self.model.matrices.items()}
+
+    def scores(self, refs: dict[str, np.ndarray] | None, mode: str) -> dict[str, float]:
+        """Valid and test metric through the chip at its current time, compensated against
+        ``refs`` (from :meth:`calibrate`) with ``mode`` when given."""
         for n, m in self.model.matrices.items():
             if refs:
-                m.compensate(self.probes[n], refs[n], dev.drift_compensation)
+                m.compensate(self.probes[n], refs[n], mode)
         try:
             return {
                 f"valid_{self.metric}": self.task.evaluate(self._logits, "valid"),
@@ -240,6 +243,17 @@ class Loop:
         finally:
             for m in self.model.matrices.values():
                 m.compensation = 1.0
+
+    def evaluate(self) -> dict[str, float]:
+        """The epoch's evaluation: calibrate, let ``device.eval_delay_s`` pass (simulators),
+        compensate drift as configured, then score."""
+        dev = self.cfg.device
+        if self.driver is None:
+            return self.scores(None, "none")
+        refs = self.calibrate() if dev.drift_compensation != "none" else None
+        if dev.eval_delay_s > 0 and self.driver.info().has("time_control"):
+            self.driver.advance(dev.eval_delay_s, request_id=self.ids.next("eval-delay"))
+        return self.scores(refs, dev.drift_compensation)
 
     def _device_metrics(self) -> dict[str, Any]:
         if not self.model.matrices:

@@ -78,7 +78,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
 
 
-def _open_device(url: str, restore: Path | None) -> Driver:
+def open_device(url: str, restore: Path | None) -> Driver:
     """Open ``url``; for a snapshot-capable simulator, restore from ``restore`` if given."""
     if restore is not None:
         sep = "&" if "?" in url else "?"
@@ -120,7 +120,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
         cfg = resolve_request(req)
         run, ck, generation = None, None, 0
 
-    data = _load_task(cfg, progress=req.progress is not False)
+    data = load_task(cfg, progress=req.progress is not False)
     log.info("data", task=cfg.task, source=data.source, train_items=data.n_train)
 
     driver: Driver | None = None
@@ -129,7 +129,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
             restore = None
             if run is not None and ck is not None and ck.chip_snapshot:
                 restore = run.checkpoint_dir / ck.chip_snapshot
-            driver = _open_device(cfg.device.url, restore)
+            driver = open_device(cfg.device.url, restore)
             info = driver.info()
             place(matrix_shapes(cfg), info.chips, info.rows, info.cols)  # refuse before writing
         if run is None:
@@ -137,6 +137,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
             run = RunDir.create(path)
             run.write_json("config.json", cfg.model_dump(mode="json"))
             run.write_json("environment.json", environment())
+        check_data(run, data, new=ck is None)
         run.event("resume" if ck else "start", epoch=ck.epoch if ck else 0, device=cfg.device.url,
                   data_source=data.source)
         history = _train_on(cfg, req, run, data, driver, ck, generation)
@@ -150,7 +151,20 @@ def train(req: TrainRequest) -> dict[str, Any]:
     return summary
 
 
-def _load_task(cfg: RunConfig, progress: bool) -> Task:
+def check_data(run: RunDir, task: Task, *, new: bool) -> None:
+    """Record the run's data source (new run) or refuse data that differ from the record."""
+    if new:
+        run.write_json("data.json", {"task": task.name, "source": task.source})
+        return
+    recorded = run.read_json("data.json")
+    if recorded["source"] != task.source:
+        raise HilError(
+            f"this run used {recorded['source']}, but the data now resolve to {task.source}; "
+            f"point data.path or HIL_DATA_DIR at the run's data to continue or evaluate it"
+        )
+
+
+def load_task(cfg: RunConfig, progress: bool) -> Task:
     n_train, n_eval = cfg.train.max_train_sequences, cfg.train.max_eval_sequences
     if cfg.task == "shd":
         env_dir = os.environ.get("HIL_DATA_DIR")

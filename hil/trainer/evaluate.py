@@ -1,0 +1,72 @@
+"""Drift evaluation of a finished run: the trained chip read again hours and days later.
+
+PCM conductances drift, ``G(t) = G_prog·((t − t_prog + t0)/t0)^(−ν)`` with a per-device ν
+(pcm-physics §4), so a network trained on chips degrades after training ends. For a run
+on a snapshot-capable device (the in-process simulator), this restores the chips as they
+were at the run's last checkpoint, then for each mode (``none``, ``global``,
+``per_column``) takes the compensation reference with a fixed probe input right away,
+lets each delay pass on the device clock, compensates and scores the valid and test
+splits. Each mode starts from the same restored chips, so the modes are compared on
+identical devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hil.errors import HilError
+from hil.trainer import checkpoint as ckpt
+from hil.trainer.config import RunConfig
+from hil.trainer.device_matrix import RequestIds
+from hil.trainer.loop import Loop
+from hil.trainer.model import build_model
+from hil.trainer.runs import RunDir
+from hil.trainer.session import check_data, load_task, open_device
+
+MODES = ("none", "global", "per_column")
+
+
+def drift_evaluation(
+    run_dir: Path, delays_s: Sequence[float], modes: Sequence[str] = MODES
+) -> dict[str, Any]:
+    """Scores per compensation mode and delay; also written to ``RUN/drift_eval.json``."""
+    run = RunDir.open(run_dir)
+    cfg = RunConfig.model_validate(run.read_json("config.json"))
+    ck, _ = ckpt.load(run.checkpoint_dir)
+    if not ck.chip_snapshot:
+        raise HilError(
+            f"{run_dir} has no chip snapshot: drift evaluation needs a run on a "
+            f"snapshot-capable device (the in-process simulator, sim://)"
+        )
+    if any(d < 0 for d in delays_s):
+        raise HilError(f"delays must be >= 0 s, got {list(delays_s)}")
+    bad = set(modes) - set(MODES)
+    if bad:
+        raise HilError(f"unknown compensation mode(s) {sorted(bad)}; expected {MODES}")
+    task = load_task(cfg, progress=False)
+    check_data(run, task, new=False)
+    out: dict[str, Any] = {"run": str(run.path), "epoch": ck.epoch, "metric": task.metric,
+                           "delays_s": sorted(delays_s), "modes": {}}
+    for mode in modes:
+        driver = open_device(cfg.device.url, run.checkpoint_dir / ck.chip_snapshot)
+        try:
+            if not driver.info().has("time_control"):
+                raise HilError(f"{cfg.device.url} has no device clock to advance")
+            ids = RequestIds(f"{run.path.name}-drift-{mode}")
+            loop = Loop(cfg, run, build_model(cfg, driver, ids, program=False), task, driver, ids)
+            loop.load_weights(ck)
+            t_end = driver.time_s()
+            refs = loop.calibrate() if mode != "none" else None
+            rows = []
+            for delay in sorted(delays_s):
+                dt = t_end + delay - driver.time_s()
+                if dt > 0:
+                    driver.advance(dt, request_id=ids.next("drift"))
+                rows.append({"delay_s": delay, **loop.scores(refs, mode)})
+            out["modes"][mode] = rows
+        finally:
+            driver.close()
+    run.write_json("drift_eval.json", out)
+    return out
