@@ -8,12 +8,17 @@ Parts (sub-commands); each writes ``results/jsb_<part>.json`` and prints it:
   configuration: test NLL at the epoch of best validation NLL, mean ± std over seeds; wall
   time of one training epoch at batch 1 and 16; learning curves (PNG).
 
-A hardware-in-the-loop part is added by registering another function in ``PARTS``
-(``PARTS["hil"] = run_hil``) with its own sub-parser options; it writes ``results/jsb_hil.json``.
+- ``hil``: hardware-in-the-loop OSTTP on the in-process hermes simulator (W1, W2 on chip 1, B
+  on chip 2), ``configs/jsb_osttp_hil_tuned.yaml`` and the paper's
+  ``configs/jsb_osttp_hil.yaml``, per seed (simulator seed = run seed); test NLL mean ± std;
+  drift evaluation of the trained chips (0, 1 h, 1 day, 30 days; no/global/per-column
+  compensation); wall time per epoch in-process vs over ``hil serve`` on TCP loopback vs
+  software. Writes ``results/jsb_hil.json`` and ``.png``.
 
 Usage::
 
     python scripts/reproduce_paper.py software --seeds 0 1 2 --epochs 40 --workers 2
+    python scripts/reproduce_paper.py hil --seeds 0 1 2 --epochs 15
 """
 
 from __future__ import annotations
@@ -309,7 +314,176 @@ def _software_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(part=run_software)
 
 
-PARTS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"software": _software_parser}
+# ---------------------------------------------------------------------------- hil part
+DRIFT_DELAYS_S = (0.0, 3600.0, 86400.0, 30 * 86400.0)
+HIL_CONFIGS = {
+    "tuned": REPO / "configs" / "jsb_osttp_hil_tuned.yaml",
+    "paper": REPO / "configs" / "jsb_osttp_hil.yaml",
+}
+
+
+def _hil_run(config: Path, device: str, seed: int, epochs: int, run_dir: Path, data: Path) -> dict:
+    import shutil
+
+    from hil.trainer.runs import RunDir
+    from hil.trainer.session import TrainRequest, train
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    summary = train(
+        TrainRequest(
+            config=config,
+            device=device,
+            seed=seed,
+            epochs=epochs,
+            run_dir=run_dir,
+            progress=False,
+            overrides=(f"data.path={data}",),
+        )
+    )
+    metrics = RunDir.open(run_dir).metrics()
+    return {
+        "seed": seed,
+        "summary": summary,
+        "curve": {
+            k: [m.get(k, 0) for m in metrics]
+            for k in ("train_nll", "valid_nll", "test_nll", "pulses", "refreshes", "epoch_s")
+        },
+    }
+
+
+def _epoch_time_ratios(epochs: int, runs: Path, data: Path) -> dict:
+    """Wall time per epoch of the tuned HIL run: in-process simulator, the same over a
+    ``hil serve`` on TCP loopback, and software OSTTP, measured back to back."""
+    sys.path.insert(0, str(REPO))
+    from tests.drivers.serve_proc import ServeProcess
+
+    cfg, sim = HIL_CONFIGS["tuned"], "sim://?preset=hermes&seed=0"
+    local = _hil_run(cfg, sim, 0, epochs, runs / "time_inprocess", data)
+    with ServeProcess(sim, "tcp://127.0.0.1:*") as srv:
+        remote = _hil_run(cfg, srv.endpoint, 0, epochs, runs / "time_tcp", data)
+    software = _hil_run(cfg, "software", 0, epochs, runs / "time_software", data)
+    t = {
+        k: float(np.mean(r["curve"]["epoch_s"]))
+        for k, r in (("inprocess", local), ("tcp", remote), ("software", software))
+    }
+    return {
+        "epoch_s_inprocess": t["inprocess"],
+        "epoch_s_tcp": t["tcp"],
+        "epoch_s_software": t["software"],
+        "ratio_tcp_vs_inprocess": t["tcp"] / t["inprocess"],
+        "ratio_hil_vs_software": t["inprocess"] / t["software"],
+        "tcp_metrics_identical": local["curve"]["test_nll"] == remote["curve"]["test_nll"],
+        "timing_epochs": epochs,
+    }
+
+
+def _plot_hil(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, color in (("tuned", "C0"), ("paper", "C1")):
+        for i, run in enumerate(results[name]["runs"]):
+            epochs = np.arange(1, len(run["curve"]["test_nll"]) + 1)
+            ax.plot(
+                epochs,
+                run["curve"]["test_nll"],
+                color=color,
+                alpha=0.7,
+                label=f"HIL OSTTP, {name} config" if i == 0 else None,
+            )
+    ax.axhline(11.09, color="k", ls="--", lw=0.8, label="constant predictor 11.09")
+    ax.axhline(11.0, color="r", ls=":", lw=0.8, label="paper's hardware 11.0")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("JSB test NLL")
+    ax.set_ylim(9, 15)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_hil(args: argparse.Namespace) -> dict:
+    """HIL OSTTP on the hermes simulator, per seed, for the tuned and the paper config."""
+    from hil.trainer.evaluate import drift_evaluation
+
+    runs, data = args.runs_dir, args.data.resolve()
+    out: dict = {
+        "benchmark": "jsb_hil",
+        "network": "88 -> 150 SNU (full reset, no H) -> 88 sigmoid; W1, W2 on chip 1, B on chip 2",
+        "device": "sim://?preset=hermes&seed=<seed> (in-process simulator, HERMES-like PCM)",
+        "metric": "test NLL at the epoch of best valid NLL (and at the last epoch)",
+        "seeds": args.seeds,
+    }
+    for name, cfg in HIL_CONFIGS.items():
+        results = [
+            _hil_run(
+                cfg, f"sim://?preset=hermes&seed={s}", s, args.epochs, runs / f"{name}_s{s}", data
+            )
+            for s in args.seeds
+        ]
+        best = [r["summary"]["test_nll_at_best"] for r in results]
+        final = [r["summary"]["test_nll"] for r in results]
+        out[name] = {
+            "config": str(cfg.relative_to(REPO)),
+            "epochs": args.epochs,
+            "test_nll_mean": float(np.mean(best)),
+            "test_nll_std": float(np.std(best)),
+            "test_nll_final_mean": float(np.mean(final)),
+            "test_nll_final_std": float(np.std(final)),
+            "per_seed_test_nll": best,
+            "pulses_mean": float(np.mean([r["summary"]["pulses"] for r in results])),
+            "runs": results,
+        }
+    # headline keys: the tuned configuration (test NLL at the best-validation epoch)
+    for k in ("test_nll_mean", "test_nll_std"):
+        out[k] = out["tuned"][k]
+    drift = [drift_evaluation(runs / f"tuned_s{s}", DRIFT_DELAYS_S) for s in args.seeds]
+    out["drift"] = {
+        "delays_s": list(DRIFT_DELAYS_S),
+        **{
+            mode: [
+                float(np.mean([d["modes"][mode][i]["test_nll"] for d in drift]))
+                for i in range(len(DRIFT_DELAYS_S))
+            ]
+            for mode in drift[0]["modes"]
+        },
+    }
+    out.update(_epoch_time_ratios(args.timing_epochs, runs, data))
+    out["machine"] = (
+        f"{os.cpu_count()}-core {platform.machine()} sandbox, Python {platform.python_version()}"
+    )
+    args.out.parent.mkdir(exist_ok=True)
+    slim = {k: v for k, v in out.items()}
+    for name in HIL_CONFIGS:
+        slim[name] = {k: v for k, v in out[name].items() if k != "runs"} | {
+            "curves": [r["curve"] for r in out[name]["runs"]]
+        }
+    args.out.write_text(json.dumps(slim, indent=1, default=str))
+    _plot_hil(out, args.out.with_suffix(".png"))
+    return slim
+
+
+def _hil_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("hil", help="hardware-in-the-loop OSTTP on the simulated chips")
+    p.add_argument(
+        "--data", type=Path, default=REPO.parent / "shared" / "data" / "jsb_chorales.pickle"
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--timing-epochs", type=int, default=2)
+    p.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "reproduce_hil")
+    p.add_argument("--out", type=Path, default=REPO / "results" / "jsb_hil.json")
+    p.set_defaults(part=run_hil)
+
+
+PARTS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "software": _software_parser,
+    "hil": _hil_parser,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
