@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except HilError as exc:
         print(f"hil {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"hil {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -4,6 +4,9 @@
 class HilError(Exception):
     """Base class for every error raised by the ``hil`` package."""
 
+    exit_code = 1
+    """the CLI's exit status when this error ends a command"""
+
 
 class ConfigError(HilError):
     """A run or CLI configuration value is invalid."""

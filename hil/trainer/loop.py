@@ -54,6 +54,8 @@ PROBE_ROWS = 16
 class Interrupted(HilError):
     """Training stopped at a batch boundary on the operator's request (checkpoint written)."""
 
+    exit_code = 130  # the shell's convention for a command ended by SIGINT
+
 
 @dataclass
 class EpochStats:

@@ -63,3 +63,38 @@ def test_resume_after_kill_equals_an_uninterrupted_run(
     assert without_timing(resumed.metrics()) == without_timing(RunDir.open(tmp_path / "ref").metrics())
     assert resumed.summary()["test_nll"] == ref["test_nll"]  # type: ignore[index]
     assert "resume" in {e["event"] for e in resumed.events()}
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_a_batch_boundary_with_a_checkpoint(
+    tmp_path: Path, small_overrides: tuple[str, ...]
+) -> None:
+    sets = (*small_overrides, "train.max_train_sequences=48")
+    ref = train(TrainRequest(device="software", run_dir=tmp_path / "ref", epochs=3,
+                             overrides=sets, progress=False))
+    args = [sys.executable, "-m", "hil", "--log-level", "warning", "train",
+            str(REPO / "configs/jsb_osttp_hil.yaml"), "--device", "software", "--epochs", "3",
+            "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    log = tmp_path / "train.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ})
+    try:
+        assert wait_for(lambda: (tmp_path / "run" / "metrics.jsonl").exists(), 120, 0.01)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert "--resume" in log.read_text()
+    ck = _checkpoint(tmp_path / "run")
+    assert ck is not None and ck["epoch"] < 3
+    assert "interrupted" in {e["event"] for e in RunDir.open(tmp_path / "run").events()}
+    res = subprocess.run([sys.executable, "-m", "hil", "--log-level", "warning", "train",
+                          "--resume", "--run-dir", str(tmp_path / "run"), "--no-progress"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ})
+    assert res.returncode == 0, res.stderr
+    assert without_timing(RunDir.open(tmp_path / "run").metrics()) == without_timing(
+        RunDir.open(tmp_path / "ref").metrics())
+    assert RunDir.open(tmp_path / "run").summary()["test_nll"] == ref["test_nll"]  # type: ignore[index]
