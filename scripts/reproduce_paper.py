@@ -408,7 +408,10 @@ def _plot_hil(results: dict, path: Path) -> None:
 
 def run_hil(args: argparse.Namespace) -> dict:
     """HIL OSTTP on the hermes simulator, per seed, for the tuned and the paper config."""
+    from hil.logging import configure_logging
     from hil.trainer.evaluate import drift_evaluation
+
+    configure_logging("warning", json=False)
 
     runs, data = args.runs_dir, args.data.resolve()
     out: dict = {
