@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import structlog
 from drivers import DriverError, open_driver
 from drivers.base import Driver
 from hil.errors import ConfigError, HilError
+from hil.fsio import atomic_save_npz
 from hil.tasks.baselines import ConstantPredictor
 from hil.tasks.datasource import resolve_jsb
 from hil.trainer import checkpoint as ckpt
@@ -59,7 +60,6 @@ class TrainRequest:
     progress: bool | None = None
     checkpoint_every: int = 0
     runs_root: Path = Path("runs")
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_request(req: TrainRequest) -> RunConfig:
@@ -98,7 +98,7 @@ def _identity(driver: Driver) -> dict[str, Any]:
 
 def _save_conductances(run: RunDir, model: Model, name: str) -> None:
     arrays = {k: m.driver.read_conductances(m.region) for k, m in model.matrices.items()}
-    np.savez(run.path / name, **arrays)
+    atomic_save_npz(run.path / name, arrays)
 
 
 def train(req: TrainRequest) -> dict[str, Any]:
@@ -111,10 +111,17 @@ def train(req: TrainRequest) -> dict[str, Any]:
     if req.resume:
         if req.run_dir is None:
             raise ConfigError("--resume needs --run-dir RUN (the run to continue)")
+        if req.overrides or req.seed is not None or req.config is not None:
+            raise ConfigError(
+                "--resume continues a run with its recorded config; drop CONFIG, --seed and "
+                "--set (only --epochs, to extend it, and --device, if the chip moved, apply)"
+            )
         run: RunDir | None = RunDir.open(req.run_dir)
         cfg = RunConfig.model_validate(run.read_json("config.json"))
         if req.epochs is not None:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": req.epochs})})
+        if req.device is not None:  # same chip at a new address; its identity is checked
+            cfg = cfg.model_copy(update={"device": cfg.device.model_copy(update={"url": req.device})})
         ck, generation = ckpt.load(run.checkpoint_dir)
     else:
         cfg = resolve_request(req)
@@ -214,10 +221,10 @@ def _train_on(
         )
         run.event("programmed", report=model.programming)
         _save_conductances(run, model, "conductances_before.npz")
-        np.savez(
+        atomic_save_npz(
             run.path / "programming.npz",
-            **{f"{k}_target": model.targets[k] for k in model.matrices},
-            **{f"{k}_achieved": m.value() for k, m in model.matrices.items()},
+            {**{f"{k}_target": model.targets[k] for k in model.matrices},
+             **{f"{k}_achieved": m.value() for k, m in model.matrices.items()}},
         )
     snapshot = None
     if driver is not None and driver.info().has(CAP_SNAPSHOT):
