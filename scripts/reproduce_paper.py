@@ -3,10 +3,13 @@
 Parts (sub-commands); each writes ``results/jsb_<part>.json`` and prints it:
 
 - ``software``: the paper's network (88 → 150 SNU, full reset → 88 sigmoid) trained in
-  software with each rule, in two configurations: ``paper`` (the paper's d, SGD and learning
-  rates) and ``tuned`` (what we use to reach the targets; see ``CONFIGS``). For every rule and
-  configuration: test NLL at the epoch of best validation NLL, mean ± std over seeds; wall
-  time of one training epoch at batch 1 and 16; learning curves (PNG).
+  software with each rule, in the configurations of ``CONFIGS``: ``paper`` (the paper's d,
+  SGD and learning rates), ``tuned`` (Adam, batch 1, readout bias at the key frequencies),
+  ``tuned_noH`` (the same without the recurrent matrix H, like the hardware network) and
+  ``tuned_detach`` (a BPTT variant). For every rule and configuration: test NLL at the epoch
+  of best validation NLL, mean ± std over seeds; wall time of one training epoch (``tuned``
+  configuration) at batch 1 and 16; learning curves (PNG). The last of ``--configs`` is
+  reported at the top level of ``rules``, the others as ``rules.<rule>.<config>_config``.
 
 - ``hil``: hardware-in-the-loop OSTTP on the in-process hermes simulator (W1, W2 on chip 1, B
   on chip 2), ``configs/jsb_osttp_hil_tuned.yaml`` and the paper's
@@ -17,7 +20,8 @@ Parts (sub-commands); each writes ``results/jsb_<part>.json`` and prints it:
 
 Usage::
 
-    python scripts/reproduce_paper.py software --seeds 0 1 2 --epochs 40 --workers 2
+    python scripts/reproduce_paper.py software --configs paper tuned tuned_noH \
+        --seeds 0 1 2 --epochs 40 --paper-epochs 5 --workers 2
     python scripts/reproduce_paper.py hil --seeds 0 1 2 --epochs 15
 """
 
