@@ -1,4 +1,4 @@
-"""The training loop: epochs of batches over the JSB task, in software or through a chip.
+"""The training loop: epochs of batches of a task (JSB, SHD), in software or through chips.
 
 One batch (``rule.update = sequence``, the paper's form):
 
@@ -9,16 +9,18 @@ One batch (``rule.update = sequence``, the paper's form):
 3. each device matrix accumulates ``Δθ`` in χ and sends ``⌊|χ|/ε⌋`` SET pulses;
 4. every ``device.refresh_every`` batches, saturated cells are refreshed.
 
-``rule.update = step`` applies the update of every time step at once (fully online).
+``rule.update = step`` computes and applies an update after every time step instead
+(fully online; on a device each step's update is its own pulse request).
 
 At the end of an epoch: drift compensation is calibrated, the virtual clock advances by
-``device.eval_delay_s`` (simulators), valid and test NLL are evaluated through the chip,
+``device.eval_delay_s`` (simulators), the valid and test metric are evaluated through the chips,
 one metrics line and one log line are written, and a checkpoint is committed. A checkpoint
 is also written every ``checkpoint_every`` batches and when the operator presses Ctrl-C.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -166,8 +168,6 @@ class Loop:
         ckpt.save(self.run.checkpoint_dir, ck, self.generation)
         for old in self.run.checkpoint_dir.glob("chips-*"):
             if snap is None or old.name != Path(snap).name:
-                import shutil
-
                 shutil.rmtree(old, ignore_errors=True)
 
     def restore(self, ck: ckpt.Checkpoint, generation: int) -> None:
