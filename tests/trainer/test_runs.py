@@ -120,3 +120,16 @@ def test_bad_runs_fail_with_one_clear_line(
     assert fragment in err_lines[0]
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "r").exists()  # a refused run leaves nothing behind
+
+
+@pytest.mark.parametrize("device", ["software", "sim://?preset=hermes&seed=0"])
+def test_per_step_online_updates_train(
+    tmp_path: Path, small_overrides: tuple[str, ...], device: str
+) -> None:
+    sets = (*small_overrides, "rule.update=step", "train.max_train_sequences=4")
+    s = train(TrainRequest(device=device, run_dir=tmp_path / "r", epochs=1, overrides=sets,
+                           progress=False))
+    assert np.isfinite(s["test_nll"])
+    m = RunDir.open(tmp_path / "r").metrics()[0]
+    if device != "software":  # one pulse request per time step with a non-zero update
+        assert m["pulse_requests"] > 10
