@@ -286,6 +286,10 @@ class SimDriver(Driver):
             self._journal.records >= self.compact_every
             or self._journal.nbytes >= self.compact_bytes
         ):
+            # The new snapshot replaces this journal record, so it must carry this request's
+            # reply too (the base records it only after the hook returns): otherwise a crash
+            # before the reply reaches the client lets the client's retry apply it twice.
+            self._replies.put(rid, verb, self._pending_fingerprint, reply)
             self.compact()
 
     def _replay(self, h: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:

@@ -191,3 +191,28 @@ def test_snapshot_and_restore_reproduce_the_state_exactly(
         np.testing.assert_array_equal(d2.true_conductances(R), expected)
     with pytest.raises(InvalidRequest, match="already holds"):
         SimDriver("hermes", seed=6, state_dir=tmp_path / "st", restore=tmp_path / "snap")
+
+
+def test_compaction_keeps_the_reply_of_the_request_that_triggered_it(tmp_path) -> None:
+    """A crash right after a compaction must not let a retried request apply twice."""
+    import json
+
+    import numpy as np
+
+    from drivers.sim import SimDriver
+    from protocols.region import Region
+
+    region = Region(0, 0, 4, 0, 4)
+    counts = np.ones((4, 4, 4), dtype=np.int32)
+    drv = SimDriver("hermes", 5, state_dir=tmp_path, compact_every=1)
+    try:
+        drv.apply_pulses(region, counts, request_id="a")
+        gen = drv._store.current()
+        records = json.loads((drv._store.snapshot_dir(gen) / "replies.json").read_text())
+        assert [r["id"] for r in records] == ["a"]
+        g = drv.true_conductances(region)
+    finally:
+        drv.close()
+    with SimDriver("hermes", 5, state_dir=tmp_path) as again:  # the restarted server
+        again.apply_pulses(region, counts, request_id="a")  # the client's retry
+        np.testing.assert_array_equal(again.true_conductances(region), g)
