@@ -25,8 +25,8 @@ Every pulse request carries a deterministic request id, so a retried request is 
 applied twice.
 
 Refresh (``refresh``): read the cells, find those whose both sides have climbed
-(:func:`simulator.mapping.plan_refresh`), and re-program their net weight with
-program-and-verify restricted to those cells.
+(:func:`simulator.mapping.plan_refresh`), RESET them and re-program their net weight with
+SET pulses and verify reads (contract verbs only, so every driver supports it).
 """
 
 from __future__ import annotations
