@@ -9,6 +9,7 @@ a reader ignores a torn last line.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -87,8 +88,6 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Save arrays to ``path`` (.npz) atomically."""
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())

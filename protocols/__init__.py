@@ -28,6 +28,7 @@ from protocols.framing import decode_reply, decode_request, encode  # noqa: E402
 from protocols.messages import ERROR_CODES, PROTOCOL_VERSION  # noqa: E402
 from protocols.models import (  # noqa: E402
     CAP_PROGRAM,
+    CAP_SNAPSHOT,
     CAP_TIME,
     CAP_TRANSPOSE,
     AdvanceReport,
@@ -41,6 +42,7 @@ from protocols.region import Region  # noqa: E402
 
 __all__ = [
     "CAP_PROGRAM",
+    "CAP_SNAPSHOT",
     "CAP_TIME",
     "CAP_TRANSPOSE",
     "ERROR_CODES",

@@ -40,7 +40,6 @@ class Checkpoint:
     history: list[dict[str, Any]]
     partial: dict[str, float] = field(default_factory=dict)
     chip_snapshot: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _flatten_optim(optim: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -74,7 +73,6 @@ def save(directory: Path, ck: Checkpoint, generation: int) -> None:
             "history": ck.history,
             "partial": ck.partial,
             "chip_snapshot": ck.chip_snapshot,
-            "extra": ck.extra,
         },
     )
     for old in directory.glob("arrays-*.npz"):
@@ -109,6 +107,5 @@ def load(directory: Path) -> tuple[Checkpoint, int]:
         history=meta["history"],
         partial=meta["partial"],
         chip_snapshot=meta["chip_snapshot"],
-        extra=meta["extra"],
     )
     return ck, int(meta["generation"])

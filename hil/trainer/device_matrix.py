@@ -31,8 +31,7 @@ SET pulses and verify reads (contract verbs only, so every driver supports it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -40,6 +39,9 @@ from drivers.base import Driver
 from hil.errors import ConfigError
 from protocols.region import Region
 from simulator.mapping import CellMapping, RefreshConfig, arbitrate, net_conductance, plan_refresh
+
+SATURATED_FRACTION = 0.95
+"""a device read above this fraction of g_max counts as saturated (metrics only)"""
 
 
 class RequestIds:
@@ -66,10 +68,10 @@ class PulseStats:
     refreshes: int = 0
     clipped: int = 0
     mvm_requests: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def reset(self) -> None:
-        self.pulses = self.requests = self.refreshes = self.clipped = self.mvm_requests = 0
+        for f in fields(self):
+            setattr(self, f.name, 0)
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,11 @@ class DeviceMatrix:
         for k in range(0, rows.shape[0], self.max_batch):
             out[k : k + self.max_batch] = self.driver.mvm(self.region, scaled[k : k + self.max_batch])
             self.stats.mvm_requests += 1
-        y = out * (s * np.float32(1.0 / self.mapping.scale))
-        y = y * self.compensation
-        return y.reshape(*lead, n).astype(x.dtype if x.dtype.kind == "f" else np.float32)
+        out *= s * np.float32(1.0 / self.mapping.scale)  # µS -> weight units, undo row scale
+        if not (np.isscalar(self.compensation) and self.compensation == 1.0):
+            out *= self.compensation
+        y = out.reshape(*lead, n)
+        return y.astype(x.dtype, copy=False) if x.dtype.kind == "f" else y
 
     def value(self) -> np.ndarray:
         """Current weights read back from the device (one noisy read), weight units."""
@@ -228,10 +232,10 @@ class DeviceMatrix:
         self.stats.refreshes += n_cells
         return n_cells
 
-    def saturated_cells(self, g: np.ndarray | None = None) -> int:
-        """Cells with a device above 95 % of g_max (from a read)."""
-        g = self.driver.read_conductances(self.region) if g is None else g
-        return int(np.count_nonzero((g > 0.95 * self.g_max_us).any(axis=-1)))
+    def saturated_cells(self) -> int:
+        """Cells with a device above ``SATURATED_FRACTION·g_max`` (one read of the region)."""
+        g = self.driver.read_conductances(self.region)
+        return int(np.count_nonzero((g > SATURATED_FRACTION * self.g_max_us).any(axis=-1)))
 
     # -------------------------------------------------------- drift compensation
     def calibrate(self, probe: np.ndarray) -> np.ndarray:
@@ -257,7 +261,7 @@ class DeviceMatrix:
             raise ConfigError(f"drift compensation {mode!r}: expected none, global or per_column")
 
     # ------------------------------------------------------------- checkpoint
-    STAT_FIELDS = ("pulses", "requests", "refreshes", "clipped", "mvm_requests")
+    STAT_FIELDS = tuple(f.name for f in fields(PulseStats))
 
     def state(self) -> dict[str, np.ndarray]:
         """χ, the round-robin counter and this epoch's counters (for checkpoints)."""

@@ -24,6 +24,7 @@ from hil.trainer.loop import Loop
 from hil.trainer.model import build_model
 from hil.trainer.runs import RunDir
 from hil.trainer.session import check_data, load_task, open_device
+from protocols.models import CAP_TIME
 
 MODES = ("none", "global", "per_column")
 
@@ -52,7 +53,7 @@ def drift_evaluation(
     for mode in modes:
         driver = open_device(cfg.device.url, run.checkpoint_dir / ck.chip_snapshot)
         try:
-            if not driver.info().has("time_control"):
+            if not driver.info().has(CAP_TIME):
                 raise HilError(f"{cfg.device.url} has no device clock to advance")
             ids = RequestIds(f"{run.path.name}-drift-{mode}")
             loop = Loop(cfg, run, build_model(cfg, driver, ids, program=False), task, driver, ids)

@@ -47,6 +47,7 @@ from hil.trainer.device_matrix import RequestIds
 from hil.trainer.model import Model
 from hil.trainer.runs import RunDir
 from hil.trainer.tasks import Task
+from protocols.models import CAP_TIME
 
 log = structlog.get_logger(__name__)
 
@@ -217,7 +218,7 @@ class Loop:
         if self.driver is None:
             return
         dev = self.cfg.device
-        if dev.host_time_per_batch_s > 0 and self.driver.info().has("time_control"):
+        if dev.host_time_per_batch_s > 0 and self.driver.info().has(CAP_TIME):
             self.driver.advance(dev.host_time_per_batch_s, request_id=self.ids.next("advance"))
         if dev.refresh_every and batches_done % dev.refresh_every == 0:
             for m in self.model.matrices.values():
@@ -253,7 +254,7 @@ class Loop:
         if self.driver is None:
             return self.scores(None, "none")
         refs = self.calibrate() if dev.drift_compensation != "none" else None
-        if dev.eval_delay_s > 0 and self.driver.info().has("time_control"):
+        if dev.eval_delay_s > 0 and self.driver.info().has(CAP_TIME):
             self.driver.advance(dev.eval_delay_s, request_id=self.ids.next("eval-delay"))
         return self.scores(refs, dev.drift_compensation)
 
@@ -269,7 +270,7 @@ class Loop:
             "mvm_requests": sum(m.stats.mvm_requests for m in mats),
             "saturated_cells": sum(m.saturated_cells() for m in mats if m.trainable),
         }
-        if self.driver is not None and self.driver.info().has("time_control"):
+        if self.driver is not None and self.driver.info().has(CAP_TIME):
             out["device_time_s"] = self.driver.time_s()
         for m in mats:
             m.stats.reset()

@@ -40,11 +40,9 @@ from hil.trainer.progress import TrainingProgress
 from hil.trainer.report import write_report
 from hil.trainer.runs import RunDir, environment
 from hil.trainer.tasks import Task, jsb_task, shd_task
+from protocols.models import CAP_SNAPSHOT
 
 log = structlog.get_logger(__name__)
-
-CAP_SNAPSHOT = "snapshot"
-
 
 @dataclass(frozen=True)
 class TrainRequest:
