@@ -43,7 +43,9 @@ def start_emulator(tcp: bool) -> tuple[subprocess.Popen[str], str]:
     args = ["--tcp", "0"] if tcp else ["--pty"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "hil", "--log-level", "warning", "board-emulator", *args],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
@@ -130,7 +132,9 @@ def main() -> int:
     for key in ("mvm_b1", "mvm_b64", "pulse_full", "pulse_sparse1pct"):
         res[f"theoretical_921600_{key}_s"] = res[f"pty_{key}_bytes"] * line_s
     res["theoretical_921600_mvm_b1_per_s"] = 1.0 / res["theoretical_921600_mvm_b1_s"]
-    res["machine"] = f"{os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}"
+    res["machine"] = (
+        f"{os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}"
+    )
     text = json.dumps(res, indent=2, sort_keys=True)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -54,14 +54,16 @@ def median_times(fn: Callable[[], object], reps: int) -> tuple[float, float]:
     return float(np.median(wall)), float(np.median(cpu))
 
 
-def per_device_noise_mvm(chip: Chip, region: Region, x: np.ndarray,
-                         rng: np.random.Generator) -> np.ndarray:
+def per_device_noise_mvm(
+    chip: Chip, region: Region, x: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Naive exact MVM: fresh per-device read noise for every input row."""
     g_t = chip.true_conductances(region)
     pop = chip._pop
     rs, cs = region.slices
-    rel = physics.read_sigma_rel(pop.arrays["g_prog_us"][rs, cs],
-                                 chip.time_s - pop.arrays["t_prog_s"][rs, cs], chip.params)
+    rel = physics.read_sigma_rel(
+        pop.arrays["g_prog_us"][rs, cs], chip.time_s - pop.arrays["t_prog_s"][rs, cs], chip.params
+    )
     sig = g_t * rel
     out = np.empty((x.shape[0], region.ncols), np.float32)
     for b in range(x.shape[0]):
@@ -97,8 +99,9 @@ def run(quick: bool) -> dict[str, object]:
 
     rebuild_ms = median_s(rebuild, 10) * 1e3
     counts = rng.integers(0, 5, (256, 256, 4))
-    pulses_wall_s, pulses_cpu_s = median_times(lambda: chip.apply_pulses(full, counts),
-                                               10 if quick else 30)
+    pulses_wall_s, pulses_cpu_s = median_times(
+        lambda: chip.apply_pulses(full, counts), 10 if quick else 30
+    )
 
     layer1, layer2 = Region(0, 0, 150, 0, 88), Region(0, 150, 238, 88, 238)
     t1 = rng.uniform(-4, 4, layer1.shape).astype(np.float32)
@@ -133,8 +136,12 @@ def run(quick: bool) -> dict[str, object]:
         "state_file_bytes": file_bytes,
         "save_ms": round(save_ms, 1),
         "load_ms": round(load_ms, 1),
-        "targets": {"ratio_noisy_vs_numpy_max": 5.0, "speedup_vs_per_device_noise_min": 100.0,
-                    "apply_pulses_full_array_ms_max": 20.0, "state_bytes_per_chip_max": 2**24},
+        "targets": {
+            "ratio_noisy_vs_numpy_max": 5.0,
+            "speedup_vs_per_device_noise_min": 100.0,
+            "apply_pulses_full_array_ms_max": 20.0,
+            "state_bytes_per_chip_max": 2**24,
+        },
         "machine": f"{platform.machine()} {platform.python_version()} numpy {np.__version__}",
         "load_average_1min": round(os.getloadavg()[0], 2),
     }

@@ -43,8 +43,10 @@ def plot_set_pulses(preset: str, seed: int, out: Path, n_pulses: int = 30) -> Pa
     for _ in range(n_pulses):  # noise-free mean path (dG = mu), nominal device
         hist *= math.exp(-1 / p.set_history_decay_pulses)
         s = p.set_scale_us
-        g_det = min(max(g_det + s * (p.set_mu_g * g_det / s + p.set_mu_0 + p.set_mu_p * hist),
-                        p.g_min_us), p.g_max_us)
+        g_det = min(
+            max(g_det + s * (p.set_mu_g * g_det / s + p.set_mu_0 + p.set_mu_p * hist), p.g_min_us),
+            p.g_max_us,
+        )
         path.append(g_det)
     k = np.arange(1, n_pulses + 1)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -53,8 +55,11 @@ def plot_set_pulses(preset: str, seed: int, out: Path, n_pulses: int = 30) -> Pa
     ax.fill_between(k, m - s, m + s, alpha=0.3, label="± std")
     ax.plot(k, path, "k--", lw=1, label="noise-free mean path")
     ax.axhline(p.g_max_us, color="grey", lw=0.8, ls=":", label="nominal g_max")
-    ax.set(xlabel="SET pulses from RESET", ylabel="G (µS)",
-           title=f"SET response ({p.name}, Nandakumar 2018 model)")
+    ax.set(
+        xlabel="SET pulses from RESET",
+        ylabel="G (µS)",
+        title=f"SET response ({p.name}, Nandakumar 2018 model)",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     path_png = out / "set_pulses.png"
@@ -81,13 +86,16 @@ def plot_drift(preset: str, seed: int, out: Path) -> Path:
             m.append(g.mean())
             s.append(g.std())
         m_arr, s_arr = np.array(m), np.array(s)
-        line, = ax.semilogx(times, m_arr, label=f"A+ target {a_t:.1f} µS")
+        (line,) = ax.semilogx(times, m_arr, label=f"A+ target {a_t:.1f} µS")
         ax.fill_between(times, m_arr - s_arr, m_arr + s_arr, color=line.get_color(), alpha=0.2)
     for t, label in ((3600, "1 h"), (86400, "1 day"), (365 * 86400, "1 year")):
         ax.axvline(t, color="grey", lw=0.6, ls=":")
         ax.text(t, ax.get_ylim()[1] * 0.97, label, fontsize=7, ha="right")
-    ax.set(xlabel="time after programming (s)", ylabel="G (µS)",
-           title=f"drift G(t) = G_prog ((t+t0)/t0)^-ν ({p.name})")
+    ax.set(
+        xlabel="time after programming (s)",
+        ylabel="G (µS)",
+        title=f"drift G(t) = G_prog ((t+t0)/t0)^-ν ({p.name})",
+    )
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     path_png = out / "drift.png"
@@ -112,12 +120,20 @@ def plot_histogram(preset: str, seed: int, out: Path) -> Path:
     names = ("A+", "B+", "A-", "B-")
     for d in range(4):
         ax1.hist(programmed[..., d].ravel(), bins=bins, histtype="step", label=names[d])
-    ax1.set(yscale="log", xlabel="G (µS)", ylabel="devices",
-            title="after programming random weights (t = 60 s)")
+    ax1.set(
+        yscale="log",
+        xlabel="G (µS)",
+        ylabel="devices",
+        title="after programming random weights (t = 60 s)",
+    )
     ax1.legend()
     ax2.hist(pulsed.ravel(), bins=bins, color="tab:purple")
-    ax2.set(yscale="log", xlabel="G (µS)", ylabel="devices",
-            title="after 0-10 random SET pulses from RESET")
+    ax2.set(
+        yscale="log",
+        xlabel="G (µS)",
+        ylabel="devices",
+        title="after 0-10 random SET pulses from RESET",
+    )
     fig.suptitle(f"conductance histograms of a 256x256x4 array ({p.name})")
     fig.tight_layout()
     path_png = out / "histogram.png"

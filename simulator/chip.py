@@ -74,8 +74,13 @@ class Chip:
     """A simulated 256x256 PCM crossbar (see module doc). Not thread-safe."""
 
     def __init__(
-        self, chip_id: int = 0, params: DeviceParams | str = "hermes", seed: int = 0, *,
-        clock: Clock | str = "virtual", adc_full_scale_us: float | None = None,
+        self,
+        chip_id: int = 0,
+        params: DeviceParams | str = "hermes",
+        seed: int = 0,
+        *,
+        clock: Clock | str = "virtual",
+        adc_full_scale_us: float | None = None,
         cache_rel_tol: float = 1e-4,
     ) -> None:
         for name, value in (("chip_id", chip_id), ("seed", seed)):
@@ -84,26 +89,30 @@ class Chip:
         if isinstance(params, str):
             params = get_preset(params)
         if not isinstance(params, DeviceParams):
-            raise PresetError(f"Chip params must be a preset name or a DeviceParams, got "
-                              f"{type(params).__name__}")
+            raise PresetError(
+                f"Chip params must be a preset name or a DeviceParams, got {type(params).__name__}"
+            )
         self._chip_id = int(chip_id)
         self._params = params
         self._seed = int(seed)
         self._clock = Clock(clock) if isinstance(clock, str) else clock
-        self.adc_full_scale_us = (self._params.adc_full_scale_us if adc_full_scale_us is None
-                                  else adc_full_scale_us)
+        self.adc_full_scale_us = (
+            self._params.adc_full_scale_us if adc_full_scale_us is None else adc_full_scale_us
+        )
         self.cache_rel_tol = float(cache_rel_tol)
-        init, write, read = np.random.SeedSequence(
-            self._seed, spawn_key=(self._chip_id,)).spawn(3)
+        init, write, read = np.random.SeedSequence(self._seed, spawn_key=(self._chip_id,)).spawn(3)
         self._write_rng = np.random.Generator(np.random.PCG64(write))
         self._read_rng = np.random.Generator(np.random.SFC64(read))
-        self._pop = Population.create(self._params, np.random.Generator(np.random.PCG64(init)),
-                                      self._clock.time_s)
+        self._pop = Population.create(
+            self._params, np.random.Generator(np.random.PCG64(init)), self._clock.time_s
+        )
         self._cache: dict[tuple[int, int, int, int], _CacheEntry] = {}
 
     def __repr__(self) -> str:
-        return (f"Chip(chip_id={self._chip_id}, preset={self._params.name!r}, seed={self._seed}, "
-                f"clock={self._clock.mode!r}, time_s={self.time_s:.9g})")
+        return (
+            f"Chip(chip_id={self._chip_id}, preset={self._params.name!r}, seed={self._seed}, "
+            f"clock={self._clock.mode!r}, time_s={self.time_s:.9g})"
+        )
 
     # ----------------------------------------------------------------- properties
     @property
@@ -290,26 +299,33 @@ class Chip:
         n_set = 0
         if local.size:
             flat_counts = counts.reshape(-1)[local]
-            n_set = self._pop.set_pulses(self._local_to_chip(region, local), flat_counts, t,
-                                         self._write_rng)
+            n_set = self._pop.set_pulses(
+                self._local_to_chip(region, local), flat_counts, t, self._write_rng
+            )
             self._clock.tick(int(flat_counts.max()) * self._params.pulse_time_s)
         self._invalidate(region)
-        log.debug("apply_pulses", chip=self._chip_id, region=region.key, n_set=n_set,
-                  n_resets=n_resets)
+        log.debug(
+            "apply_pulses", chip=self._chip_id, region=region.key, n_set=n_set, n_resets=n_resets
+        )
         return PulseResult(n_set, n_resets, self._clock.time_s)
 
     def reset(self, region: Region) -> PulseResult:
         """RESET every device of ``region``."""
         region = validation.check_region(region, self._chip_id)
-        n = self._pop.reset(self._device_index(region).reshape(-1), self._clock.time_s,
-                            self._write_rng)
+        n = self._pop.reset(
+            self._device_index(region).reshape(-1), self._clock.time_s, self._write_rng
+        )
         self._clock.tick(self._params.pulse_time_s)
         self._invalidate(region)
         return PulseResult(0, n, self._clock.time_s)
 
     def program(
-        self, region: Region, target_us: np.ndarray, tolerance_us: float | None = None,
-        max_iterations: int = 20, cell_mask: np.ndarray | None = None,
+        self,
+        region: Region,
+        target_us: np.ndarray,
+        tolerance_us: float | None = None,
+        max_iterations: int = 20,
+        cell_mask: np.ndarray | None = None,
     ) -> ProgramResult:
         """Program-and-verify net conductances ``target_us`` (rows, cols) µS.
 
@@ -323,18 +339,26 @@ class Chip:
         region = validation.check_region(region, self._chip_id)
         target = validation.check_targets(target_us, region, self._params.g_net_max_us)
         tol = validation.check_tolerance(
-            self._params.program_tolerance_us if tolerance_us is None else tolerance_us)
+            self._params.program_tolerance_us if tolerance_us is None else tolerance_us
+        )
         max_iterations = validation.check_positive_int(max_iterations, "max_iterations")
         if cell_mask is None:
             cell_mask = np.ones(region.shape, dtype=bool)
         cell_mask = validation.check_mask(cell_mask, region.shape, "cell_mask")
         ii, jj = np.nonzero(cell_mask)
         cells = (ii + region.row0) * ARRAY_SIZE + (jj + region.col0)
-        result = program_cells(self._pop, cells, target[ii, jj], tol, max_iterations,
-                               self._clock, self._write_rng)
+        result = program_cells(
+            self._pop, cells, target[ii, jj], tol, max_iterations, self._clock, self._write_rng
+        )
         self._invalidate(region)
-        log.debug("program", chip=self._chip_id, region=region.key, cells=result.n_cells,
-                  rms_error_us=result.rms_error_us, iterations=result.iterations)
+        log.debug(
+            "program",
+            chip=self._chip_id,
+            region=region.key,
+            cells=result.n_cells,
+            rms_error_us=result.rms_error_us,
+            iterations=result.iterations,
+        )
         return result
 
     # ----------------------------------------------------------------- helpers

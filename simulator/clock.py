@@ -25,7 +25,9 @@ class Clock:
     """Chip time ``time_s`` (s) in ``virtual`` or ``wall`` mode."""
 
     def __init__(
-        self, mode: str = "virtual", t_s: float = 0.0,
+        self,
+        mode: str = "virtual",
+        t_s: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if mode not in CLOCK_MODES:

@@ -63,7 +63,10 @@ class CellMapping:
 
     @classmethod
     def for_weights(
-        cls, w: np.ndarray, g_net_max_us: float, headroom: float = 1.0,
+        cls,
+        w: np.ndarray,
+        g_net_max_us: float,
+        headroom: float = 1.0,
         levels: int | None = None,
     ) -> CellMapping:
         """Map ``headroom * max|w|`` to ``g_net_max_us`` (``headroom >= 1`` leaves room to grow)."""
@@ -128,8 +131,9 @@ class RefreshConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.lo <= self.hi <= 1:
-            raise InputRangeError(f"RefreshConfig needs 0 <= lo <= hi <= 1, got lo={self.lo}, "
-                                  f"hi={self.hi}")
+            raise InputRangeError(
+                f"RefreshConfig needs 0 <= lo <= hi <= 1, got lo={self.lo}, hi={self.hi}"
+            )
 
 
 def plan_refresh(

@@ -41,8 +41,12 @@ READ_Q = (0.0088, 0.65, 1e-3, 0.2)
 
 
 def set_step(
-    g_us: np.ndarray, p: np.ndarray, g_max_us: np.ndarray, step_factor: np.ndarray,
-    xi: np.ndarray, params: DeviceParams,
+    g_us: np.ndarray,
+    p: np.ndarray,
+    g_max_us: np.ndarray,
+    step_factor: np.ndarray,
+    xi: np.ndarray,
+    params: DeviceParams,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One SET pulse on each device (1-D float32 arrays of equal length); returns ``(G, P)``.
 
@@ -157,4 +161,3 @@ def fast_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     out[:h] *= r
     out[h:] *= r
     return out[:n].reshape(shape)
-

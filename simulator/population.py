@@ -28,8 +28,13 @@ from simulator.region import ARRAY_SIZE, DEVICES_PER_CELL
 
 SHAPE = (ARRAY_SIZE, ARRAY_SIZE, DEVICES_PER_CELL)
 FIELDS = {
-    "g_prog_us": np.float32, "p_hist": np.float32, "t_prog_s": np.float64, "nu": np.float32,
-    "g_max_us": np.float32, "step_factor": np.float32, "fault": np.uint8,
+    "g_prog_us": np.float32,
+    "p_hist": np.float32,
+    "t_prog_s": np.float64,
+    "nu": np.float32,
+    "g_max_us": np.float32,
+    "step_factor": np.float32,
+    "fault": np.uint8,
 }
 HEALTHY, STUCK_RESET, STUCK_GMAX, DEAD = 0, 1, 2, 3
 CHUNK = 16384
@@ -44,8 +49,10 @@ class Population:
         for name, dtype in FIELDS.items():
             arr = arrays[name]
             if arr.shape != SHAPE or arr.dtype != dtype:
-                raise ValueError(f"state array {name}: expected {SHAPE} {np.dtype(dtype)}, "
-                                 f"got {arr.shape} {arr.dtype}")
+                raise ValueError(
+                    f"state array {name}: expected {SHAPE} {np.dtype(dtype)}, "
+                    f"got {arr.shape} {arr.dtype}"
+                )
         self.arrays = {k: np.ascontiguousarray(arrays[k]) for k in FIELDS}
         self.params = params
         self.flat = {k: v.reshape(-1) for k, v in self.arrays.items()}
@@ -68,8 +75,13 @@ class Population:
         nu = physics.sample_nu(g, rng, params)
         nu[fault != HEALTHY] = 0.0
         arrays = {
-            "g_prog_us": g, "p_hist": np.ones(n, np.float32), "t_prog_s": np.full(n, t_s),
-            "nu": nu, "g_max_us": g_max, "step_factor": step.astype(np.float32), "fault": fault,
+            "g_prog_us": g,
+            "p_hist": np.ones(n, np.float32),
+            "t_prog_s": np.full(n, t_s),
+            "nu": nu,
+            "g_max_us": g_max,
+            "step_factor": step.astype(np.float32),
+            "fault": fault,
         }
         return cls({k: v.reshape(SHAPE) for k, v in arrays.items()}, params)
 
@@ -93,7 +105,8 @@ class Population:
         """Noise-free drifted conductance G(t) of flat devices ``idx`` (µS)."""
         f = self.flat
         return f["g_prog_us"][idx] * physics.drift_factor(
-            t_s - f["t_prog_s"][idx], f["nu"][idx], self.params.t0_s)
+            t_s - f["t_prog_s"][idx], f["nu"][idx], self.params.t0_s
+        )
 
     def read(self, idx: np.ndarray, t_s: float, rng: np.random.Generator) -> np.ndarray:
         """Noisy read ``G(t) (1 + sigma_rel xi)`` of flat devices ``idx`` (µS), fresh noise."""
@@ -124,8 +137,9 @@ class Population:
         """
         total = 0
         for start in range(0, idx.shape[0], CHUNK):
-            total += self._set_chunk(idx[start:start + CHUNK], counts[start:start + CHUNK],
-                                     t_s, rng)
+            total += self._set_chunk(
+                idx[start : start + CHUNK], counts[start : start + CHUNK], t_s, rng
+            )
         return total
 
     def _set_chunk(
@@ -141,8 +155,9 @@ class Population:
         g_max, step = f["g_max_us"][idx], f["step_factor"][idx]
         active = np.searchsorted(neg, -np.arange(kmax, dtype=neg.dtype), side="left")
         for m in active.tolist():
-            g[:m], p[:m] = physics.set_step(g[:m], p[:m], g_max[:m], step[:m],
-                                            physics.fast_normal(rng, (m,)), self.params)
+            g[:m], p[:m] = physics.set_step(
+                g[:m], p[:m], g_max[:m], step[:m], physics.fast_normal(rng, (m,)), self.params
+            )
         self._program_event(idx, g, g, t_s, rng)
         f["p_hist"][idx] = p
         return int(-neg.sum(dtype=np.int64))
@@ -163,7 +178,11 @@ class Population:
         f["p_hist"][idx] *= np.float32(np.exp(-1.0 / self.params.set_history_decay_pulses))
 
     def _program_event(
-        self, idx: np.ndarray, g: np.ndarray, g_nu: np.ndarray, t_s: float,
+        self,
+        idx: np.ndarray,
+        g: np.ndarray,
+        g_nu: np.ndarray,
+        t_s: float,
         rng: np.random.Generator,
     ) -> None:
         f = self.flat

@@ -140,9 +140,19 @@ class DeviceParams:
             if not getattr(self, name) > 0:
                 raise PresetError(f"DeviceParams.{name} must be > 0, got {getattr(self, name)!r}")
         non_negative = (
-            "g_max_spread", "step_spread", "g_reset_us", "g_reset_std_us", "g_min_us",
-            "prog_noise_scale", "adc_full_scale_us", "mvm_latency_s", "pulse_time_s",
-            "p_stuck_reset", "p_stuck_gmax", "p_dead", "program_tolerance_us",
+            "g_max_spread",
+            "step_spread",
+            "g_reset_us",
+            "g_reset_std_us",
+            "g_min_us",
+            "prog_noise_scale",
+            "adc_full_scale_us",
+            "mvm_latency_s",
+            "pulse_time_s",
+            "p_stuck_reset",
+            "p_stuck_gmax",
+            "p_dead",
+            "program_tolerance_us",
         )
         for name in non_negative:
             if not getattr(self, name) >= 0:
@@ -152,9 +162,13 @@ class DeviceParams:
         for name in ("dac_bits", "adc_bits"):
             bits = getattr(self, name)
             if bits is not None and not (isinstance(bits, int) and 2 <= bits <= 16):
-                raise PresetError(f"DeviceParams.{name} must be None or an int in [2, 16], got {bits!r}")
+                raise PresetError(
+                    f"DeviceParams.{name} must be None or an int in [2, 16], got {bits!r}"
+                )
         if not 0 < self.fill_fraction <= 1:
-            raise PresetError(f"DeviceParams.fill_fraction must be in (0, 1], got {self.fill_fraction!r}")
+            raise PresetError(
+                f"DeviceParams.fill_fraction must be in (0, 1], got {self.fill_fraction!r}"
+            )
         if self.g_reset_us >= self.g_max_us:
             raise PresetError("DeviceParams.g_reset_us must be below g_max_us")
 
@@ -190,18 +204,36 @@ def aihwkit_pcm() -> DeviceParams:
     The SET model is Nandakumar 2018 scaled by s = 25/12 so that pulses saturate near
     22 µS instead of 10.5 µS (estimate; aihwkit's own training devices use another model).
     """
-    return DeviceParams(name="aihwkit-pcm", g_max_us=25.0, set_scale_us=25.0 / 12.0,
-                        adc_full_scale_us=380.0)
+    return DeviceParams(
+        name="aihwkit-pcm", g_max_us=25.0, set_scale_us=25.0 / 12.0, adc_full_scale_us=380.0
+    )
 
 
 def ideal() -> DeviceParams:
     """No noise, drift, quantisation or faults; SET pulses are fixed 0.1 µS steps."""
     return DeviceParams(
-        name="ideal", g_max_spread=0.0, step_spread=0.0, g_reset_us=0.0, g_reset_std_us=0.0,
-        g_min_us=0.0, set_mu_g=0.0, set_mu_0=0.1, set_mu_p=0.0, set_sigma_g=0.0,
-        set_sigma_0=0.0, set_sigma_p=0.0, prog_noise_scale=0.0, drift=False,
-        read_noise=False, dac_bits=None, adc_bits=None, p_stuck_reset=0.0,
-        p_stuck_gmax=0.0, p_dead=0.0, fill_fraction=1.0, program_tolerance_us=0.0,
+        name="ideal",
+        g_max_spread=0.0,
+        step_spread=0.0,
+        g_reset_us=0.0,
+        g_reset_std_us=0.0,
+        g_min_us=0.0,
+        set_mu_g=0.0,
+        set_mu_0=0.1,
+        set_mu_p=0.0,
+        set_sigma_g=0.0,
+        set_sigma_0=0.0,
+        set_sigma_p=0.0,
+        prog_noise_scale=0.0,
+        drift=False,
+        read_noise=False,
+        dac_bits=None,
+        adc_bits=None,
+        p_stuck_reset=0.0,
+        p_stuck_gmax=0.0,
+        p_dead=0.0,
+        fill_fraction=1.0,
+        program_tolerance_us=0.0,
     )
 
 

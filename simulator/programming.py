@@ -70,8 +70,14 @@ class _LoopResult:
 
 
 def _verify_loop(
-    pop: Population, idx: np.ndarray, target: np.ndarray, tol: float, max_iter: int,
-    clock: Clock, rng: np.random.Generator, params: DeviceParams,
+    pop: Population,
+    idx: np.ndarray,
+    target: np.ndarray,
+    tol: float,
+    max_iter: int,
+    clock: Clock,
+    rng: np.random.Generator,
+    params: DeviceParams,
 ) -> _LoopResult:
     healthy = pop.flat["fault"][idx] == 0
     last = np.empty(idx.shape[0], np.float32)
@@ -96,8 +102,13 @@ def _verify_loop(
 
 
 def program_cells(
-    pop: Population, cell_flat: np.ndarray, target_us: np.ndarray, tolerance_us: float,
-    max_iterations: int, clock: Clock, rng: np.random.Generator,
+    pop: Population,
+    cell_flat: np.ndarray,
+    target_us: np.ndarray,
+    tolerance_us: float,
+    max_iterations: int,
+    clock: Clock,
+    rng: np.random.Generator,
 ) -> ProgramResult:
     """Program cells (flat cell indices ``row*256 + col``) to net targets ``target_us``."""
     params = pop.params
@@ -111,13 +122,15 @@ def program_cells(
     g_r = np.float32(params.g_reset_us)
     side_sum = 2 * np.abs(target) + 2 * g_r
     a_t = np.clip(side_sum - g_r, g_r, np.float32(params.fill_fraction * params.g_max_us))
-    fill = _verify_loop(pop, a_idx, a_t.astype(np.float32), tolerance_us, max_iterations,
-                        clock, rng, params)
+    fill = _verify_loop(
+        pop, a_idx, a_t.astype(np.float32), tolerance_us, max_iterations, clock, rng, params
+    )
     b_t = side_sum - fill.last_read
     need = np.flatnonzero(b_t > g_r + tolerance_us)
     b_t = np.minimum(b_t, np.float32(params.g_max_us)).astype(np.float32)
-    trim = _verify_loop(pop, b_idx[need], b_t[need], tolerance_us, max_iterations, clock,
-                        rng, params)
+    trim = _verify_loop(
+        pop, b_idx[need], b_t[need], tolerance_us, max_iterations, clock, rng, params
+    )
     b_last = np.full(target.shape, g_r, dtype=np.float32)  # unprogrammed B: nominal RESET
     b_last[need] = trim.last_read
     verified_err = (fill.last_read + b_last - side_sum) * np.float32(0.5)

@@ -23,15 +23,20 @@ def check_inputs(x: object, n: int, what: str) -> np.ndarray:
     """``x`` must be a float array ``(batch, n)`` with finite values in [-1, 1]."""
     arr = np.asarray(x)
     if arr.dtype.kind != "f":
-        raise ShapeError(f"mvm inputs must be floats in [-1, 1], got dtype {arr.dtype}; "
-                         "convert with x.astype(np.float32)")
+        raise ShapeError(
+            f"mvm inputs must be floats in [-1, 1], got dtype {arr.dtype}; "
+            "convert with x.astype(np.float32)"
+        )
     if arr.ndim != 2 or arr.shape[1] != n or arr.shape[0] < 1:
-        raise ShapeError(f"mvm inputs must have shape (batch, {n}) for the region's {what}, "
-                         f"got {arr.shape}")
+        raise ShapeError(
+            f"mvm inputs must have shape (batch, {n}) for the region's {what}, got {arr.shape}"
+        )
     lo, hi = arr.min(), arr.max()
     if not (lo >= -1.0 and hi <= 1.0):
-        raise InputRangeError(f"mvm inputs must be finite and in [-1, 1], got min {lo}, max {hi}; "
-                              "scale the inputs (NaN also fails this check)")
+        raise InputRangeError(
+            f"mvm inputs must be finite and in [-1, 1], got min {lo}, max {hi}; "
+            "scale the inputs (NaN also fails this check)"
+        )
     return arr
 
 
@@ -64,8 +69,9 @@ def check_targets(target: object, region: Region, limit_us: float) -> np.ndarray
     if arr.dtype.kind != "f":
         raise ShapeError(f"program targets must be floats (µS), got dtype {arr.dtype}")
     if arr.shape != region.shape:
-        raise ShapeError(f"program targets must have shape (rows, cols) = {region.shape}, "
-                         f"got {arr.shape}")
+        raise ShapeError(
+            f"program targets must have shape (rows, cols) = {region.shape}, got {arr.shape}"
+        )
     if arr.size:
         worst = float(np.max(np.abs(arr)))
         if not worst <= limit_us:

@@ -33,7 +33,9 @@ def _lint(cwd: Path) -> subprocess.CompletedProcess[str]:
 )
 def test_forbidden_import_breaks_the_contract(tmp_path: Path) -> None:
     for pkg in PACKAGES:
-        shutil.copytree(REPO_ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            REPO_ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__")
+        )
     shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
 
     clean = _lint(tmp_path)

@@ -42,12 +42,23 @@ def test_main_job_runs_offline_on_the_built_chorales(tmp_path: Path) -> None:
     assert "pip install" in command and "hil demo" in command
     demo = shlex.split(command.split("&&")[-1])
     assert demo[0] == "hil"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HIL_DATA_DIR", "HIL_OFFLINE") and "proxy" not in k.lower()}
-    env.update(HIL_CACHE_DIR=str(tmp_path / "cache"),
-               HIL_JSB_URL=f"http://127.0.0.1:{_closed_port()}/JSB%20Chorales.pickle")
-    res = subprocess.run([sys.executable, "-m", "hil", *demo[1:]], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HIL_DATA_DIR", "HIL_OFFLINE") and "proxy" not in k.lower()
+    }
+    env.update(
+        HIL_CACHE_DIR=str(tmp_path / "cache"),
+        HIL_JSB_URL=f"http://127.0.0.1:{_closed_port()}/JSB%20Chorales.pickle",
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "hil", *demo[1:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "music21-chorales:" in res.stdout  # it says which data it used
     run_dir = Path(re.search(r"run (\S+): ", res.stdout).group(1))  # type: ignore[union-attr]

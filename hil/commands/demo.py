@@ -52,12 +52,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--device", default="sim://?preset=hermes&seed=0",
-                   help="device URL (default: the in-process hermes simulator)")
+    p.add_argument(
+        "--device",
+        default="sim://?preset=hermes&seed=0",
+        help="device URL (default: the in-process hermes simulator)",
+    )
     p.add_argument("--run-dir", type=Path, help="run directory (default: runs/demo-<time>)")
     p.add_argument("--epochs", type=int, help="epochs (default 3)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a run-config value (repeatable)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bars (default: when stderr is a terminal)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a run-config value (repeatable)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars (default: when stderr is a terminal)",
+    )
     p.set_defaults(func=_run)

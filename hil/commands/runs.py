@@ -20,12 +20,16 @@ def _list(args: argparse.Namespace) -> int:
         cfg = run.read_json("config.json")
         if s is None:
             done = len(run.metrics())
-            print(f"{run.path.name:40} {cfg['rule']['name']:7} {done:>6} {'(running or stopped)':>18}"
-                  f"  {cfg['device']['url']}")
+            print(
+                f"{run.path.name:40} {cfg['rule']['name']:7} {done:>6} {'(running or stopped)':>18}"
+                f"  {cfg['device']['url']}"
+            )
         else:
             m = s["metric"]
-            print(f"{run.path.name:40} {s['rule']:7} {s['epochs']:>6} {m:>8} {s[f'test_{m}']:>6.3f} "
-                  f"{s['best_epoch']:>7}  {s['device']}")
+            print(
+                f"{run.path.name:40} {s['rule']:7} {s['epochs']:>6} {m:>8} {s[f'test_{m}']:>6.3f} "
+                f"{s['best_epoch']:>7}  {s['device']}"
+            )
     return 0
 
 
@@ -37,8 +41,10 @@ def _show(args: argparse.Namespace) -> int:
     for rec in run.metrics():
         m = "nll" if "test_nll" in rec else "accuracy"
         extra = f" pulses {rec['pulses']}" if "pulses" in rec else ""
-        print(f"  epoch {rec['epoch']:>3}: {m} train {rec[f'train_{m}']:.3f} "
-              f"valid {rec[f'valid_{m}']:.3f} test {rec[f'test_{m}']:.3f}{extra}")
+        print(
+            f"  epoch {rec['epoch']:>3}: {m} train {rec[f'train_{m}']:.3f} "
+            f"valid {rec[f'valid_{m}']:.3f} test {rec[f'test_{m}']:.3f}{extra}"
+        )
     if run.report_file.exists():
         print(f"report: {run.report_file}")
     return 0
@@ -63,8 +69,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     out = drift_evaluation(args.run, args.at, args.compensation)
     m = out["metric"]
-    print(f"run {out['run']} after epoch {out['epoch']}: test {m} after the delay, per drift "
-          f"compensation")
+    print(
+        f"run {out['run']} after epoch {out['epoch']}: test {m} after the delay, per drift "
+        f"compensation"
+    )
     print(f"{'delay':>12} " + " ".join(f"{mode:>11}" for mode in out["modes"]))
     for i, delay in enumerate(out["delays_s"]):
         row = " ".join(f"{rows[i][f'test_{m}']:>11.4f}" for rows in out["modes"].values())
@@ -90,8 +98,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "drift compensation (writes RUN/drift_eval.json).",
     )
     pe.add_argument("run", type=Path)
-    pe.add_argument("--at", nargs="+", type=duration_s, default=[0.0, 3600.0, 86400.0, 2592000.0],
-                    metavar="DELAY", help="delays after training (default: 0 1h 1d 30d)")
-    pe.add_argument("--compensation", nargs="+", default=["none", "global", "per_column"],
-                    choices=["none", "global", "per_column"])
+    pe.add_argument(
+        "--at",
+        nargs="+",
+        type=duration_s,
+        default=[0.0, 3600.0, 86400.0, 2592000.0],
+        metavar="DELAY",
+        help="delays after training (default: 0 1h 1d 30d)",
+    )
+    pe.add_argument(
+        "--compensation",
+        nargs="+",
+        default=["none", "global", "per_column"],
+        choices=["none", "global", "per_column"],
+    )
     pe.set_defaults(func=_eval)

@@ -33,18 +33,33 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "selfcheck", help="simulator self-check: program a matrix, MVMs at 1 s / 1 h / 1 day"
     )
-    parser.add_argument("--driver", default="sim://?preset=hermes",
-                        help="driver URL (default: sim://?preset=hermes)")
-    parser.add_argument("--out", type=Path, default=Path("runs/selfcheck"),
-                        help="output directory (default: ./runs/selfcheck)")
+    parser.add_argument(
+        "--driver",
+        default="sim://?preset=hermes",
+        help="driver URL (default: sim://?preset=hermes)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/selfcheck"),
+        help="output directory (default: ./runs/selfcheck)",
+    )
     parser.add_argument("--rows", type=int, default=150, help="matrix rows (default 150)")
     parser.add_argument("--cols", type=int, default=88, help="matrix columns (default 88)")
     parser.add_argument("--batch", type=int, default=256, help="MVM input vectors (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
-    parser.add_argument("--tolerance-us", type=float, default=0.5,
-                        help="program-and-verify tolerance per device, µS (default 0.5)")
-    parser.add_argument("--max-iterations", type=int, default=20,
-                        help="program-and-verify iteration limit (default 20)")
+    parser.add_argument(
+        "--tolerance-us",
+        type=float,
+        default=0.5,
+        help="program-and-verify tolerance per device, µS (default 0.5)",
+    )
+    parser.add_argument(
+        "--max-iterations",
+        type=int,
+        default=20,
+        help="program-and-verify iteration limit (default 20)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -58,8 +73,10 @@ def run_selfcheck(
     """Run the self-check; returns the JSON-able results, the exact product and the chip
     outputs (weight units) at each time."""
     if not (1 <= args.rows <= 256 and 1 <= args.cols <= 256 and args.batch >= 1):
-        raise ConfigError(f"--rows {args.rows} / --cols {args.cols} must be in 1..256 and "
-                          f"--batch {args.batch} >= 1")
+        raise ConfigError(
+            f"--rows {args.rows} / --cols {args.cols} must be in 1..256 and "
+            f"--batch {args.batch} >= 1"
+        )
     rng = np.random.default_rng(args.seed)
     w = rng.standard_normal((args.rows, args.cols)) / np.sqrt(args.rows)
     x = rng.uniform(-1.0, 1.0, (args.batch, args.rows))
@@ -76,12 +93,15 @@ def run_selfcheck(
         mapping = CellMapping.for_weights(w, g_net_max_us=0.8 * g_net_max)
         target = mapping.to_conductance(w).astype(np.float32)
         t0 = drv.time_s()
-        rep = drv.program(region, target, tolerance_us=args.tolerance_us,
-                          max_iterations=args.max_iterations)
-        print(f"programmed {args.rows}x{args.cols} weights on chip 0 of {info.driver} "
-              f"(preset {info.preset}): rms error {rep.rms_error_us:.3f} µS, max "
-              f"{rep.max_error_us:.3f} µS (net range ±{mapping.g_net_max_us:.2f} µS), "
-              f"{rep.pulses} pulses, {rep.iterations} iterations, converged={rep.converged}")
+        rep = drv.program(
+            region, target, tolerance_us=args.tolerance_us, max_iterations=args.max_iterations
+        )
+        print(
+            f"programmed {args.rows}x{args.cols} weights on chip 0 of {info.driver} "
+            f"(preset {info.preset}): rms error {rep.rms_error_us:.3f} µS, max "
+            f"{rep.max_error_us:.3f} µS (net range ±{mapping.g_net_max_us:.2f} µS), "
+            f"{rep.pulses} pulses, {rep.iterations} iterations, converged={rep.converged}"
+        )
         rows: list[dict[str, Any]] = []
         outputs: list[np.ndarray] = []
         ref_probe = None
@@ -94,7 +114,8 @@ def run_selfcheck(
                 ref_probe = y_probe
             gain = float(np.mean(np.abs(ref_probe)) / np.mean(np.abs(y_probe)))
             row = {
-                "t_after_program_s": t_after, "label": label,
+                "t_after_program_s": t_after,
+                "label": label,
                 "rel_error": _rel_err(y, ideal),
                 "rel_error_compensated": _rel_err(y * gain, ideal),
                 "output_gain_vs_ideal": float(np.sum(y * ideal) / np.sum(ideal * ideal)),
@@ -102,14 +123,25 @@ def run_selfcheck(
             }
             rows.append(row)
             outputs.append(y)
-            print(f"t = {label:>5} after programming: relative MVM error "
-                  f"{row['rel_error']:.3f} (drift-compensated {row['rel_error_compensated']:.3f}), "
-                  f"output gain {row['output_gain_vs_ideal']:.3f}")
-    return {
-        "driver": args.driver, "preset": info.preset, "shape": [args.rows, args.cols],
-        "batch": args.batch, "seed": args.seed, "mapping_scale_us_per_weight": mapping.scale,
-        "program": rep.model_dump(), "mvm": rows,
-    }, ideal, outputs
+            print(
+                f"t = {label:>5} after programming: relative MVM error "
+                f"{row['rel_error']:.3f} (drift-compensated {row['rel_error_compensated']:.3f}), "
+                f"output gain {row['output_gain_vs_ideal']:.3f}"
+            )
+    return (
+        {
+            "driver": args.driver,
+            "preset": info.preset,
+            "shape": [args.rows, args.cols],
+            "batch": args.batch,
+            "seed": args.seed,
+            "mapping_scale_us_per_weight": mapping.scale,
+            "program": rep.model_dump(),
+            "mvm": rows,
+        },
+        ideal,
+        outputs,
+    )
 
 
 def _plot(path: Path, ideal: np.ndarray, outputs: list[np.ndarray], rows: list[dict]) -> None:
@@ -128,8 +160,9 @@ def _plot(path: Path, ideal: np.ndarray, outputs: list[np.ndarray], rows: list[d
     t = [r["t_after_program_s"] for r in rows]
     ax2.semilogx(t, [r["rel_error"] for r in rows], "o-", label="raw")
     ax2.semilogx(t, [r["rel_error_compensated"] for r in rows], "s-", label="drift-compensated")
-    ax2.set(xlabel="time after programming (s)", ylabel="relative MVM error",
-            title="drift and noise")
+    ax2.set(
+        xlabel="time after programming (s)", ylabel="relative MVM error", title="drift and noise"
+    )
     ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

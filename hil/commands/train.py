@@ -21,15 +21,24 @@ def add_train_arguments(p: argparse.ArgumentParser, *, config_required: bool) ->
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.lr=5e-4 (repeatable)",
     )
     p.add_argument(
-        "--checkpoint-every", type=int, default=0, metavar="N",
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
         help="also checkpoint every N batches (default: at every epoch end only)",
     )
     p.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="progress bars (default: when stderr is a terminal)",
     )
 

@@ -106,7 +106,9 @@ class DeviceSection(_Strict):
     @model_validator(mode="after")
     def _thresholds(self) -> DeviceSection:
         if self.refresh_lo > self.refresh_hi:
-            raise ValueError(f"refresh_lo={self.refresh_lo} must be <= refresh_hi={self.refresh_hi}")
+            raise ValueError(
+                f"refresh_lo={self.refresh_lo} must be <= refresh_hi={self.refresh_hi}"
+            )
         return self
 
     @property

@@ -130,7 +130,9 @@ class DeviceMatrix:
         x = np.asarray(x)
         m, n = self.shape
         if x.shape[-1] != m:
-            raise ConfigError(f"{self.name}: matmul input has last axis {x.shape[-1]}, expected {m}")
+            raise ConfigError(
+                f"{self.name}: matmul input has last axis {x.shape[-1]}, expected {m}"
+            )
         lead = x.shape[:-1]
         rows = x.reshape(-1, m).astype(np.float32, copy=False)
         s = np.max(np.abs(rows), axis=1, keepdims=True)
@@ -138,7 +140,9 @@ class DeviceMatrix:
         scaled = rows / s_safe
         out = np.empty((rows.shape[0], n), dtype=np.float32)
         for k in range(0, rows.shape[0], self.max_batch):
-            out[k : k + self.max_batch] = self.driver.mvm(self.region, scaled[k : k + self.max_batch])
+            out[k : k + self.max_batch] = self.driver.mvm(
+                self.region, scaled[k : k + self.max_batch]
+            )
             self.stats.mvm_requests += 1
         out *= s * np.float32(1.0 / self.mapping.scale)  # µS -> weight units, undo row scale
         if not (np.isscalar(self.compensation) and self.compensation == 1.0):
@@ -223,7 +227,9 @@ class DeviceMatrix:
             counts[:] = 0
             np.put_along_axis(counts, device[..., None], n[..., None], axis=-1)
             self.driver.apply_pulses(
-                self.region, counts, reset if reset.any() else None,
+                self.region,
+                counts,
+                reset if reset.any() else None,
                 request_id=self.ids.next(f"{self.name}-refresh"),
             )
             self.stats.pulses += int(counts.sum())

@@ -48,8 +48,13 @@ def drift_evaluation(
         raise HilError(f"unknown compensation mode(s) {sorted(bad)}; expected {MODES}")
     task = load_task(cfg, progress=False)
     check_data(run, task, new=False)
-    out: dict[str, Any] = {"run": str(run.path), "epoch": ck.epoch, "metric": task.metric,
-                           "delays_s": sorted(delays_s), "modes": {}}
+    out: dict[str, Any] = {
+        "run": str(run.path),
+        "epoch": ck.epoch,
+        "metric": task.metric,
+        "delays_s": sorted(delays_s),
+        "modes": {},
+    }
     for mode in modes:
         driver = open_device(cfg.device.url, run.checkpoint_dir / ck.chip_snapshot)
         try:

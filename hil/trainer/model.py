@@ -115,15 +115,21 @@ def build_model(
         w_max = dev.w_max.get(name) or dev.headroom * float(np.max(np.abs(w)))
         mapping = CellMapping(w_max, dev.g_net_fraction * info.g_net_max_us)
         m = DeviceMatrix(
-            name, driver, placement[name], mapping, trainable=trainable, ids=ids,
+            name,
+            driver,
+            placement[name],
+            mapping,
+            trainable=trainable,
+            ids=ids,
             update_cfg=update_cfg,
         )
         model.matrices[name] = m
         model.targets[name] = np.asarray(w, dtype=np.float64)
         if program:
             model.programming[name] = m.program(w)
-            log.info("programmed", matrix=name, region=str(placement[name]),
-                     **model.programming[name])
+            log.info(
+                "programmed", matrix=name, region=str(placement[name]), **model.programming[name]
+            )
         return m
 
     model.net = build_network(layers, readout, rng, factory)

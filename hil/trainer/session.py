@@ -44,6 +44,7 @@ from protocols.models import CAP_SNAPSHOT
 
 log = structlog.get_logger(__name__)
 
+
 @dataclass(frozen=True)
 class TrainRequest:
     """What the operator asked for (``hil train`` flags)."""
@@ -117,9 +118,13 @@ def train(req: TrainRequest) -> dict[str, Any]:
         run: RunDir | None = RunDir.open(req.run_dir)
         cfg = RunConfig.model_validate(run.read_json("config.json"))
         if req.epochs is not None:
-            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": req.epochs})})
+            cfg = cfg.model_copy(
+                update={"train": cfg.train.model_copy(update={"epochs": req.epochs})}
+            )
         if req.device is not None:  # same chip at a new address; its identity is checked
-            cfg = cfg.model_copy(update={"device": cfg.device.model_copy(update={"url": req.device})})
+            cfg = cfg.model_copy(
+                update={"device": cfg.device.model_copy(update={"url": req.device})}
+            )
         ck, generation = ckpt.load(run.checkpoint_dir)
     else:
         cfg = resolve_request(req)
@@ -138,13 +143,19 @@ def train(req: TrainRequest) -> dict[str, Any]:
             info = driver.info()
             place(matrix_shapes(cfg), info.chips, info.rows, info.cols)  # refuse before writing
         if run is None:
-            path = req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+            path = (
+                req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+            )
             run = RunDir.create(path)
             run.write_json("config.json", cfg.model_dump(mode="json"))
             run.write_json("environment.json", environment())
         check_data(run, data, new=ck is None)
-        run.event("resume" if ck else "start", epoch=ck.epoch if ck else 0, device=cfg.device.url,
-                  data_source=data.source)
+        run.event(
+            "resume" if ck else "start",
+            epoch=ck.epoch if ck else 0,
+            device=cfg.device.url,
+            data_source=data.source,
+        )
         history = _train_on(cfg, req, run, data, driver, ck, generation)
     finally:
         if driver is not None:
@@ -152,7 +163,9 @@ def train(req: TrainRequest) -> dict[str, Any]:
     summary = summarise(cfg, history, data, time.time() - t_start, run)
     run.write_json("summary.json", summary)
     write_report(run, data.metric)
-    run.event("finished", **{k: summary[k] for k in (f"test_{data.metric}", "best_epoch", "epochs")})
+    run.event(
+        "finished", **{k: summary[k] for k in (f"test_{data.metric}", "best_epoch", "epochs")}
+    )
     return summary
 
 
@@ -173,7 +186,9 @@ def load_task(cfg: RunConfig, progress: bool) -> Task:
     n_train, n_eval = cfg.train.max_train_sequences, cfg.train.max_eval_sequences
     if cfg.task == "shd":
         env_dir = os.environ.get("HIL_DATA_DIR")
-        return shd_task(cfg.shd, cfg.train.seed, n_train, n_eval, Path(env_dir) if env_dir else None)
+        return shd_task(
+            cfg.shd, cfg.train.seed, n_train, n_eval, Path(env_dir) if env_dir else None
+        )
     splits = resolve_jsb(cfg.data, progress=progress)
     print(f"data: {splits.source} (origin: {splits.meta.get('origin')})", flush=True)
     return jsb_task(splits, n_train, n_eval)
@@ -213,25 +228,40 @@ def _train_on(
     if ck is None and model.on_device:
         run.write_json(
             "placement.json",
-            {"placement": {k: str(r) for k, r in model.placement.items()},
-             "regions": {k: r.model_dump() for k, r in model.placement.items()},
-             "programming": model.programming},
+            {
+                "placement": {k: str(r) for k, r in model.placement.items()},
+                "regions": {k: r.model_dump() for k, r in model.placement.items()},
+                "programming": model.programming,
+            },
         )
         run.event("programmed", report=model.programming)
         _save_conductances(run, model, "conductances_before.npz")
         atomic_save_npz(
             run.path / "programming.npz",
-            {**{f"{k}_target": model.targets[k] for k in model.matrices},
-             **{f"{k}_achieved": m.value() for k, m in model.matrices.items()}},
+            {
+                **{f"{k}_target": model.targets[k] for k in model.matrices},
+                **{f"{k}_achieved": m.value() for k, m in model.matrices.items()},
+            },
         )
     snapshot = None
     if driver is not None and driver.info().has(CAP_SNAPSHOT):
+
         def snapshot(dest: Path) -> str:
             driver.snapshot(dest)  # type: ignore[attr-defined]
             return dest.name
+
     with TrainingProgress(req.progress) as progress:
-        loop = Loop(cfg, run, model, data, driver, ids, snapshot=snapshot,
-                    checkpoint_every=req.checkpoint_every, progress=progress)
+        loop = Loop(
+            cfg,
+            run,
+            model,
+            data,
+            driver,
+            ids,
+            snapshot=snapshot,
+            checkpoint_every=req.checkpoint_every,
+            progress=progress,
+        )
         if ck is not None:
             loop.restore(ck, generation)
         elif snapshot is not None or driver is None:
@@ -265,8 +295,9 @@ def summarise(
         "best_epoch": best["epoch"],
         f"best_valid_{m}": best[f"valid_{m}"],
         f"test_{m}_at_best": best[f"test_{m}"],
-        f"max_test_{m}" if m == "accuracy" else f"min_test_{m}": (
-            max if m == "accuracy" else min)(r[f"test_{m}"] for r in history),
+        f"max_test_{m}" if m == "accuracy" else f"min_test_{m}": (max if m == "accuracy" else min)(
+            r[f"test_{m}"] for r in history
+        ),
         "epochs": len(history),
         "pulses": sum(r.get("pulses", 0) for r in history),
         "refreshes": sum(r.get("refreshes", 0) for r in history),

@@ -132,13 +132,16 @@ def jsb_task(splits: object, n_train: int | None, n_eval: int | None) -> JsbTask
         return list(rolls[:n] if n else rolls)
 
     return JsbTask(
-        cut(splits.train, n_train), cut(splits.valid, n_eval), cut(splits.test, n_eval),  # type: ignore[attr-defined]
+        cut(splits.train, n_train),
+        cut(splits.valid, n_eval),
+        cut(splits.test, n_eval),  # type: ignore[attr-defined]
         splits.source,  # type: ignore[attr-defined]
     )
 
 
-def shd_task(cfg: ShdDataConfig, seed: int, n_train: int | None, n_eval: int | None,
-             data_dir: Path | None) -> ShdTask:
+def shd_task(
+    cfg: ShdDataConfig, seed: int, n_train: int | None, n_eval: int | None, data_dir: Path | None
+) -> ShdTask:
     from hil.tasks.shd import ShdBinning, load_shd, train_valid_split
 
     def where(p: Path | None, name: str) -> Path:

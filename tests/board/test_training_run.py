@@ -39,8 +39,15 @@ def test_training_over_a_faulty_link_equals_a_clean_link(
         port = emulator(seed=5, fault_rate=rate)
         url = f"board://?port={port}&retries=40&timeout_s=0.5&max_payload_bytes=4096"
         with capture_logs() as logs:
-            s = train(TrainRequest(device=url, run_dir=tmp_path / name, epochs=1,
-                                   overrides=(*SMALL, data), progress=False))
+            s = train(
+                TrainRequest(
+                    device=url,
+                    run_dir=tmp_path / name,
+                    epochs=1,
+                    overrides=(*SMALL, data),
+                    progress=False,
+                )
+            )
         assert s["pulses"] > 0
         retransmits[name] = sum(e["event"] == "board_retransmit" for e in logs)
         runs[name] = without_timing(RunDir.open(tmp_path / name).metrics())

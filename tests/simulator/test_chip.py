@@ -36,8 +36,9 @@ def test_ideal_program_writes_exactly_and_mvm_is_exact(rng: np.random.Generator)
     np.testing.assert_allclose(y, x.astype(np.float32) @ g_net, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(y, x @ target.astype(np.float64), rtol=1e-4, atol=1e-3)
     xt = rng.uniform(-1, 1, (5, region.ncols))
-    np.testing.assert_allclose(chip.mvm_t(region, xt), xt.astype(np.float32) @ g_net.T,
-                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        chip.mvm_t(region, xt), xt.astype(np.float32) @ g_net.T, rtol=1e-5, atol=1e-4
+    )
 
 
 def _drive(chip: Chip, region: Region, seed: int) -> list[np.ndarray]:
@@ -48,7 +49,7 @@ def _drive(chip: Chip, region: Region, seed: int) -> list[np.ndarray]:
         counts = rng.integers(0, 3, (*region.shape, 4))
         reset = rng.random((*region.shape, 4)) < 0.05
         chip.apply_pulses(region, counts, reset)
-        chip.advance(10.0 ** step)
+        chip.advance(10.0**step)
         out.append(chip.read_conductances(region))
         out.append(chip.true_conductances(region))
     return out
@@ -85,8 +86,14 @@ def test_reads_do_not_change_written_state(rng: np.random.Generator) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [(0, 0, 0, 0, 10), (0, 5, 3, 0, 10), (0, 0, 257, 0, 10), (0, -1, 10, 0, 10),
-     (0, 0.0, 10, 0, 10), (-1, 0, 10, 0, 10)],
+    [
+        (0, 0, 0, 0, 10),
+        (0, 5, 3, 0, 10),
+        (0, 0, 257, 0, 10),
+        (0, -1, 10, 0, 10),
+        (0, 0.0, 10, 0, 10),
+        (-1, 0, 10, 0, 10),
+    ],
 )
 def test_bad_regions_raise(args: tuple) -> None:
     with pytest.raises(RegionError, match="Region"):
@@ -140,8 +147,11 @@ def test_replaying_writes_at_recorded_times_reproduces_state(rng: np.random.Gene
         counts = rng.integers(0, 3, (32, 32, 4))
         reset = rng.random((32, 32, 4)) < 0.1
         target = rng.uniform(-3, 3, (32, 32)).astype(np.float32)
-        for verb, args in (("apply_pulses", (counts, reset)), ("program", (target, 0.4, 10)),
-                           ("reset", ())):
+        for verb, args in (
+            ("apply_pulses", (counts, reset)),
+            ("program", (target, 0.4, 10)),
+            ("reset", ()),
+        ):
             if verb == "reset" and step % 2:
                 continue
             journal.append((verb, live.time_s, args))
@@ -152,15 +162,15 @@ def test_replaying_writes_at_recorded_times_reproduces_state(rng: np.random.Gene
         replay.advance_to(t_s)
         getattr(replay, verb)(region, *args)
     replay.advance_to(live.time_s)
-    np.testing.assert_array_equal(replay.true_conductances(region),
-                                  live.true_conductances(region))
+    np.testing.assert_array_equal(replay.true_conductances(region), live.true_conductances(region))
     for name, arr in live._pop.arrays.items():
         np.testing.assert_array_equal(replay._pop.arrays[name], arr, err_msg=name)
 
 
 def test_dac_and_adc_quantisation_and_saturation(rng: np.random.Generator) -> None:
-    params = get_preset("hermes").replace(read_noise=False, drift=False, p_stuck_reset=0.0,
-                                          p_stuck_gmax=0.0, p_dead=0.0)
+    params = get_preset("hermes").replace(
+        read_noise=False, drift=False, p_stuck_reset=0.0, p_stuck_gmax=0.0, p_dead=0.0
+    )
     chip = Chip(0, params, seed=1, adc_full_scale_us=100.0)
     region = Region(0, 0, 256, 0, 8)
     chip.program(region, np.full(region.shape, 6.0, np.float32))

@@ -73,12 +73,13 @@ def test_cache_is_reused_within_tolerance_and_rebuilt_beyond(rng: np.random.Gene
     np.testing.assert_allclose(reused, exact, rtol=1e-4, atol=1e-5)  # documented tolerance
     chip.advance(3600.0)  # drift is visible: the cache must be rebuilt
     later = chip.mvm(region, eye)
-    np.testing.assert_allclose(later, net_conductance(chip.true_conductances(region)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        later, net_conductance(chip.true_conductances(region)), rtol=1e-5, atol=1e-5
+    )
     assert np.mean(np.abs(later)) < 0.9 * np.mean(np.abs(first))
     counts = np.zeros((64, 64, 4), dtype=np.int32)
     counts[0, 0, 0] = 1  # any write invalidates the overlapping cache
     chip.apply_pulses(region, counts)
-    np.testing.assert_allclose(chip.mvm(region, eye),
-                               net_conductance(chip.true_conductances(region)), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        chip.mvm(region, eye), net_conductance(chip.true_conductances(region)), rtol=1e-5, atol=1e-5
+    )

@@ -11,8 +11,9 @@ RATES = {1: 0.05, 2: 0.03, 3: 0.02}  # stuck at RESET, stuck at g_max, dead
 
 
 def _params():
-    return get_preset("hermes").replace(p_stuck_reset=RATES[1], p_stuck_gmax=RATES[2],
-                                        p_dead=RATES[3])
+    return get_preset("hermes").replace(
+        p_stuck_reset=RATES[1], p_stuck_gmax=RATES[2], p_dead=RATES[3]
+    )
 
 
 def test_fault_rates_are_honoured_and_fixed_by_seed() -> None:

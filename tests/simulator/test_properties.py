@@ -19,7 +19,8 @@ REGION = Region(0, 3, 11, 5, 12)
     seed=st.integers(0, 2**32 - 1),
     steps=st.lists(
         st.tuples(st.integers(0, 40), st.floats(0.0, 0.5), st.floats(0.0, 1e7)),
-        min_size=1, max_size=4,
+        min_size=1,
+        max_size=4,
     ),
 )
 def test_conductances_stay_within_device_range(preset: str, seed: int, steps: list) -> None:
@@ -40,8 +41,9 @@ def test_conductances_stay_within_device_range(preset: str, seed: int, steps: li
 
 @settings(max_examples=200, deadline=None)
 @given(
-    w=hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)),
-                 elements=st.floats(-2.0, 2.0)),
+    w=hnp.arrays(
+        np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=st.floats(-2.0, 2.0)
+    ),
     w_max=st.floats(0.5, 2.0),
     g_net_max=st.floats(1.0, 30.0),
     levels=st.one_of(st.none(), st.integers(1, 255)),
@@ -81,8 +83,9 @@ def test_chip_conductances_only_fall_between_writes(seed: int, dts: list) -> Non
 
 
 @given(
-    n=hnp.arrays(np.int64, st.tuples(st.integers(1, 5), st.integers(1, 5)),
-                 elements=st.integers(-20, 20)),
+    n=hnp.arrays(
+        np.int64, st.tuples(st.integers(1, 5), st.integers(1, 5)), elements=st.integers(-20, 20)
+    ),
     counter=st.integers(0, 10**6),
 )
 def test_arbitration_conserves_signed_counts(n, counter) -> None:

@@ -9,8 +9,24 @@ from hil.cli import main
 
 def test_selfcheck_writes_results_showing_drift(tmp_path, capsys) -> None:
     out = tmp_path / "selfcheck"
-    code = main(["--no-log-json", "--log-level", "warning", "selfcheck", "--out", str(out),
-                 "--rows", "40", "--cols", "24", "--batch", "32", "--seed", "1"])
+    code = main(
+        [
+            "--no-log-json",
+            "--log-level",
+            "warning",
+            "selfcheck",
+            "--out",
+            str(out),
+            "--rows",
+            "40",
+            "--cols",
+            "24",
+            "--batch",
+            "32",
+            "--seed",
+            "1",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "selfcheck.json").read_text())
     assert (out / "selfcheck.png").stat().st_size > 1000

@@ -20,8 +20,14 @@ A_PLUS = 0
 
 def _clean(name: str, **changes: object):
     """A preset without faults and device-to-device spread (so formulas apply per device)."""
-    return get_preset(name).replace(p_stuck_reset=0.0, p_stuck_gmax=0.0, p_dead=0.0,
-                                    g_max_spread=0.0, step_spread=0.0, **changes)
+    return get_preset(name).replace(
+        p_stuck_reset=0.0,
+        p_stuck_gmax=0.0,
+        p_dead=0.0,
+        g_max_spread=0.0,
+        step_spread=0.0,
+        **changes,
+    )
 
 
 def sigma_prog(g_us: float, g_max: float) -> float:
@@ -132,8 +138,9 @@ def test_mvm_noise_is_exact_in_distribution(rng: np.random.Generator) -> None:
     x = rng.uniform(-1, 1, (1, 48)).astype(np.float32)
     reps = 4000
     y = chip.mvm(region, np.repeat(x, reps, axis=0)).astype(np.float64)
-    per_device = np.stack([x[0] @ net_conductance(chip.read_conductances(region))
-                           for _ in range(reps)]).astype(np.float64)
+    per_device = np.stack(
+        [x[0] @ net_conductance(chip.read_conductances(region)) for _ in range(reps)]
+    ).astype(np.float64)
     exact_mean = x[0] @ net_conductance(chip.true_conductances(region))
     np.testing.assert_allclose(y.mean(0), exact_mean, atol=4 * y.std(0).max() / reps**0.5)
     ratio = y.var(0) / per_device.var(0)

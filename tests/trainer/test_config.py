@@ -24,7 +24,10 @@ def test_paper_hardware_config_matches_the_paper() -> None:
     assert cfg.network.reset == "full" and cfg.network.decay == 0.6
     assert cfg.network.pseudo == "tanh" and cfg.network.pseudo_scale == 1.0
     assert (cfg.optim.kind, cfg.optim.lr, cfg.optim.decay_factor, cfg.optim.decay_every) == (
-        "sgd", 1e-3, 0.6, 5,
+        "sgd",
+        1e-3,
+        0.6,
+        5,
     )
     assert "preset=hermes" in cfg.device.url
 

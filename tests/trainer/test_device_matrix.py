@@ -15,8 +15,15 @@ def _matrix(driver: SimDriver, w: np.ndarray, **kw: object) -> DeviceMatrix:
     info = driver.info()
     region = Region(0, 10, 10 + w.shape[0], 20, 20 + w.shape[1])
     mapping = CellMapping(2.0 * float(np.abs(w).max()), 0.5 * info.g_net_max_us)
-    m = DeviceMatrix("W", driver, region, mapping, trainable=True, ids=RequestIds("t"),
-                     update_cfg=UpdateConfig(**kw))  # type: ignore[arg-type]
+    m = DeviceMatrix(
+        "W",
+        driver,
+        region,
+        mapping,
+        trainable=True,
+        ids=RequestIds("t"),
+        update_cfg=UpdateConfig(**kw),
+    )  # type: ignore[arg-type]
     m.program(w)
     return m
 

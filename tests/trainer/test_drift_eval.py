@@ -16,8 +16,15 @@ from hil.trainer.session import TrainRequest, train
 def test_drift_evaluation_restores_the_trained_chips(
     tmp_path: Path, small_overrides: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    s = train(TrainRequest(device="sim://?preset=hermes&seed=1", run_dir=tmp_path / "r",
-                           epochs=1, overrides=small_overrides, progress=False))
+    s = train(
+        TrainRequest(
+            device="sim://?preset=hermes&seed=1",
+            run_dir=tmp_path / "r",
+            epochs=1,
+            overrides=small_overrides,
+            progress=False,
+        )
+    )
     out = drift_evaluation(tmp_path / "r", [0.0, 86400.0], ["none", "global"])
     assert set(out["modes"]) == {"none", "global"}
     for rows in out["modes"].values():
@@ -27,15 +34,26 @@ def test_drift_evaluation_restores_the_trained_chips(
     # a day of drift changes what the uncompensated chips compute
     assert out["modes"]["none"][1]["test_nll"] != out["modes"]["none"][0]["test_nll"]
     assert json.loads((tmp_path / "r" / "drift_eval.json").read_text())["delays_s"] == [0, 86400]
-    assert main(["runs", "eval", str(tmp_path / "r"), "--at", "0", "1h",
-                 "--compensation", "per_column"]) == 0
+    assert (
+        main(
+            ["runs", "eval", str(tmp_path / "r"), "--at", "0", "1h", "--compensation", "per_column"]
+        )
+        == 0
+    )
     assert "per_column" in capsys.readouterr().out
 
 
 def test_drift_evaluation_needs_a_simulator_run(
     tmp_path: Path, small_overrides: tuple[str, ...]
 ) -> None:
-    train(TrainRequest(device="software", run_dir=tmp_path / "sw", epochs=1,
-                       overrides=small_overrides, progress=False))
+    train(
+        TrainRequest(
+            device="software",
+            run_dir=tmp_path / "sw",
+            epochs=1,
+            overrides=small_overrides,
+            progress=False,
+        )
+    )
     with pytest.raises(HilError, match="no chip snapshot"):
         drift_evaluation(tmp_path / "sw", [0.0])

@@ -31,21 +31,46 @@ def test_resume_after_kill_equals_an_uninterrupted_run(
     tmp_path: Path, small_overrides: tuple[str, ...], device: str
 ) -> None:
     sets = (*small_overrides, "train.max_train_sequences=48")
-    ref = train(TrainRequest(device=device, run_dir=tmp_path / "ref", epochs=3, overrides=sets,
-                             progress=False, checkpoint_every=1))
+    ref = train(
+        TrainRequest(
+            device=device,
+            run_dir=tmp_path / "ref",
+            epochs=3,
+            overrides=sets,
+            progress=False,
+            checkpoint_every=1,
+        )
+    )
 
-    args = [sys.executable, "-m", "hil", "--log-level", "warning", "train",
-            str(REPO / "configs/jsb_osttp_hil.yaml"), "--device", device, "--epochs", "3",
-            "--run-dir", str(tmp_path / "run"), "--checkpoint-every", "1", "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "hil",
+        "--log-level",
+        "warning",
+        "train",
+        str(REPO / "configs/jsb_osttp_hil.yaml"),
+        "--device",
+        device,
+        "--epochs",
+        "3",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+    ]
     for s in sets:
         args += ["--set", s]
     log = tmp_path / "train.log"
     with open(log, "w") as err:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ})
     try:
+
         def mid_epoch() -> bool:
             ck = _checkpoint(tmp_path / "run")
             return ck is not None and ck["epoch"] >= 1 and ck["batch"] >= 3
+
         assert wait_for(mid_epoch, 120, 0.01), log.read_text()[-2000:]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -55,12 +80,29 @@ def test_resume_after_kill_equals_an_uninterrupted_run(
     stopped_at = _checkpoint(tmp_path / "run")
     assert stopped_at is not None and stopped_at["epoch"] < 3
 
-    res = subprocess.run([sys.executable, "-m", "hil", "--log-level", "warning", "train",
-                          "--resume", "--run-dir", str(tmp_path / "run"), "--no-progress"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ})
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hil",
+            "--log-level",
+            "warning",
+            "train",
+            "--resume",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
     assert res.returncode == 0, res.stderr
     resumed = RunDir.open(tmp_path / "run")
-    assert without_timing(resumed.metrics()) == without_timing(RunDir.open(tmp_path / "ref").metrics())
+    assert without_timing(resumed.metrics()) == without_timing(
+        RunDir.open(tmp_path / "ref").metrics()
+    )
     assert resumed.summary()["test_nll"] == ref["test_nll"]  # type: ignore[index]
     assert "resume" in {e["event"] for e in resumed.events()}
 
@@ -70,11 +112,27 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_checkpoint(
     tmp_path: Path, small_overrides: tuple[str, ...]
 ) -> None:
     sets = (*small_overrides, "train.max_train_sequences=48")
-    ref = train(TrainRequest(device="software", run_dir=tmp_path / "ref", epochs=3,
-                             overrides=sets, progress=False))
-    args = [sys.executable, "-m", "hil", "--log-level", "warning", "train",
-            str(REPO / "configs/jsb_osttp_hil.yaml"), "--device", "software", "--epochs", "3",
-            "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    ref = train(
+        TrainRequest(
+            device="software", run_dir=tmp_path / "ref", epochs=3, overrides=sets, progress=False
+        )
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "hil",
+        "--log-level",
+        "warning",
+        "train",
+        str(REPO / "configs/jsb_osttp_hil.yaml"),
+        "--device",
+        "software",
+        "--epochs",
+        "3",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
     for s in sets:
         args += ["--set", s]
     log = tmp_path / "train.log"
@@ -91,10 +149,26 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_checkpoint(
     ck = _checkpoint(tmp_path / "run")
     assert ck is not None and ck["epoch"] < 3
     assert "interrupted" in {e["event"] for e in RunDir.open(tmp_path / "run").events()}
-    res = subprocess.run([sys.executable, "-m", "hil", "--log-level", "warning", "train",
-                          "--resume", "--run-dir", str(tmp_path / "run"), "--no-progress"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ})
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hil",
+            "--log-level",
+            "warning",
+            "train",
+            "--resume",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
     assert res.returncode == 0, res.stderr
     assert without_timing(RunDir.open(tmp_path / "run").metrics()) == without_timing(
-        RunDir.open(tmp_path / "ref").metrics())
+        RunDir.open(tmp_path / "ref").metrics()
+    )
     assert RunDir.open(tmp_path / "run").summary()["test_nll"] == ref["test_nll"]  # type: ignore[index]

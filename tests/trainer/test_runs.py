@@ -22,8 +22,19 @@ def test_software_run_writes_a_complete_run_dir(
     tmp_path: Path, small_overrides: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:
     rd = tmp_path / "run"
-    args = ["--log-level", "warning", "train", str(REPO / "configs/jsb_osttp_hil.yaml"),
-            "--device", "software", "--run-dir", str(rd), "--epochs", "2", "--no-progress"]
+    args = [
+        "--log-level",
+        "warning",
+        "train",
+        str(REPO / "configs/jsb_osttp_hil.yaml"),
+        "--device",
+        "software",
+        "--run-dir",
+        str(rd),
+        "--epochs",
+        "2",
+        "--no-progress",
+    ]
     for o in small_overrides:
         args += ["--set", o]
     assert main(args) == 0
@@ -51,8 +62,15 @@ def test_software_run_writes_a_complete_run_dir(
 def test_hil_run_on_a_noisy_chip_records_the_device(
     tmp_path: Path, small_overrides: tuple[str, ...]
 ) -> None:
-    s = train(TrainRequest(device="sim://?preset=hermes&seed=3", run_dir=tmp_path / "hw",
-                           epochs=2, overrides=small_overrides, progress=False))
+    s = train(
+        TrainRequest(
+            device="sim://?preset=hermes&seed=3",
+            run_dir=tmp_path / "hw",
+            epochs=2,
+            overrides=small_overrides,
+            progress=False,
+        )
+    )
     run = RunDir.open(tmp_path / "hw")
     m = run.metrics()
     assert all(r["pulses"] > 0 for r in m) and s["pulses"] == sum(r["pulses"] for r in m)
@@ -62,41 +80,74 @@ def test_hil_run_on_a_noisy_chip_records_the_device(
     assert placement["regions"]["B0"]["chip"] == 1
     assert all(p["rms_error_us"] < 2.0 for p in placement["programming"].values())
     assert run.read_json("device.json")["info"]["preset"] == "hermes"
-    for f in ("conductances_before.npz", "conductances_after.npz", "programming.npz",
-              "pulses.png", "conductance_hist.png", "weights_programmed.png"):
+    for f in (
+        "conductances_before.npz",
+        "conductances_after.npz",
+        "programming.npz",
+        "pulses.png",
+        "conductance_hist.png",
+        "weights_programmed.png",
+    ):
         assert (tmp_path / "hw" / f).is_file(), f
 
 
-def test_ideal_chip_follows_the_software_run(tmp_path: Path, small_overrides: tuple[str, ...]) -> None:
+def test_ideal_chip_follows_the_software_run(
+    tmp_path: Path, small_overrides: tuple[str, ...]
+) -> None:
     """The device path is exact: forward, learning signals and evaluation through an ideal
     chip equal the software run; with learning, only the pulse quantisation ε differs
     (``W_device + χ = W_software`` is pinned in test_device_matrix)."""
     frozen = (*small_overrides, "optim.lr=1e-9")  # χ stays below ε: no pulse is sent
-    sw = train(TrainRequest(device="software", run_dir=tmp_path / "sw0", epochs=1,
-                            overrides=frozen, progress=False))
-    hw = train(TrainRequest(device="sim://?preset=ideal&seed=0", run_dir=tmp_path / "hw0",
-                            epochs=1, overrides=frozen, progress=False))
+    sw = train(
+        TrainRequest(
+            device="software", run_dir=tmp_path / "sw0", epochs=1, overrides=frozen, progress=False
+        )
+    )
+    hw = train(
+        TrainRequest(
+            device="sim://?preset=ideal&seed=0",
+            run_dir=tmp_path / "hw0",
+            epochs=1,
+            overrides=frozen,
+            progress=False,
+        )
+    )
     assert hw["pulses"] == 0
     prog = RunDir.open(tmp_path / "hw0").read_json("placement.json")["programming"]
     assert all(p["rms_error_us"] < 1e-4 for p in prog.values())
     for key in ("train_nll", "valid_nll", "test_nll"):
         assert hw[key] == pytest.approx(sw[key], rel=1e-5), key
 
-    learning = (*small_overrides, "device.max_pulses_per_update=100",
-                "device.g_net_fraction=1.0")
-    sw = train(TrainRequest(device="software", run_dir=tmp_path / "sw", epochs=2,
-                            overrides=learning, progress=False))
-    hw = train(TrainRequest(device="sim://?preset=ideal&seed=0", run_dir=tmp_path / "hw",
-                            epochs=2, overrides=learning, progress=False))
+    learning = (*small_overrides, "device.max_pulses_per_update=100", "device.g_net_fraction=1.0")
+    sw = train(
+        TrainRequest(
+            device="software", run_dir=tmp_path / "sw", epochs=2, overrides=learning, progress=False
+        )
+    )
+    hw = train(
+        TrainRequest(
+            device="sim://?preset=ideal&seed=0",
+            run_dir=tmp_path / "hw",
+            epochs=2,
+            overrides=learning,
+            progress=False,
+        )
+    )
     assert hw["pulses"] > 0
     for key in ("train_nll", "valid_nll", "test_nll"):
         assert hw[key] == pytest.approx(sw[key], rel=0.03), key
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hil", "--log-level", "error", *args],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+def _cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hil", "--log-level", "error", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize(
@@ -112,8 +163,17 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) ->
 def test_bad_runs_fail_with_one_clear_line(
     tmp_path: Path, jsb_path: Path, extra: list[str], fragment: str
 ) -> None:
-    res = _cli("train", str(REPO / "configs/jsb_osttp_hil.yaml"), "--run-dir", str(tmp_path / "r"),
-               "--set", f"data.path={jsb_path}", "--epochs", "1", *extra)
+    res = _cli(
+        "train",
+        str(REPO / "configs/jsb_osttp_hil.yaml"),
+        "--run-dir",
+        str(tmp_path / "r"),
+        "--set",
+        f"data.path={jsb_path}",
+        "--epochs",
+        "1",
+        *extra,
+    )
     assert res.returncode != 0
     err_lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(err_lines) == 1, res.stderr
@@ -127,8 +187,11 @@ def test_per_step_online_updates_train(
     tmp_path: Path, small_overrides: tuple[str, ...], device: str
 ) -> None:
     sets = (*small_overrides, "rule.update=step", "train.max_train_sequences=4")
-    s = train(TrainRequest(device=device, run_dir=tmp_path / "r", epochs=1, overrides=sets,
-                           progress=False))
+    s = train(
+        TrainRequest(
+            device=device, run_dir=tmp_path / "r", epochs=1, overrides=sets, progress=False
+        )
+    )
     assert np.isfinite(s["test_nll"])
     m = RunDir.open(tmp_path / "r").metrics()[0]
     if device != "software":  # one pulse request per time step with a non-zero update

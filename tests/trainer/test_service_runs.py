@@ -49,16 +49,27 @@ def test_server_killed_mid_run_is_restarted_and_nothing_is_applied_twice(
     """
     sim = "sim://?preset=ideal&seed=0"
     sets = [*small_overrides, "train.max_train_sequences=24", "device.max_pulses_per_update=20"]
-    args = ["--log-level", "warning", "train", str(REPO / "configs/jsb_osttp_hil.yaml"),
-            "--epochs", "2", "--no-progress"]
+    args = [
+        "--log-level",
+        "warning",
+        "train",
+        str(REPO / "configs/jsb_osttp_hil.yaml"),
+        "--epochs",
+        "2",
+        "--no-progress",
+    ]
     for s in sets:
         args += ["--set", s]
 
     def run_against(endpoint: str, run_dir: Path) -> subprocess.Popen[str]:
         url = f"{endpoint}?timeout_s=1&retries=30&backoff_s=0.1"
-        return subprocess.Popen([sys.executable, "-m", "hil", *args, "--device", url,
-                                 "--run-dir", str(run_dir)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env={**os.environ})
+        return subprocess.Popen(
+            [sys.executable, "-m", "hil", *args, "--device", url, "--run-dir", str(run_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
+        )
 
     # reference: the same run against a server that never crashes
     with ServeProcess(sim, "tcp://127.0.0.1:*", ["--state-dir", str(tmp_path / "s0")]) as srv:
@@ -85,8 +96,9 @@ def test_server_killed_mid_run_is_restarted_and_nothing_is_applied_twice(
         srv.terminate()
     crashed, reference = RunDir.open(tmp_path / "crash"), RunDir.open(tmp_path / "ref")
     assert without_timing(crashed.metrics()) == without_timing(reference.metrics())
-    with np.load(tmp_path / "crash" / "conductances_after.npz") as a, np.load(
-        tmp_path / "ref" / "conductances_after.npz"
-    ) as b:
+    with (
+        np.load(tmp_path / "crash" / "conductances_after.npz") as a,
+        np.load(tmp_path / "ref" / "conductances_after.npz") as b,
+    ):
         for k in a.files:
             np.testing.assert_array_equal(a[k], b[k])

@@ -33,12 +33,22 @@ def _write_shd(path: Path, n: int, rng: np.random.Generator) -> None:
 def test_shd_osttp_learns_a_separable_toy_set(tmp_path: Path, rng: np.random.Generator) -> None:
     _write_shd(tmp_path / "shd_train.h5", 64, rng)
     _write_shd(tmp_path / "shd_test.h5", 32, rng)
-    s = train(TrainRequest(
-        config=REPO / "configs/shd_osttp.yaml", run_dir=tmp_path / "run", epochs=4,
-        overrides=(f"shd.train_path={tmp_path / 'shd_train.h5'}",
-                   f"shd.test_path={tmp_path / 'shd_test.h5'}", "network.hidden=[32]",
-                   "shd.n_steps=20", "optim.lr=0.01", "train.batch_size=16"),
-        progress=False))
+    s = train(
+        TrainRequest(
+            config=REPO / "configs/shd_osttp.yaml",
+            run_dir=tmp_path / "run",
+            epochs=4,
+            overrides=(
+                f"shd.train_path={tmp_path / 'shd_train.h5'}",
+                f"shd.test_path={tmp_path / 'shd_test.h5'}",
+                "network.hidden=[32]",
+                "shd.n_steps=20",
+                "optim.lr=0.01",
+                "train.batch_size=16",
+            ),
+            progress=False,
+        )
+    )
     assert s["metric"] == "accuracy"
     assert s["max_test_accuracy"] >= 0.9
     assert 0.0 <= s["test_accuracy"] <= 1.0
