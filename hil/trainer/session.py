@@ -191,6 +191,7 @@ def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
         run.event(
             "resume" if ck else "start",
             epoch=ck.epoch if ck else 0,
+            epochs=cfg.train.epochs,
             device=cfg.device.url,
             data_source=data.source,
         )
