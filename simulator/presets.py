@@ -295,10 +295,17 @@ PRESETS = {
 
 
 def get_preset(name: str = "hermes") -> DeviceParams:
-    """The :class:`DeviceParams` of a named preset; raises :class:`PresetError` if unknown."""
+    """The :class:`DeviceParams` of a named preset, or of a preset file when ``name`` ends in
+    ``.yaml``/``.yml`` (:mod:`simulator.preset_file`); raises :class:`PresetError` (one
+    line naming the field) if unknown or invalid."""
+    if name.lower().endswith((".yaml", ".yml")):
+        from simulator.preset_file import load_preset_file
+
+        return load_preset_file(name)
     try:
         return PRESETS[name]()
     except KeyError:
         raise PresetError(
-            f"unknown device preset {name!r}; valid names: {', '.join(sorted(PRESETS))}"
+            f"unknown device preset {name!r}; valid names: {', '.join(sorted(PRESETS))}, "
+            "or a preset file PATH.yaml"
         ) from None
