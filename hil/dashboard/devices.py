@@ -51,7 +51,7 @@ class DeviceWatch:
         q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.endpoint = f"{parts.scheme}://{parts.netloc}{parts.path}"
         self.timeout_s = float(q.get("timeout_s", timeout_s))
-        self.keys = {"server_key": q.get("server_key"), "client_key": q.get("client_key")}
+        self.server_key, self.client_key = q.get("server_key"), q.get("client_key")
         self._driver: RemoteDriver | None = None
         self._lock = threading.Lock()
 
@@ -63,7 +63,8 @@ class DeviceWatch:
                 retries=0,
                 client_name="hil-dashboard",
                 heartbeats=False,
-                **self.keys,
+                server_key=self.server_key,
+                client_key=self.client_key,
             )
         return self._driver
 

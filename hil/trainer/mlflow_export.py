@@ -124,8 +124,14 @@ def _export_one(client: Any, exp_id: str, run: RunDir, replace: bool) -> Exporte
     config = run.read_json("config.json")
     summary = run.summary() or {}
     status = run_status(run.path)
-    data = json.loads((run.path / "data.json").read_text()) if (run.path / "data.json").is_file() else {}
-    device = run.read_json("device.json").get("info", {}) if (run.path / "device.json").is_file() else {}
+    data = (
+        json.loads((run.path / "data.json").read_text())
+        if (run.path / "data.json").is_file()
+        else {}
+    )
+    device = (
+        run.read_json("device.json").get("info", {}) if (run.path / "device.json").is_file() else {}
+    )
     tags = {
         RUN_TAG: key,
         "mlflow.runName": run.path.name,
@@ -141,7 +147,9 @@ def _export_one(client: Any, exp_id: str, run: RunDir, replace: bool) -> Exporte
         "data.source": data.get("source"),
         **{f"device.{k}": device.get(k) for k in ("driver", "preset", "firmware") if k in device},
     }
-    param_list = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in params.items()]
+    param_list = [
+        Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in params.items()
+    ]
     param_list = [Param(p.key, p.value[:MAX_PARAM_CHARS]) for p in param_list]
     metrics: list[Any] = []
     for rec in run.metrics():

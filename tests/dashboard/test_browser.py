@@ -64,9 +64,7 @@ class Page:
         self.page = browser.new_page(viewport={"width": 1280, "height": 900})
         self.page.set_default_timeout(DEADLINE_MS)
         self.errors: list[str] = []
-        self.page.on(
-            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
-        )
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
 
     def shot(self, tmp_path: Path, name: str, full_page: bool = True) -> None:
@@ -92,14 +90,14 @@ def page(browser: Any) -> Iterator[Page]:
 
 def _points(page: Any) -> int:
     return int(
-        page.evaluate("() => { const d = document.getElementById('curves').data;"
-                      " return d && d.length ? d[0].x.length : 0; }")
+        page.evaluate(
+            "() => { const d = document.getElementById('curves').data;"
+            " return d && d.length ? d[0].x.length : 0; }"
+        )
     )
 
 
-def test_overview_lists_runs_and_sorts_them(
-    page: Page, runs_root: Path, tmp_path: Path
-) -> None:
+def test_overview_lists_runs_and_sorts_them(page: Page, runs_root: Path, tmp_path: Path) -> None:
     with DashboardProcess(["--runs", str(runs_root), "--refresh", "0.5"]) as dash:
         p = page.page
         p.goto(dash.url + "/")
@@ -110,7 +108,9 @@ def test_overview_lists_runs_and_sorts_them(
         names = p.locator("#runs tbody tr").evaluate_all("rs => rs.map(r => r.dataset.run)")
         assert names == ["0/chip", "0/soft"]
         p.click("th[data-key='name']")  # and descending
-        p.wait_for_function("() => document.querySelector('#runs tbody tr').dataset.run === '0/soft'")
+        p.wait_for_function(
+            "() => document.querySelector('#runs tbody tr').dataset.run === '0/soft'"
+        )
         p.check("input[data-run='0/soft']")
         p.check("input[data-run='0/chip']")
         p.click("#compare-btn")
@@ -202,9 +202,7 @@ def test_compare_two_runs(page: Page, runs_root: Path, tmp_path: Path) -> None:
         page.done()
 
 
-def test_devices_page_against_a_live_hil_serve(
-    page: Page, runs_root: Path, tmp_path: Path
-) -> None:
+def test_devices_page_against_a_live_hil_serve(page: Page, runs_root: Path, tmp_path: Path) -> None:
     with ServeProcess("sim://?preset=hermes&seed=0", "tcp://127.0.0.1:*") as srv:
         args = ["--runs", str(runs_root), "--device", srv.endpoint, "--refresh", "0.5"]
         with DashboardProcess(args) as dash:
