@@ -16,8 +16,6 @@ stops DNS-rebinding pages from reading it). Bad run data give warnings, never a 
 from __future__ import annotations
 
 import hmac
-import json
-import math
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -42,22 +40,11 @@ TOKEN_COOKIE = "hil_token"
 NAME_RE = re.compile(r"^[^/\\]+$")
 
 
-def _finite(obj: Any) -> Any:
-    """``obj`` with NaN and ±inf as None (browsers reject them in JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 class JSON(JSONResponse):
     """Strict JSON (NaN/inf as null) of run data, numpy values included."""
 
     def render(self, content: Any) -> bytes:
-        return dumps(_finite(json.loads(dumps(content)))).encode("utf-8")
+        return dumps(rundata.jsonable(content)).encode("utf-8")
 
 
 class TokenCheck(BaseHTTPMiddleware):

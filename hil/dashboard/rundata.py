@@ -10,12 +10,30 @@ run never breaks a page. The best epoch is the one with the best validation metr
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from hil.fsio import dumps
 from hil.trainer.status import RunStatus, run_status
 
 Records = list[dict[str, Any]]
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON types (numpy values converted), NaN and ±inf as None, which
+    browsers cannot parse."""
+    return _finite(json.loads(dumps(obj)))
 
 
 def read_records(path: Path) -> tuple[Records, list[str]]:

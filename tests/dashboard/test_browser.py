@@ -218,3 +218,23 @@ def test_devices_page_against_a_live_hil_serve(page: Page, runs_root: Path, tmp_
             )  # it refreshes by itself
             page.shot(tmp_path, "dashboard-devices")
             page.done()
+
+
+def test_the_static_report_is_the_run_page_and_fetches_nothing(
+    page: Page, runs_root: Path, tmp_path: Path
+) -> None:
+    from hil.dashboard.export import write_static_run_page
+
+    report = write_static_run_page(runs_root / "chip", tmp_path / "report.html")
+    requests: list[str] = []
+    p = page.page
+    p.on("request", lambda r: requests.append(r.url))
+    p.goto(report.as_uri())
+    p.wait_for_function("() => document.getElementById('curves').data?.length === 3")
+    p.wait_for_selector("#matrices .js-plotly-plot")
+    assert p.locator("#programming-table tbody tr").count() == 3
+    assert p.locator("#epochs tbody tr").count() == 3
+    assert p.locator("#status .badge").inner_text() == "finished"
+    assert "optim.lr" in p.locator("#config").inner_text()
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests
+    page.done()

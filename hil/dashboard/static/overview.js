@@ -14,7 +14,7 @@
   const progress = (r) => {
     const total = r.epochs_total || 0;
     const frac = total ? Math.min(1, (r.epochs_done || 0) / total) : 0;
-    return el("span", {},
+    return el("span", { style: "white-space:nowrap" },
       el("span", { class: "progress" }, el("span", { style: `width:${(100 * frac).toFixed(0)}%` })),
       `${r.epochs_done ?? "—"} / ${total || "?"}`);
   };
