@@ -35,6 +35,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.timeout(900)  # its subprocesses have their own, longer bounds
 @pytest.mark.slow
 def test_main_job_runs_offline_on_the_built_chorales(tmp_path: Path) -> None:
     pytest.importorskip("music21")
