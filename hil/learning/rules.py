@@ -28,7 +28,7 @@ the trace kernels forward instead; tests check that both forms agree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -139,9 +139,10 @@ def _trace_form(
     tr = init_traces(kind, B, x.shape[-1], n, names, hp.dtype)
     h_diag = 0.0 if h_val is None else np.diagonal(h_val).copy()
     acc: dict[str, np.ndarray] = {}
-    p_all = [np.broadcast_to(a, hp.shape) if np.ndim(a) else a for a in p]
+    # each partial is a (T, B, n) array or the scalar 0.0 (Q^b of a full reset)
+    p_all: list[Any] = [np.broadcast_to(a, hp.shape) if np.ndim(a) else a for a in p]
     for t in range(T):
-        pt = Partials(*(a[t] if np.ndim(a) else a for a in p_all))
+        pt = Partials._make(a[t] if np.ndim(a) else a for a in p_all)
         if kind == "complete":
             tr = complete_step(tr, x[t], y_prev[t], hp_prev[t], pt, h_val, recursive)
             gt = complete_grads(tr, L[t], hp[t])
