@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hil.errors import DataError
 from hil.tasks import jsb
-from hil.tasks.pianoroll import N_KEYS
+from hil.tasks.datasource import comparability
+from hil.tasks.pianoroll import N_KEYS, PianoRollSplits
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 """Time-major ``x`` (T, B, m), ``target`` (T, B, k), ``mask`` (T, B)."""
@@ -48,6 +49,11 @@ class Task(Protocol):
     n_out: int
     source: str
     n_train: int
+    comparable: bool
+    """the test metric is comparable to published numbers"""
+    comparable_why: str
+    fingerprint: str | None
+    """content identity of the data (sha256 of the source file), the same for two copies"""
 
     def train_batch(self, idx: Sequence[int]) -> Batch: ...
     def batch_score(self, o: np.ndarray, batch: Batch) -> tuple[float, int]: ...
@@ -71,6 +77,9 @@ class JsbTask:
     metric: Literal["nll", "accuracy"] = "nll"
     n_in: int = N_KEYS
     n_out: int = N_KEYS
+    comparable: bool = False
+    comparable_why: str = ""
+    fingerprint: str | None = None
 
     @property
     def n_train(self) -> int:
@@ -100,6 +109,9 @@ class ShdTask:
     n_in: int = 700
     n_out: int = 20
     eval_batch: int = 128
+    comparable: bool = True
+    comparable_why: str = "the SHD test file"
+    fingerprint: str | None = None
 
     @property
     def n_train(self) -> int:
@@ -127,15 +139,19 @@ class ShdTask:
         return correct / max(n, 1)
 
 
-def jsb_task(splits: object, n_train: int | None, n_eval: int | None) -> JsbTask:
+def jsb_task(splits: PianoRollSplits, n_train: int | None, n_eval: int | None) -> JsbTask:
     def cut(rolls: list[np.ndarray], n: int | None) -> list[np.ndarray]:
         return list(rolls[:n] if n else rolls)
 
+    comparable, why = comparability(splits, n_eval)
     return JsbTask(
         cut(splits.train, n_train),
         cut(splits.valid, n_eval),
-        cut(splits.test, n_eval),  # type: ignore[attr-defined]
-        splits.source,  # type: ignore[attr-defined]
+        cut(splits.test, n_eval),
+        splits.source,
+        comparable=comparable,
+        comparable_why=why,
+        fingerprint=splits.meta.get("sha256"),
     )
 
 
