@@ -121,7 +121,7 @@ def write_shipped(
 ) -> dict[str, Any]:
     """Write the ``.npz`` and its manifest; returns the manifest."""
     npz.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(npz, **pack(splits))
+    np.savez_compressed(npz, allow_pickle=False, **pack(splits))
     note = {
         "what": "the standard JSB Chorales split (Boulanger-Lewandowski et al., ICML 2012), "
         "as 88-key piano rolls, bit-packed; lossless copy of the source pickle",
