@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -25,6 +26,17 @@ pytestmark = pytest.mark.slow
 
 def _events(run: Path) -> list[dict]:
     return RunDir(run).events()
+
+
+def _locked(lock: Path) -> bool:
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _interval(run: Path) -> tuple[float, float]:
@@ -160,6 +172,8 @@ def test_resume_after_killing_the_sweep_runs_only_unfinished_trials(
         assert wait_for(lambda: len(done()) >= 1, 240, 0.05), (tmp_path / "sweep.log").read_text()
     finally:
         kill_session(proc)  # kill -9 the sweep (and what it started)
+    # a Ray worker outlives its killed driver briefly; its `hil train` holds the trial lock
+    assert wait_for(lambda: not any(map(_locked, (sweep / ".sweep" / "locks").iterdir())), 120)
     finished = {p.name: (p / "events.jsonl").read_text() for p in done()}
     assert 1 <= len(finished) < 4
     out = run_sweep(spec, sweep, ray_env, "--resume")
