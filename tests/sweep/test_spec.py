@@ -120,3 +120,10 @@ def test_point_std_is_the_sample_std():
     assert mean == pytest.approx(np.mean(values))
     assert std == pytest.approx(np.std(values, ddof=1))
     assert _stats([1.0]) == (1.0, None)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=str)
+def test_the_figure_specs_are_valid(path: Path):
+    spec, trials = load_spec(path)
+    assert trials and len({t.id for t in trials}) == len(trials)
+    assert len(spec.seeds) >= 2  # every figure is a mean ± std over seeds

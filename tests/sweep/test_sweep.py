@@ -58,6 +58,7 @@ def test_2x2_grid_gives_four_run_dirs_and_the_aggregate(tmp_path: Path, jsb_path
     assert out.returncode == 0, out.stdout + out.stderr
     runs = list_runs(tmp_path / "sw")
     assert len(runs) == 4 and all(r.summary() is not None for r in runs)
+    assert {r.path for r in list_runs(tmp_path)} == {r.path for r in runs}  # runs/ lists trials
     summary = json.loads((tmp_path / "sw" / "sweep.json").read_text())
     assert len(summary["trials"]) == 4 and summary["counts"]["done"] == 4
     assert (tmp_path / "sw" / "sweep.png").stat().st_size > 0
