@@ -18,12 +18,14 @@ URL form: ``tcp://host:port?timeout_s=5&retries=5&server_key=PATH&client_key=PAT
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -44,21 +46,43 @@ from protocols import ProtocolError, VersionMismatchError, encode
 from protocols.framing import decode_reply
 from protocols.messages import (
     STATE_CHANGING_KINDS,
+    AdvanceReply,
     AdvanceRequest,
     ErrorReply,
     Heartbeat,
+    HeartbeatReply,
     Hello,
+    HelloReply,
+    InfoReply,
     InfoRequest,
     LeaseAcquire,
+    LeaseMode,
     LeaseRelease,
+    LeaseReleased,
+    LeaseReply,
+    MvmReply,
     MvmRequest,
+    ProgramReply,
     ProgramRequest,
+    PulseReply,
     PulseRequest,
+    ReadReply,
     ReadRequest,
+    ReplyMessage,
+    RequestMessage,
+    ResetReply,
     ResetRequest,
+    TimeReply,
     TimeRequest,
 )
-from protocols.models import CAP_SNAPSHOT, DeviceInfo, ProgramReport, PulseReport, ResetReport
+from protocols.models import (
+    CAP_SNAPSHOT,
+    AdvanceReport,
+    DeviceInfo,
+    ProgramReport,
+    PulseReport,
+    ResetReport,
+)
 from protocols.region import Region
 
 _AUTH_FAIL_EVENTS = (
@@ -67,6 +91,8 @@ _AUTH_FAIL_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
 
+
+R = TypeVar("R", bound=ReplyMessage)
 
 COPY_THRESHOLD = 4 * 2**20
 """Frames below this many bytes are copied when sent: pyzmq's zero-copy path hands every
@@ -106,7 +132,9 @@ class RemoteDriver(Driver):
         self._last_sent = 0.0
         self._connect()
         try:
-            hello = self._call(Hello(request_id=new_request_id(), client=client_name))[0]
+            hello = self._call(Hello(request_id=new_request_id(), client=client_name), HelloReply)[
+                0
+            ]
         except Exception:
             self._disconnect()
             raise
@@ -190,13 +218,18 @@ class RemoteDriver(Driver):
 
     def _call(
         self,
-        msg: Any,
+        msg: RequestMessage,
+        expect: type[R],
         arrays: dict[str, np.ndarray] | None = None,
         *,
         attempts: int | None = None,
         timeout_s: float | None = None,
-    ) -> tuple[Any, dict]:
-        """Send ``msg``, wait for the reply with its id; retry with backoff; raise on error."""
+    ) -> tuple[R, dict[str, np.ndarray]]:
+        """Send ``msg``, wait for the reply with its id; retry with backoff; raise on error.
+
+        The reply must be an ``expect`` (or an error reply, raised as its
+        :class:`~drivers.DriverError`); any other kind is a :class:`~drivers.DeviceError`.
+        """
         frames = encode(msg, arrays)
         attempts = self.retries + 1 if attempts is None else attempts
         with self._lock:
@@ -211,7 +244,7 @@ class RemoteDriver(Driver):
                 self._last_sent = time.monotonic()
                 reply = self._await(msg.request_id, timeout_s or self.timeout_s)
                 if reply is not None:
-                    return self._unwrap(reply)
+                    return self._unwrap(reply, expect)
             # drop the unsent copy so it cannot reach a server that comes back later
             self._disconnect()
             self._connect()
@@ -227,7 +260,9 @@ class RemoteDriver(Driver):
                 )
             )
 
-    def _await(self, request_id: str, timeout_s: float) -> tuple[Any, dict] | None:
+    def _await(
+        self, request_id: str, timeout_s: float
+    ) -> tuple[ReplyMessage, dict[str, np.ndarray]] | None:
         assert self._sock is not None
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
@@ -235,7 +270,7 @@ class RemoteDriver(Driver):
             poller.register(self._monitor, zmq.POLLIN)
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
-            ready = dict(poller.poll(left * 1000))
+            ready = dict(poller.poll(max(1, math.ceil(left * 1000))))
             if self._monitor is not None and self._monitor in ready:
                 event = recv_monitor_message(self._monitor)
                 raise Unauthorised(
@@ -256,12 +291,18 @@ class RemoteDriver(Driver):
                 # a late reply to an earlier attempt or request: drop it
         return None
 
-    @staticmethod
-    def _unwrap(reply: tuple[Any, dict]) -> tuple[Any, dict]:
-        msg = reply[0]
+    def _unwrap(
+        self, reply: tuple[ReplyMessage, dict[str, np.ndarray]], expect: type[R]
+    ) -> tuple[R, dict[str, np.ndarray]]:
+        msg, arrays = reply
         if isinstance(msg, ErrorReply):
             raise ERROR_BY_CODE.get(msg.code, DeviceError)(msg.message)
-        return reply
+        if not isinstance(msg, expect):
+            raise DeviceError(
+                f"{self.endpoint} answered a {msg.kind!r} message where a "
+                f"{expect.model_fields['kind'].default!r} reply was due"
+            )
+        return msg, arrays
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat_interval_s / 2):
@@ -270,6 +311,7 @@ class RemoteDriver(Driver):
             try:  # one short attempt: a slow heartbeat must not hold up close()
                 self._call(
                     Heartbeat(request_id=new_request_id()),
+                    HeartbeatReply,
                     attempts=1,
                     timeout_s=min(self.timeout_s, self.heartbeat_interval_s),
                 )
@@ -277,19 +319,19 @@ class RemoteDriver(Driver):
                 continue
 
     # ------------------------------------------------------------ leases
-    def acquire_lease(self, region: Region, mode: str = "write") -> str:
+    def acquire_lease(self, region: Region, mode: LeaseMode = "write") -> str:
         """Take a ``read`` or ``write`` lease on ``region``; returns the lease id."""
         region = self._check_region(region)
         if mode not in ("read", "write"):
             raise InvalidRequest(f"lease mode {mode!r} must be 'read' or 'write'")
-        rep = self._call(LeaseAcquire(request_id=new_request_id(), region=region, mode=mode))[0]
-        return rep.lease_id
+        msg = LeaseAcquire(request_id=new_request_id(), region=region, mode=mode)
+        return self._call(msg, LeaseReply)[0].lease_id
 
     def release_lease(self, lease_id: str) -> None:
-        self._call(LeaseRelease(request_id=new_request_id(), lease_id=lease_id))
+        self._call(LeaseRelease(request_id=new_request_id(), lease_id=lease_id), LeaseReleased)
 
     @contextmanager
-    def lease(self, region: Region, mode: str = "write"):  # type: ignore[no-untyped-def]
+    def lease(self, region: Region, mode: LeaseMode = "write") -> Iterator[str]:
         """``with remote.lease(region): ...`` holds a lease for the block."""
         lease_id = self.acquire_lease(region, mode)
         try:
@@ -306,46 +348,63 @@ class RemoteDriver(Driver):
 
     def refresh_info(self) -> DeviceInfo:
         """Ask the server again (e.g. after it restarted with another device)."""
-        self._hello_info = self._call(InfoRequest(request_id=new_request_id()))[0].info
+        self._hello_info = self._call(InfoRequest(request_id=new_request_id()), InfoReply)[0].info
         self._info_cache = self._info()
         return self._info_cache
 
     def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:
         msg = MvmRequest(request_id=new_request_id(), region=region, transpose=transpose)
-        return self._call(msg, {"x": x})[1]["y"]
+        return self._call(msg, MvmReply, {"x": x})[1]["y"]
 
     def _read_conductances(self, region: Region) -> np.ndarray:
-        return self._call(ReadRequest(request_id=new_request_id(), region=region))[1]["g_us"]
+        msg = ReadRequest(request_id=new_request_id(), region=region)
+        return self._call(msg, ReadReply)[1]["g_us"]
 
-    def _apply_pulses(self, region, counts, reset_mask, request_id) -> PulseReport:  # type: ignore[no-untyped-def]
+    def _apply_pulses(
+        self,
+        region: Region,
+        counts: np.ndarray,
+        reset_mask: np.ndarray | None,
+        request_id: str,
+    ) -> PulseReport:
         arrays = {"counts": counts}
         if reset_mask is not None:
             arrays["reset_mask"] = reset_mask
-        return self._call(PulseRequest(request_id=request_id, region=region), arrays)[0].report
+        msg = PulseRequest(request_id=request_id, region=region)
+        return self._call(msg, PulseReply, arrays)[0].report
 
     def _reset(self, region: Region, request_id: str) -> ResetReport:
-        return self._call(ResetRequest(request_id=request_id, region=region))[0].report
+        msg = ResetRequest(request_id=request_id, region=region)
+        return self._call(msg, ResetReply)[0].report
 
-    def _program(self, region, target_us, tolerance_us, max_iterations, request_id):  # type: ignore[no-untyped-def]
+    def _program(
+        self,
+        region: Region,
+        target_us: np.ndarray,
+        tolerance_us: float,
+        max_iterations: int,
+        request_id: str,
+    ) -> ProgramReport:
         msg = ProgramRequest(
             request_id=request_id,
             region=region,
             tolerance_us=tolerance_us,
             max_iterations=max_iterations,
         )
-        rep: ProgramReport = self._call(msg, {"target_us": target_us})[0].report
-        return rep
+        return self._call(msg, ProgramReply, {"target_us": target_us})[0].report
 
-    def _advance(self, dt_s: float, request_id: str):  # type: ignore[no-untyped-def]
-        return self._call(AdvanceRequest(request_id=request_id, dt_s=dt_s))[0].report
+    def _advance(self, dt_s: float, request_id: str) -> AdvanceReport:
+        msg = AdvanceRequest(request_id=request_id, dt_s=dt_s)
+        return self._call(msg, AdvanceReply)[0].report
 
     def _time_s(self) -> float:
-        return self._call(TimeRequest(request_id=new_request_id()))[0].time_s
+        return self._call(TimeRequest(request_id=new_request_id()), TimeReply)[0].time_s
 
     def _close(self) -> None:
         if getattr(self, "_stop", None) is not None:
             self._stop.set()
-        if getattr(self, "_hb", None) is not None:
-            self._hb.join(timeout=2)
+        hb: threading.Thread | None = getattr(self, "_hb", None)
+        if hb is not None:
+            hb.join(timeout=2)
         with self._lock:
             self._disconnect()

@@ -42,19 +42,33 @@ from protocols import ProtocolError, encode
 from protocols.framing import MAX_ARRAY_BYTES, MAX_HEADER_BYTES, decode_request
 from protocols.messages import (
     AdvanceReply,
+    AdvanceRequest,
     ErrorReply,
+    Heartbeat,
     HeartbeatReply,
+    Hello,
     HelloReply,
     InfoReply,
+    InfoRequest,
+    LeaseAcquire,
+    LeaseRelease,
     LeaseReleased,
     LeaseReply,
     MvmReply,
+    MvmRequest,
     ProgramReply,
+    ProgramRequest,
     PulseReply,
+    PulseRequest,
     ReadReply,
+    ReadRequest,
+    RequestMessage,
     ResetReply,
+    ResetRequest,
     TimeReply,
+    TimeRequest,
 )
+from protocols.models import AdvanceReport
 
 log = structlog.get_logger(__name__)
 
@@ -182,7 +196,9 @@ class DeviceServer:
             )
 
     # ------------------------------------------------------------ request logic
-    def handle(self, identity: bytes, frames: Sequence[bytes], now: float) -> list[Any]:
+    def handle(
+        self, identity: bytes, frames: Sequence[bytes], now: float
+    ) -> list[bytes | memoryview]:
         """Reply frames for one request ``frames`` from ``identity``. Never raises."""
         client = client_name(identity)
         t0 = time.perf_counter()
@@ -198,7 +214,7 @@ class DeviceServer:
             code = "ok"
         except (DriverError, ProtocolError) as exc:
             code = exc.code
-            out = encode(ErrorReply(request_id=request_id, code=code, message=str(exc)))
+            out = encode(ErrorReply(request_id=request_id, code=exc.code, message=str(exc)))
         except Exception as exc:  # the server must survive any driver bug
             code = "internal"
             log.exception("request_crashed", client=client, verb=verb, request_id=request_id)
@@ -221,9 +237,11 @@ class DeviceServer:
             log.warning("request", **fields)
         return out
 
-    def _dispatch(self, client: str, msg: Any, arrays: dict[str, np.ndarray], now: float) -> list:
-        d, rid, kind = self.driver, msg.request_id, msg.kind
-        if kind == "hello":
+    def _dispatch(
+        self, client: str, msg: RequestMessage, arrays: dict[str, np.ndarray], now: float
+    ) -> list[bytes | memoryview]:
+        d, rid = self.driver, msg.request_id
+        if isinstance(msg, Hello):
             log.info("client_hello", client=client, name=msg.client, leases=len(self.leases))
             return encode(
                 HelloReply(
@@ -235,13 +253,13 @@ class DeviceServer:
                     lease_ttl_s=self.leases.ttl_s,
                 )
             )
-        if kind == "info":
+        if isinstance(msg, InfoRequest):
             return encode(InfoReply(request_id=rid, info=d.info()))
-        if kind == "heartbeat":
+        if isinstance(msg, Heartbeat):
             return encode(HeartbeatReply(request_id=rid, leases=len(self.leases.held_by(client))))
-        if kind == "time":
+        if isinstance(msg, TimeRequest):
             return encode(TimeReply(request_id=rid, time_s=d.time_s()))
-        if kind == "lease_acquire":
+        if isinstance(msg, LeaseAcquire):
             lease = self.leases.acquire(client, msg.region, msg.mode, now)
             return encode(
                 LeaseReply(
@@ -252,14 +270,15 @@ class DeviceServer:
                     ttl_s=self.leases.ttl_s,
                 )
             )
-        if kind == "lease_release":
+        if isinstance(msg, LeaseRelease):
             self.leases.release(client, msg.lease_id, now)
             return encode(LeaseReleased(request_id=rid, lease_id=msg.lease_id))
-        if kind in ("mvm", "read_conductances"):
+        if isinstance(msg, MvmRequest):
             self.leases.check(client, msg.region, write=False, now=now)
-            if kind == "mvm":
-                y = d.mvm(msg.region, arrays["x"], transpose=msg.transpose)
-                return encode(MvmReply(request_id=rid), {"y": y})
+            y = d.mvm(msg.region, arrays["x"], transpose=msg.transpose)
+            return encode(MvmReply(request_id=rid), {"y": y})
+        if isinstance(msg, ReadRequest):
+            self.leases.check(client, msg.region, write=False, now=now)
             g = d.read_conductances(msg.region)
             return encode(ReadReply(request_id=rid), {"g_us": g})
         # state-changing verbs: leases, then the driver's idempotent verb
@@ -271,26 +290,26 @@ class DeviceServer:
             # gets its original reply (the driver answers it from its record)
             if d.recorded_reply(drid) is None:
                 raise
-        if kind == "apply_pulses":
-            rep = d.apply_pulses(
+        if isinstance(msg, PulseRequest):
+            pulses = d.apply_pulses(
                 msg.region, arrays["counts"], arrays.get("reset_mask"), request_id=drid
             )
-            return encode(PulseReply(request_id=rid, report=rep))
-        if kind == "reset":
+            return encode(PulseReply(request_id=rid, report=pulses))
+        if isinstance(msg, ResetRequest):
             return encode(ResetReply(request_id=rid, report=d.reset(msg.region, request_id=drid)))
-        if kind == "program":
-            rep = d.program(
+        if isinstance(msg, ProgramRequest):
+            programmed = d.program(
                 msg.region,
                 arrays["target_us"],
                 tolerance_us=msg.tolerance_us,
                 max_iterations=msg.max_iterations,
                 request_id=drid,
             )
-            return encode(ProgramReply(request_id=rid, report=rep))
-        if kind == "advance":
+            return encode(ProgramReply(request_id=rid, report=programmed))
+        if isinstance(msg, AdvanceRequest):
             t_s = d.advance(msg.dt_s, request_id=drid)
-            return encode(AdvanceReply(request_id=rid, report={"time_s": t_s}))
-        raise InvalidRequest(f"request kind {kind!r} is not served")  # pragma: no cover
+            return encode(AdvanceReply(request_id=rid, report=AdvanceReport(time_s=t_s)))
+        raise InvalidRequest(f"request kind {msg.kind!r} is not served")  # pragma: no cover
 
 
 def with_state_dir(driver_url: str, state_dir: str | Path | None) -> str:

@@ -226,7 +226,7 @@ class ErrorReply(_Message):
     message: str
 
 
-Request = Annotated[
+RequestMessage = (
     Hello
     | InfoRequest
     | MvmRequest
@@ -238,10 +238,10 @@ Request = Annotated[
     | TimeRequest
     | LeaseAcquire
     | LeaseRelease
-    | Heartbeat,
-    Field(discriminator="kind"),
-]
-Reply = Annotated[
+    | Heartbeat
+)
+"""Every request model (the static type of a decoded request)."""
+ReplyMessage = (
     HelloReply
     | InfoReply
     | MvmReply
@@ -254,10 +254,14 @@ Reply = Annotated[
     | LeaseReply
     | LeaseReleased
     | HeartbeatReply
-    | ErrorReply,
-    Field(discriminator="kind"),
-]
-Message = Annotated[Request | Reply, Field(discriminator="kind")]
+    | ErrorReply
+)
+"""Every reply model (the static type of a decoded reply)."""
+AnyMessage = RequestMessage | ReplyMessage
+
+Request = Annotated[RequestMessage, Field(discriminator="kind")]
+Reply = Annotated[ReplyMessage, Field(discriminator="kind")]
+Message = Annotated[AnyMessage, Field(discriminator="kind")]
 
 REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
 REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)

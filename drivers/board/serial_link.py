@@ -93,9 +93,9 @@ class SerialLink:
         self._deframer = Deframer()
         start = secrets.randbelow(1 << 16) if first_seq is None else first_seq
         self._seq = (start - 1) & 0xFFFF
+        self._fd: int | None = None
         if not isinstance(port, str):
             self._port = port
-            self._fd = None
             return
         try:
             self._port = serial.serial_for_url(port, baudrate=baudrate, timeout=0)
@@ -105,7 +105,7 @@ class SerialLink:
                 "pyserial URL (socket://host:port, rfc2217://host:port); is the emulator running?"
             ) from exc
         try:  # device paths and socket:// can be waited on with select; rfc2217:// cannot
-            self._fd: int | None = self._port.fileno()
+            self._fd = self._port.fileno()
         except (AttributeError, NotImplementedError, OSError, ValueError):
             self._fd = None
         log.debug("board_link_open", port=port, baudrate=baudrate)

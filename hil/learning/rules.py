@@ -25,7 +25,7 @@ Two update modes call the same kernels (:mod:`hil.learning.traces`): :func:`sequ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -148,9 +148,10 @@ def sequence_grads(
         h_val = None if layer.H is None else layer.H.value()
         h_diag = 0.0 if h_val is None else np.diagonal(h_val).copy()
         acc: dict[str, np.ndarray] = {}
-        p_all = [np.broadcast_to(a, rec.s.shape) if np.ndim(a) else a for a in p]
+        # each partial is a (T, B, n) array or the scalar 0.0 (Q^b of a full reset)
+        p_all: list[Any] = [np.broadcast_to(a, rec.s.shape) if np.ndim(a) else a for a in p]
         for t in range(T):
-            pt = Partials(*(a[t] if np.ndim(a) else a for a in p_all))
+            pt = Partials._make(a[t] if np.ndim(a) else a for a in p_all)
             if rule.traces == "complete":
                 tr = complete_step(tr, rec.x[t], y_prev[t], hp_prev[t], pt, h_val)
                 gt = complete_grads(tr, signals[li][t], hp[t])

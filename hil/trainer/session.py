@@ -115,8 +115,8 @@ def train(req: TrainRequest) -> dict[str, Any]:
                 "--resume continues a run with its recorded config; drop CONFIG, --seed and "
                 "--set (only --epochs, to extend it, and --device, if the chip moved, apply)"
             )
-        run: RunDir | None = RunDir.open(req.run_dir)
-        cfg = RunConfig.model_validate(run.read_json("config.json"))
+        opened = RunDir.open(req.run_dir)
+        cfg = RunConfig.model_validate(opened.read_json("config.json"))
         if req.epochs is not None:
             cfg = cfg.model_copy(
                 update={"train": cfg.train.model_copy(update={"epochs": req.epochs})}
@@ -125,7 +125,8 @@ def train(req: TrainRequest) -> dict[str, Any]:
             cfg = cfg.model_copy(
                 update={"device": cfg.device.model_copy(update={"url": req.device})}
             )
-        ck, generation = ckpt.load(run.checkpoint_dir)
+        ck, generation = ckpt.load(opened.checkpoint_dir)
+        run: RunDir | None = opened
     else:
         cfg = resolve_request(req)
         run, ck, generation = None, None, 0

@@ -121,7 +121,8 @@ def test_read_noise_matches_doc_check() -> None:
     """aihwkit-pcm: a 10 µS target read 1 s after programming is 9.98 +- 1.09 µS (§5)."""
     params = _clean("aihwkit-pcm")
     chip = Chip(0, params, seed=3)
-    chip.program(FULL, np.full((256, 256), (10.0 - 0.1) / 2, np.float32), tolerance_us=1e3)
+    a_t = (10.0 - params.g_reset_us) / 2  # device A+ target 2 T + g_reset = 10 µS
+    chip.program(FULL, np.full((256, 256), a_t, np.float32), tolerance_us=1e3)
     chip.advance(1.0)
     g = chip.read_conductances(FULL)[..., A_PLUS].astype(np.float64)
     assert g.mean() == pytest.approx(9.98, rel=0.01)
