@@ -95,7 +95,11 @@ def _init_ray(spec: SweepSpec, address: str | None, num_cpus: int | None) -> Non
     for d in spec.devices:
         if d.resource_name:
             needed[d.resource_name] = needed.get(d.resource_name, 0) + d.slots
-    common = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    common: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "configure_logging": False,
+    }
     if address is None:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, resources=needed, **common)
         return
