@@ -40,11 +40,10 @@ from drivers import (
     DeviceTimeout,
     DeviceUnreachable,
     InvalidRequest,
-    VersionMismatch,
 )
 from drivers.base import Driver, new_request_id
 from drivers.zmq_link import Curve, ZmqLink
-from protocols import PROTOCOL_VERSION, encode
+from protocols import encode
 from protocols.messages import (
     STATE_CHANGING_KINDS,
     AdvanceReply,
@@ -218,13 +217,7 @@ class RemoteDriver(Driver):
                         f"'hil serve' running there, on that address?"
                     )
         if reply is not None:
-            try:
-                return self._unwrap(reply, HelloReply)[0]
-            except VersionMismatch as exc:
-                raise VersionMismatch(
-                    f"{self.endpoint} speaks another protocol version ({exc}); this client "
-                    f"speaks version {PROTOCOL_VERSION}: upgrade the older of the two"
-                ) from None
+            return self._unwrap(reply, HelloReply)[0]
         if link.handshakes:
             raise DeviceTimeout(
                 f"{self.endpoint} accepted the connection but did not answer hello within "
