@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.keys",
     "hil.commands.driver",
     "hil.commands.selfcheck",
+    "hil.commands.characterize",
 )
 
 

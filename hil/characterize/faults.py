@@ -3,11 +3,12 @@
 A healthy device rises under SET pulses; a faulty one does not. With ``r0`` the mean RESET
 read, ``rK`` the mean read after the last SET pulse of the curve and ``rise = rK - r0``:
 
-- *responds* when ``rise > 0.1 median(rise)`` (a healthy device after 30+ pulses is far
-  above that; the median is taken over all devices, most of which are healthy);
-- otherwise *stuck at g_max* when ``r0`` is above the midpoint of the RESET level and the
-  saturated level (it ignores RESET), *dead* when ``r0 < 0.5 g_reset`` (an open device
-  reads 0) and *stuck at RESET* otherwise.
+- *stuck at g_max* when ``r0`` is above the midpoint of the RESET level and the saturated
+  level (it ignores RESET; a healthy device reads about g_reset there);
+- otherwise *responds* (healthy) when ``rise > 0.1 median(rise)`` (a healthy device after
+  30+ pulses is far above that; most devices are healthy);
+- otherwise *dead* when its mean read over the whole curve is below ``0.2 g_reset`` (an
+  open device reads 0 every time) and *stuck at RESET* if not.
 
 When the RESET level itself is about 0 (``g_reset < 0.02`` µS; aihwkit-like chips) a dead
 device and one stuck at RESET read the same, and both count as stuck at RESET.
@@ -32,10 +33,10 @@ def classify(reset_mean: np.ndarray, set_curve: np.ndarray) -> np.ndarray:
     g_sat = float(np.median(rk[responds])) if responds.any() else float(np.max(rk))
     codes = np.full(r0.shape, STUCK_RESET, np.uint8)
     codes[responds] = OK
-    stuck = ~responds
-    codes[stuck & (r0 > 0.5 * (g_reset + g_sat))] = STUCK_GMAX
     if g_reset >= 0.02:
-        codes[stuck & (r0 < 0.5 * g_reset)] = DEAD
+        level = np.mean(set_curve, axis=0)
+        codes[~responds & (level < 0.2 * g_reset)] = DEAD
+    codes[r0 > 0.5 * (g_reset + g_sat)] = STUCK_GMAX
     return codes
 
 

@@ -159,7 +159,12 @@ class SetFit:
         lo = [-1.0, -5 * gm, -5 * gm, -1.0, 0.0, -5 * gm, 0.2, 0.0, 0.2 * gm, 0.0]
         hi = [0.5, 5 * gm, 10 * gm, 1.0, 5 * gm, 10 * gm, 50.0, 1.0, 3 * gm, 0.4]
         res = optimize.least_squares(
-            self.residuals, np.clip(x0, lo, hi), bounds=(lo, hi), x_scale="jac", diff_step=3e-3, max_nfev=400
+            self.residuals,
+            np.clip(x0, lo, hi),
+            bounds=(lo, hi),
+            x_scale="jac",
+            diff_step=3e-3,
+            max_nfev=400,
         )
         dof = max(res.fun.size - res.x.size, 1)
         s2 = float(np.sum(res.fun**2)) / dof

@@ -186,9 +186,7 @@ def measure(drv: Driver, plan: Plan, tick: Tick | None = None) -> Measurements:
     mvm_ones = drv.mvm(region, np.ones((1, region.rows), np.float32))[0]
 
     t = time.perf_counter()
-    drv.program(
-        region, targets, tolerance_us=plan.tolerance_us, max_iterations=plan.max_iterations
-    )
+    drv.program(region, targets, tolerance_us=plan.tolerance_us, max_iterations=plan.max_iterations)
     v = rd.reads(plan.reads).reshape(plan.reads, *shape).mean(0)
     net = ((v[..., 0] + v[..., 1]) - (v[..., 2] + v[..., 3])) / 2
     tick("verify", 1.0)

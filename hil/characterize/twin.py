@@ -205,3 +205,36 @@ def fit_twin(m: Measurements, base: DeviceParams, name: str) -> tuple[DevicePara
         "level_us": level.tolist(),
     }
     return params, report
+
+
+THRESHOLDS = {
+    "set_mean": 0.03,
+    "set_std": 0.10,
+    "prog_err_std": 0.10,
+    "nu_mean": 0.05,
+    "read_noise_rel": 0.10,
+    "faults": 0.20,
+}
+"""Largest relative twin-vs-source difference accepted by the validation (issue #16)."""
+
+
+def _rel(a: float, b: float) -> float:
+    if a == b:
+        return 0.0
+    return abs(b / a - 1.0) if a != 0 else float("inf")
+
+
+def compare(source: dict, twin: dict, set_pulses: int = 30, levels: slice = slice(None)) -> dict:
+    """Largest relative difference of each validation statistic, twin against source, on
+    fresh devices: SET mean and std per pulse ``k = 1..set_pulses``, and per level (the
+    ``levels`` slice) program-and-verify error std, nu mean and read noise; fault fractions.
+    """
+    out: dict[str, float] = {}
+    for key in ("set_mean", "set_std"):
+        a, b = source[key][1 : set_pulses + 1], twin[key][1 : set_pulses + 1]
+        out[key] = max(_rel(x, y) for x, y in zip(a, b, strict=True))
+    for key in ("prog_err_std", "nu_mean", "read_noise_rel"):
+        a, b = source[key][levels], twin[key][levels]
+        out[key] = max(_rel(x, y) for x, y in zip(a, b, strict=True))
+    out["faults"] = max(_rel(source["faults"][k], twin["faults"][k]) for k in source["faults"])
+    return out
