@@ -191,7 +191,7 @@ class Chip:
             np.square(xq, out=xq)
             s = xq @ var
             np.sqrt(s, out=s)
-            s *= physics.fast_normal(self._read_rng, s.shape)
+            s *= physics.fast_normal_raw(self._read_rng, s.shape)
             y += s
         if p.adc_bits is not None:
             levels = 2 ** (p.adc_bits - 1) - 1
