@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.driver",
     "hil.commands.selfcheck",
     "hil.commands.characterize",
+    "hil.commands.health",
 )
 
 
