@@ -84,3 +84,18 @@ def test_cli_refuses_bad_arguments_in_one_line(tmp_path: Path, capsys) -> None:
         assert code != 0 and len(err) == 1 and needle in err[0], (extra, err)
     assert main(["characterize", "sim://", "--out", str(tmp_path / "c.txt")]) != 0
     assert "ends in .yaml" in capsys.readouterr().err
+
+
+def test_characterize_over_hil_serve(tmp_path: Path) -> None:
+    """The same command through a ``hil serve`` (RemoteDriver): only the contract is used."""
+    from tests.drivers.serve_proc import ServeProcess
+
+    with ServeProcess("sim://?preset=hermes&seed=4", f"ipc://{tmp_path}/s.sock") as srv:
+        out = tmp_path / "remote.yaml"
+        args = ["--log-level", "warning", "characterize", srv.endpoint, "--chip", "1"]
+        assert main([*args, "--region", "0:32,0:64", "--out", str(out), "--no-progress"]) == 0
+    p = load_preset_file(out)
+    h = get_preset("hermes")
+    assert p.g_max_us == pytest.approx(h.g_max_us, rel=0.1)
+    assert p.g_reset_us == pytest.approx(h.g_reset_us, rel=0.1)
+    assert p.nu_mu_min == pytest.approx(h.nu_mu_min, rel=0.1)
