@@ -5,11 +5,13 @@ requests (``hil`` reaches chips only through the driver contract).
 
 Forward (``matmul``), for ``x`` of shape ``(..., m)`` flattened to rows ``x_k``:
 
-    s_k   = max_i |x_k,i|                      (per-row input scale; 0-rows give 0)
+    s_k   = max_i |x_k,i|                      (per-row input scale)
     y_k   = s_k · mvm(x_k / s_k) / scale · c    (µS → weight units, c: drift compensation)
 
 so one MVM request carries a whole time-major batch (split only at the device's
-``max_batch``). The DAC quantises ``x_k / s_k`` to 8 bits; binary spikes and piano rolls are
+``max_batch``). Rows with ``s_k = 0`` (sequence padding, silent spike vectors, empty
+frames) are not sent: their output is exactly 0 (no input current, and the read noise
+``sqrt(x² @ V)`` of a zero row is 0). The DAC quantises ``x_k / s_k`` to 8 bits; binary spikes and piano rolls are
 exact.
 
 Update (``update``), the mixed-precision scheme of Nandakumar et al. 2020:
@@ -68,6 +70,8 @@ class PulseStats:
     refreshes: int = 0
     clipped: int = 0
     mvm_requests: int = 0
+    mvm_rows: int = 0
+    mvm_rows_skipped: int = 0
 
     def reset(self) -> None:
         for f in fields(self):
@@ -136,14 +140,22 @@ class DeviceMatrix:
         lead = x.shape[:-1]
         rows = x.reshape(-1, m).astype(np.float32, copy=False)
         s = np.max(np.abs(rows), axis=1, keepdims=True)
-        s_safe = np.where(s > 0, s, 1.0).astype(np.float32)
-        scaled = rows / s_safe
-        out = np.empty((rows.shape[0], n), dtype=np.float32)
-        for k in range(0, rows.shape[0], self.max_batch):
-            out[k : k + self.max_batch] = self.driver.mvm(
-                self.region, scaled[k : k + self.max_batch]
-            )
+        sent = np.flatnonzero(s[:, 0] != 0)  # all-zero rows give exactly 0: not sent
+        if sent.size == rows.shape[0]:
+            scaled = rows / s
+            out = np.empty((rows.shape[0], n), dtype=np.float32)
+        else:
+            scaled = rows[sent] / s[sent]
+            out = np.zeros((rows.shape[0], n), dtype=np.float32)
+        for k in range(0, sent.size, self.max_batch):
+            y_us = self.driver.mvm(self.region, scaled[k : k + self.max_batch])
+            if sent.size == rows.shape[0]:
+                out[k : k + self.max_batch] = y_us
+            else:
+                out[sent[k : k + self.max_batch]] = y_us
             self.stats.mvm_requests += 1
+            self.stats.mvm_rows += y_us.shape[0]
+        self.stats.mvm_rows_skipped += rows.shape[0] - sent.size
         out *= s * np.float32(1.0 / self.mapping.scale)  # µS -> weight units, undo row scale
         if not (np.isscalar(self.compensation) and self.compensation == 1.0):
             out *= self.compensation
@@ -278,5 +290,6 @@ class DeviceMatrix:
         self.chi[:] = state["chi"]
         self.counter = int(state["counter"])
         if "stats" in state:  # checkpoints before the counters were saved lack them
-            for f, v in zip(self.STAT_FIELDS, state["stats"], strict=True):
+            stats = state["stats"]  # older checkpoints hold a prefix of today's fields
+            for f, v in zip(self.STAT_FIELDS[: len(stats)], stats, strict=True):
                 setattr(self.stats, f, int(v))
