@@ -28,7 +28,8 @@ applied twice.
 
 Refresh (``refresh``): read the cells, find those whose both sides have climbed
 (:func:`simulator.mapping.plan_refresh`), RESET them and re-program their net weight with
-SET pulses and verify reads (contract verbs only, so every driver supports it).
+SET pulses and verify reads (contract verbs only, so every driver supports it). A verify
+read covers only the row runs and column span of the cells just pulsed, not the region.
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ class DeviceMatrix:
     @property
     def shape(self) -> tuple[int, int]:
         return self.region.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of :meth:`value` and of the accumulator χ (float64), without a device read."""
+        return np.dtype(np.float64)
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -246,9 +252,25 @@ class DeviceMatrix:
             )
             self.stats.pulses += int(counts.sum())
             reset[:] = False
-            g = self.driver.read_conductances(self.region)
+            self._reread(g, todo)
         self.stats.refreshes += n_cells
         return n_cells
+
+    def _reread(self, g: np.ndarray, cells: np.ndarray) -> None:
+        """Read again only the cells in ``cells`` (rows, cols) bool, into ``g`` in place:
+        one read per run of consecutive rows holding such cells, over the columns they
+        span (the other cells were not pulsed, their last read stands)."""
+        rows = np.flatnonzero(cells.any(axis=1))
+        if not rows.size:
+            return
+        breaks = np.flatnonzero(np.diff(rows) > 1) + 1
+        for run in np.split(rows, breaks):
+            r0, r1 = int(run[0]), int(run[-1]) + 1
+            cols = np.flatnonzero(cells[r0:r1].any(axis=0))
+            c0, c1 = int(cols[0]), int(cols[-1]) + 1
+            reg = self.region
+            sub = Region(reg.chip, reg.row0 + r0, reg.row0 + r1, reg.col0 + c0, reg.col0 + c1)
+            g[r0:r1, c0:c1] = self.driver.read_conductances(sub)
 
     def saturated_cells(self) -> int:
         """Cells with a device above ``SATURATED_FRACTION·g_max`` (one read of the region)."""

@@ -139,3 +139,26 @@ def test_all_zero_rows_are_not_sent_and_give_exactly_zero(rng: np.random.Generat
         assert np.abs(y[nonzero]).max() > 0
         with pytest.raises(Exception, match="NaN"):
             ma.matmul(np.full((2, 30), np.nan, np.float32))
+
+
+def test_an_optimiser_step_does_not_read_the_device_back(rng: np.random.Generator) -> None:
+    """The update path sends pulses only: no conductance read per step (a full read of the
+    region costs 8 bytes per cell on a board's serial link)."""
+    from hil.learning import OptimConfig, Optimizer
+
+    class CountingSim(SimDriver):
+        reads = 0
+
+        def _read_conductances(self, region):  # type: ignore[no-untyped-def]
+            CountingSim.reads += 1
+            return super()._read_conductances(region)
+
+    w = rng.normal(0, 0.2, size=(12, 9))
+    with CountingSim("hermes", seed=1) as drv:
+        m = _matrix(drv, w)
+        before = CountingSim.reads
+        opt = Optimizer({"W": m}, OptimConfig("sgd", lr=1.0))
+        for _ in range(3):
+            opt.step({"W": rng.normal(0, 0.5, size=w.shape)})
+        assert CountingSim.reads == before
+        assert m.stats.pulses > 0
