@@ -41,7 +41,8 @@ from drivers import (
     Unauthorised,
     VersionMismatch,
 )
-from drivers.base import Driver, new_request_id
+from drivers.base import Driver, LinkBytes, new_request_id
+from drivers.codes import dac_codes, from_adc_codes
 from protocols import ProtocolError, VersionMismatchError, encode
 from protocols.framing import decode_reply
 from protocols.messages import (
@@ -76,6 +77,7 @@ from protocols.messages import (
     TimeRequest,
 )
 from protocols.models import (
+    CAP_MVM_CODES,
     CAP_SNAPSHOT,
     AdvanceReport,
     DeviceInfo,
@@ -130,6 +132,7 @@ class RemoteDriver(Driver):
         self._sock: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
         self._last_sent = 0.0
+        self._bytes_sent = self._bytes_received = 0
         self._connect()
         try:
             hello = self._call(Hello(request_id=new_request_id(), client=client_name), HelloReply)[
@@ -231,6 +234,7 @@ class RemoteDriver(Driver):
         :class:`~drivers.DriverError`); any other kind is a :class:`~drivers.DeviceError`.
         """
         frames = encode(msg, arrays)
+        size = sum(len(f) for f in frames)
         attempts = self.retries + 1 if attempts is None else attempts
         with self._lock:
             if self._sock is None:
@@ -241,6 +245,7 @@ class RemoteDriver(Driver):
                     self._disconnect()
                     self._connect()
                 self._sock.send_multipart(frames, copy=False)
+                self._bytes_sent += size
                 self._last_sent = time.monotonic()
                 reply = self._await(msg.request_id, timeout_s or self.timeout_s)
                 if reply is not None:
@@ -280,6 +285,7 @@ class RemoteDriver(Driver):
                 )
             if self._sock in ready:
                 frames = self._sock.recv_multipart(copy=True)
+                self._bytes_received += sum(len(f) for f in frames)
                 try:
                     reply = decode_reply(frames)
                 except VersionMismatchError as exc:
@@ -354,7 +360,16 @@ class RemoteDriver(Driver):
 
     def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:
         msg = MvmRequest(request_id=new_request_id(), region=region, transpose=transpose)
+        if self._hello_info.has(CAP_MVM_CODES):  # 1-byte codes each way (drivers/codes.py)
+            reply, arrays = self._call(msg, MvmReply, {"x_code": dac_codes(x)})
+            if reply.y_lsb_us is None or "y_code" not in arrays:
+                raise DeviceError(f"{self.endpoint} answered MVM codes without y_code/y_lsb_us")
+            return from_adc_codes(arrays["y_code"], reply.y_lsb_us)
         return self._call(msg, MvmReply, {"x": x})[1]["y"]
+
+    def link_bytes(self) -> LinkBytes:
+        """Bytes of every frame sent to and received from the server (retries included)."""
+        return LinkBytes(self._bytes_sent, self._bytes_received)
 
     def _read_conductances(self, region: Region) -> np.ndarray:
         msg = ReadRequest(request_id=new_request_id(), region=region)
@@ -367,7 +382,9 @@ class RemoteDriver(Driver):
         reset_mask: np.ndarray | None,
         request_id: str,
     ) -> PulseReport:
-        arrays = {"counts": counts}
+        # pulse counts are small: 1 byte each on the wire when they fit (4 as int32)
+        fits = counts.size == 0 or (int(counts.min()) >= 0 and int(counts.max()) <= 255)
+        arrays = {"counts": counts.astype(np.uint8) if fits else counts}
         if reset_mask is not None:
             arrays["reset_mask"] = reset_mask
         msg = PulseRequest(request_id=request_id, region=region)

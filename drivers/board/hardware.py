@@ -25,7 +25,7 @@ import numpy as np
 import structlog
 
 from drivers import DeviceError
-from drivers.base import Driver
+from drivers.base import Driver, LinkBytes
 from drivers.board import protocol as P
 from drivers.board.client import BoardClient, Identity
 from drivers.board.errors import BoardRestarted, FirmwareMismatch, SafetyLimitError, SetupError
@@ -224,6 +224,11 @@ class HardwareDriver(Driver):
                 )
                 b0 += xb.shape[0]
         return y
+
+    def link_bytes(self) -> LinkBytes:
+        """Bytes written to and read from the serial line, and its baud rate."""
+        s = self.link.stats
+        return LinkBytes(s.bytes_written, s.bytes_read, self.setup.link.baudrate)
 
     def _read_conductances(self, region: Region) -> np.ndarray:
         g = np.empty((*region.shape, DEVICES), np.float32)
