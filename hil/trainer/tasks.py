@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hil.errors import DataError
 from hil.tasks import jsb
+from hil.tasks.datasource import comparability
 from hil.tasks.pianoroll import N_KEYS, PianoRollSplits
 
 if TYPE_CHECKING:  # h5py is imported only when an SHD run loads its data
@@ -50,6 +51,11 @@ class Task(Protocol):
     n_in: int
     n_out: int
     source: str
+    comparable: bool
+    """the test metric is comparable to published numbers"""
+    comparable_why: str
+    fingerprint: str | None
+    """content identity of the data (sha256 of the source file), the same for two copies"""
 
     @property
     def n_train(self) -> int: ...
@@ -76,6 +82,9 @@ class JsbTask:
     metric: Literal["nll", "accuracy"] = "nll"
     n_in: int = N_KEYS
     n_out: int = N_KEYS
+    comparable: bool = False
+    comparable_why: str = ""
+    fingerprint: str | None = None
 
     @property
     def n_train(self) -> int:
@@ -105,6 +114,9 @@ class ShdTask:
     n_in: int = 700
     n_out: int = 20
     eval_batch: int = 128
+    comparable: bool = True
+    comparable_why: str = "the SHD test file"
+    fingerprint: str | None = None
 
     @property
     def n_train(self) -> int:
@@ -136,11 +148,15 @@ def jsb_task(splits: PianoRollSplits, n_train: int | None, n_eval: int | None) -
     def cut(rolls: list[np.ndarray], n: int | None) -> list[np.ndarray]:
         return list(rolls[:n] if n else rolls)
 
+    comparable, why = comparability(splits, n_eval)
     return JsbTask(
         cut(splits.train, n_train),
         cut(splits.valid, n_eval),
         cut(splits.test, n_eval),
         splits.source,
+        comparable=comparable,
+        comparable_why=why,
+        fingerprint=splits.meta.get("sha256"),
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from drivers.conformance import REQUIREMENTS, run_conformance
 from tests.conftest import REPO_ROOT
+from tests.procs import readline_within
 
 
 def _assert_all_pass(target: str) -> None:
@@ -52,7 +53,7 @@ def test_conformance_through_hil_serve(emulator, setup_file) -> None:
         env=env,
     )
     try:
-        line = server.stdout.readline().strip() if server.stdout else ""
+        line = readline_within(server.stdout, 30).strip()
         assert line.startswith("serving on tcp://"), line + (
             server.stderr.read() if server.stderr and server.poll() is not None else ""
         )
@@ -63,7 +64,7 @@ def test_conformance_through_hil_serve(emulator, setup_file) -> None:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:  # pragma: no cover - defensive
             server.kill()
-            server.wait()
+            server.wait(timeout=10)
         for stream in (server.stdout, server.stderr):
             if stream:
                 stream.close()
