@@ -40,12 +40,11 @@ from drivers import (
     DeviceTimeout,
     DeviceUnreachable,
     InvalidRequest,
-    VersionMismatch,
 )
 from drivers.base import Driver, LinkBytes, new_request_id
 from drivers.codes import dac_codes, from_adc_codes
 from drivers.zmq_link import Curve, ZmqLink
-from protocols import PROTOCOL_VERSION, encode
+from protocols import encode
 from protocols.messages import (
     STATE_CHANGING_KINDS,
     AdvanceReply,
@@ -223,13 +222,7 @@ class RemoteDriver(Driver):
                         f"'hil serve' running there, on that address?"
                     )
         if reply is not None:
-            try:
-                return self._unwrap(reply, HelloReply)[0]
-            except VersionMismatch as exc:
-                raise VersionMismatch(
-                    f"{self.endpoint} speaks another protocol version ({exc}); this client "
-                    f"speaks version {PROTOCOL_VERSION}: upgrade the older of the two"
-                ) from None
+            return self._unwrap(reply, HelloReply)[0]
         if link.handshakes:
             raise DeviceTimeout(
                 f"{self.endpoint} accepted the connection but did not answer hello within "
