@@ -20,10 +20,14 @@ from hil.fsio import atomic_write_bytes
 ASSETS = ("dashboard.css", "common.js", "run.js", "plotly.min.js")
 
 
-def run_page_data(run: Path, run_id: str = "") -> dict[str, Any]:
-    """Everything the run page shows, as its JSON endpoints give it."""
+def run_page_data(run: Path, run_id: str = "", metric: str | None = None) -> dict[str, Any]:
+    """Everything the run page shows, as its JSON endpoints give it (``metric`` overrides
+    the metric the page plots)."""
+    detail = rundata.detail(run, run_id or run.name)
+    if metric is not None:
+        detail["metric"] = metric
     return {
-        "detail": rundata.detail(run, run_id or run.name),
+        "detail": detail,
         "metrics": rundata.records_since(run, "metrics.jsonl", 0),
         "events": rundata.records_since(run, "events.jsonl", 0),
         "matrices": arrays.matrices(run),
@@ -31,9 +35,9 @@ def run_page_data(run: Path, run_id: str = "") -> dict[str, Any]:
     }
 
 
-def static_run_page(run: Path) -> str:
+def static_run_page(run: Path, metric: str | None = None) -> str:
     """The run page of ``run`` as one HTML document with its data and scripts inlined."""
-    data = rundata.jsonable(run_page_data(run))
+    data = rundata.jsonable(run_page_data(run, metric=metric))
     return render(
         "run.html",
         static=True,
@@ -45,7 +49,7 @@ def static_run_page(run: Path) -> str:
     )
 
 
-def write_static_run_page(run: Path, dest: Path) -> Path:
+def write_static_run_page(run: Path, dest: Path, metric: str | None = None) -> Path:
     """Write :func:`static_run_page` of ``run`` to ``dest`` atomically; returns ``dest``."""
-    atomic_write_bytes(dest, static_run_page(run).encode("utf-8"))
+    atomic_write_bytes(dest, static_run_page(run, metric).encode("utf-8"))
     return dest

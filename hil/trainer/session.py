@@ -210,10 +210,10 @@ def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
             driver.close()
     summary = summarise(cfg, history, data, time.time() - t_start, run)
     run.write_json("summary.json", summary)
-    write_report(run, data.metric)
     run.event(
         "finished", **{k: summary[k] for k in (f"test_{data.metric}", "best_epoch", "epochs")}
     )
+    write_report(run, data.metric)  # after the finished event, so the report shows it
     return summary
 
 

@@ -1,18 +1,18 @@
 """A run's status (running, stopped, failed, finished), derived from its directory alone.
 
-Evidence, strongest first:
+Evidence:
 
-1. ``run.lock``: a process that trains the run holds an exclusive ``flock`` on it for its
-   whole life (and writes its pid and host into it). The kernel drops the lock when the
-   process ends, however it ends (``kill -9`` included), so a held lock means *running*
-   and a left-over, unheld lock file means the trainer is gone.
-2. The last run event in ``events.jsonl``: ``finished`` (with ``summary.json``) means
-   *finished*; ``interrupted`` (a Ctrl-C that wrote a checkpoint) means *stopped*;
-   ``failed`` (or ``error``) means *failed*, with its message as the reason.
-3. Anything else with no lock holder, i.e. a trainer that ended without writing one of
-   those events, means *failed* ("ended without a final event: killed or crashed"). A run
-   from before lock files (no ``run.lock``) cannot be told apart from a live one; it is
-   *stopped* unless it finished.
+1. The last run event in ``events.jsonl``, when it ends a run: ``finished`` (with
+   ``summary.json``) means *finished*; ``interrupted`` (a Ctrl-C that wrote a checkpoint)
+   means *stopped*; ``failed`` (or ``error``) means *failed*, with its message as the
+   reason. (A trainer writes one of these last, just before it exits; a resume writes a
+   ``resume`` event after it.)
+2. Otherwise ``run.lock``: a process that trains the run holds an exclusive ``flock`` on
+   it for its whole life (and writes its pid and host into it). The kernel drops the lock
+   when the process ends, however it ends (``kill -9`` included), so a held lock means
+   *running* and a left-over, unheld lock file means the trainer is gone without a final
+   event: *failed* ("killed or crashed"). A run from before lock files (no ``run.lock``)
+   cannot be told apart from a live one; it is *stopped* unless it finished.
 
 ``hil runs list`` and ``hil dashboard`` both call :func:`run_status`.
 """
@@ -105,10 +105,11 @@ def run_status(run_path: Path) -> StatusInfo:
     lock_file = run_path / LOCK_FILE
     owner = _lock_owner(lock_file) if lock_file.exists() else {}
     pid, host = owner.get("pid"), owner.get("host")
-    if lock_held(run_path):
-        return StatusInfo(RunStatus.RUNNING, f"trainer pid {pid} on {host}", pid, host)
     last = _last_event(run_path)
     name = (last or {}).get("event")
+    ended = name in FAILED_EVENTS or name in ("finished", "interrupted")
+    if not ended and lock_held(run_path):
+        return StatusInfo(RunStatus.RUNNING, f"trainer pid {pid} on {host}", pid, host)
     if name == "finished" and (run_path / "summary.json").is_file():
         return StatusInfo(RunStatus.FINISHED, "finished", pid, host)
     if name == "interrupted":

@@ -17,6 +17,7 @@ pytest.importorskip("httpx2", reason=DASHBOARD_EXTRA)
 from starlette.testclient import TestClient  # noqa: E402
 
 from hil.dashboard.app import create_app  # noqa: E402
+from hil.trainer.runs import RunDir  # noqa: E402
 from hil.trainer.status import RunLock  # noqa: E402
 
 
@@ -174,9 +175,11 @@ def test_bad_run_files_are_warnings_never_a_500(runs_copy: Path) -> None:
 
 
 def test_a_training_run_shows_as_running(runs_copy: Path) -> None:
+    RunDir(runs_copy / "soft").event("resume", epoch=EPOCHS, epochs=EPOCHS + 2)
     with RunLock(runs_copy / "soft"), client(runs_copy) as c:
         rows = {r["id"]: r for r in c.get("/api/runs").json()["runs"]}
         assert rows["0/soft"]["status"] == "running"
+        assert rows["0/soft"]["epochs_total"] == EPOCHS + 2  # a resume that extends the run
 
 
 def test_the_token_is_checked_on_every_request(runs_root: Path) -> None:

@@ -42,8 +42,11 @@ def test_a_finished_run_is_finished_and_its_lock_released(
     info = run_status(tmp_path / "run")
     assert info.status is RunStatus.FINISHED
     assert info.pid == os.getpid()  # the lock file names the process that trained it
-    with RunLock(tmp_path / "run"):  # nobody holds it any more
-        assert run_status(tmp_path / "run").status is RunStatus.RUNNING
+    with RunLock(tmp_path / "run", wait_s=0.1):  # nobody holds it any more
+        # a finished event is final even while its trainer (holding the lock) exits
+        assert run_status(tmp_path / "run").status is RunStatus.FINISHED
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert '"status": "finished"' in report  # written after the finished event
 
 
 def test_a_live_lock_holder_is_running_and_a_killed_one_failed(tmp_path: Path) -> None:
