@@ -100,11 +100,11 @@ def hidden_signals(
     if kind == "random":
         return [net.feedback[li].matmul(g) for li in range(K)]
     out: list[np.ndarray] = [np.empty(0)] * K
-    L = g @ net.readout.W.value().T
+    L = g @ net.readout.W.read_weights().T
     for li in range(K - 1, -1, -1):
         out[li] = L
         if li > 0:
-            L = (L * hps[li]) @ net.hidden[li].W.value().T
+            L = (L * hps[li]) @ net.hidden[li].W.read_weights().T
     return out
 
 
@@ -145,7 +145,7 @@ def sequence_grads(
         p = partials(shifted(rec.s), shifted(rec.y), prm, layer.cfg.reset, layer.cfg.detach_reset)
         hp, hp_prev, y_prev = hps[li], shifted(hps[li]), shifted(rec.y)
         tr = init_traces(rule.traces, B, rec.x.shape[-1], n, _trace_names(net, li), rec.s.dtype)
-        h_val = None if layer.H is None else layer.H.value()
+        h_val = None if layer.H is None else layer.H.read_weights()
         h_diag = 0.0 if h_val is None else np.diagonal(h_val).copy()
         acc: dict[str, np.ndarray] = {}
         # each partial is a (T, B, n) array or the scalar 0.0 (Q^b of a full reset)
@@ -231,11 +231,11 @@ class OnlineLearner:
             prev = state.snu[li]
             p = partials(prev.s, prev.y, layer.params(), layer.cfg.reset, layer.cfg.detach_reset)
             if rule.traces == "complete":
-                h_val = None if layer.H is None else layer.H.value()
+                h_val = None if layer.H is None else layer.H.read_weights()
                 tr = complete_step(state.traces[li], x, prev.y, state.hp[li], p, h_val)
                 gt = complete_grads(tr, signals[li], hps[li])
             else:
-                h_diag = 0.0 if layer.H is None else np.diagonal(layer.H.value()).copy()
+                h_diag = 0.0 if layer.H is None else np.diagonal(layer.H.read_weights()).copy()
                 tr = diag_step(
                     state.traces[li], x, prev.y, state.hp[li], p, h_diag, rule.name != "drtp"
                 )

@@ -11,6 +11,8 @@ sequence, and the metrics history.
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,3 +111,31 @@ def load(directory: Path) -> tuple[Checkpoint, int]:
         chip_snapshot=meta["chip_snapshot"],
     )
     return ck, int(meta["generation"])
+
+
+class Checkpointer:
+    """Commits a run's checkpoints in ``directory``, numbered by generation.
+
+    :meth:`save` first saves the chips' state beside it (``chips-<n>/``, when the backend
+    can snapshot), then the arrays, then the commit record; only then are older
+    generations removed.
+    """
+
+    def __init__(self, directory: Path, generation: int = 0) -> None:
+        self.directory = directory
+        self.generation = generation
+
+    def save(self, ck: Checkpoint, snapshot: Callable[[Path], str | None]) -> None:
+        """Commit ``ck`` as the next generation; ``snapshot(dest)`` saves the chips."""
+        self.generation += 1
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ck.chip_snapshot = snapshot(self.directory / f"chips-{self.generation:06d}")
+        save(self.directory, ck, self.generation)
+        for old in self.directory.glob("chips-*"):
+            if ck.chip_snapshot is None or old.name != ck.chip_snapshot:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load(self) -> Checkpoint:
+        """The last committed checkpoint; later saves continue its numbering."""
+        ck, self.generation = load(self.directory)
+        return ck

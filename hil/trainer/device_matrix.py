@@ -1,7 +1,9 @@
 """A :class:`~hil.learning.matrix.MatrixOp` whose weights live on a PCM chip region.
 
-The learning code calls the same four members as on a host matrix; here they become driver
-requests (``hil`` reaches chips only through the driver contract).
+The learning code calls the same members as on a host matrix; here they become driver
+requests (``hil`` reaches chips only through the driver contract). ``shape`` and ``dtype``
+touch nothing, ``matmul`` is MVM requests, ``update`` is at most one pulse request, and
+:meth:`DeviceMatrix.read_weights` is the one member that reads the conductances.
 
 Forward (``matmul``), for ``x`` of shape ``(..., m)`` flattened to rows ``x_k``:
 
@@ -126,6 +128,11 @@ class DeviceMatrix:
     def shape(self) -> tuple[int, int]:
         return self.region.shape
 
+    @property
+    def dtype(self) -> np.dtype:
+        """float64: weights read back and the accumulator χ are host float64."""
+        return np.dtype(np.float64)
+
     def matmul(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         m, n = self.shape
@@ -150,8 +157,9 @@ class DeviceMatrix:
         y = out.reshape(*lead, n)
         return y.astype(x.dtype, copy=False) if x.dtype.kind == "f" else y
 
-    def value(self) -> np.ndarray:
-        """Current weights read back from the device (one noisy read), weight units."""
+    def read_weights(self) -> np.ndarray:
+        """Current weights read back from the chip (one noisy read of the region), weight
+        units. The only member that reads conductances for the learning code."""
         return self.mapping.to_weight(net_conductance(self.driver.read_conductances(self.region)))
 
     def update(self, delta: np.ndarray) -> None:

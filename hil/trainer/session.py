@@ -24,23 +24,20 @@ from typing import Any
 import numpy as np
 import structlog
 
-from drivers import DriverError, open_driver
-from drivers.base import Driver
 from hil.errors import ConfigError, HilError
 from hil.fsio import atomic_save_npz
 from hil.tasks.baselines import ConstantPredictor
 from hil.tasks.datasource import resolve_jsb
 from hil.trainer import checkpoint as ckpt
+from hil.trainer.backend import Backend, SoftwareBackend
+from hil.trainer.chip_backend import ChipBackend
 from hil.trainer.config import RunConfig, load_config
-from hil.trainer.device_matrix import RequestIds
-from hil.trainer.loop import Loop
-from hil.trainer.model import Model, build_model, matrix_shapes
-from hil.trainer.placement import place
+from hil.trainer.model import layer_configs, matrix_shapes
 from hil.trainer.progress import TrainingProgress
 from hil.trainer.report import write_report
 from hil.trainer.runs import RunDir, environment
 from hil.trainer.tasks import Task, jsb_task, shd_task
-from protocols.models import CAP_SNAPSHOT
+from hil.trainer.trainer import Trainer
 
 log = structlog.get_logger(__name__)
 
@@ -77,29 +74,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
 
 
-def open_device(url: str, restore: Path | None) -> Driver:
-    """Open ``url``; for a snapshot-capable simulator, restore from ``restore`` if given."""
-    if restore is not None:
-        sep = "&" if "?" in url else "?"
-        url = f"{url}{sep}restore={restore}"
-    try:
-        return open_driver(url)
-    except DriverError as exc:
-        raise HilError(f"cannot open device {url!r}: {exc}") from exc
-    except OSError as exc:
-        raise HilError(f"cannot open device {url!r}: {exc}") from exc
-
-
-def _identity(driver: Driver) -> dict[str, Any]:
-    info = driver.info()
-    return info.model_dump(mode="json")
-
-
-def _save_conductances(run: RunDir, model: Model, name: str) -> None:
-    arrays = {k: m.driver.read_conductances(m.region) for k, m in model.matrices.items()}
-    atomic_save_npz(run.path / name, arrays)
-
-
 def train(req: TrainRequest) -> dict[str, Any]:
     """Run (or resume) a training run; returns the summary (also in ``summary.json``).
 
@@ -134,19 +108,13 @@ def train(req: TrainRequest) -> dict[str, Any]:
     data = load_task(cfg, progress=req.progress is not False)
     log.info("data", task=cfg.task, source=data.source, train_items=data.n_train)
 
-    driver: Driver | None = None
+    restore = None
+    if run is not None and ck is not None and ck.chip_snapshot:
+        restore = run.checkpoint_dir / ck.chip_snapshot
+    path = req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    backend = build_backend(cfg, _slug(path.name), restore)
     try:
-        if not cfg.device.is_software:
-            restore = None
-            if run is not None and ck is not None and ck.chip_snapshot:
-                restore = run.checkpoint_dir / ck.chip_snapshot
-            driver = open_device(cfg.device.url, restore)
-            info = driver.info()
-            place(matrix_shapes(cfg), info.chips, info.rows, info.cols)  # refuse before writing
         if run is None:
-            path = (
-                req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
-            )
             run = RunDir.create(path)
             run.write_json("config.json", cfg.model_dump(mode="json"))
             run.write_json("environment.json", environment())
@@ -157,10 +125,9 @@ def train(req: TrainRequest) -> dict[str, Any]:
             device=cfg.device.url,
             data_source=data.source,
         )
-        history = _train_on(cfg, req, run, data, driver, ck, generation)
+        history = _train_on(cfg, req, run, data, backend, ck, generation)
     finally:
-        if driver is not None:
-            driver.close()
+        backend.close()
     summary = summarise(cfg, history, data, time.time() - t_start, run)
     run.write_json("summary.json", summary)
     write_report(run, data.metric)
@@ -195,19 +162,69 @@ def load_task(cfg: RunConfig, progress: bool) -> Task:
     return jsb_task(splits, n_train, n_eval)
 
 
+def build_backend(cfg: RunConfig, run_id: str, restore: Path | None = None) -> Backend:
+    """The run's backend: software, or the chips at ``cfg.device.url`` (restored from a
+    snapshot when given), with the network's placement checked before anything is written."""
+    if cfg.device.is_software:
+        return SoftwareBackend()
+    backend = ChipBackend.open(cfg.device, run_id, cfg.train.seed, restore)
+    try:
+        backend.place(matrix_shapes(cfg))  # refuse before writing
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
+def build_trainer(
+    cfg: RunConfig,
+    task: Task,
+    backend: Backend,
+    *,
+    program: bool = True,
+    run: RunDir | None = None,
+    checkpointer: ckpt.Checkpointer | None = None,
+    checkpoint_every: int = 0,
+    progress: Any = None,
+) -> Trainer:
+    """The network of ``cfg`` built on ``backend`` (programmed unless ``program`` is False:
+    a resumed or restored run) and its :class:`Trainer`."""
+    layers, readout = layer_configs(cfg)
+    net = backend.build_network(
+        layers,
+        readout,
+        np.random.default_rng([cfg.train.seed, 0]),
+        w_scale=cfg.network.w_scale,
+        program=program,
+    )
+    if cfg.network.readout_bias_init == "key_frequency":
+        if cfg.task != "jsb":
+            raise ConfigError("network.readout_bias_init=key_frequency is for the jsb task only")
+        p = ConstantPredictor.fit(task).p  # type: ignore[arg-type]
+        net.readout.c.assign(np.log(p) - np.log1p(-p))  # type: ignore[union-attr]
+    return Trainer(
+        cfg,
+        task,
+        net,
+        backend,
+        run=run,
+        checkpointer=checkpointer,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+    )
+
+
 def _train_on(
     cfg: RunConfig,
     req: TrainRequest,
     run: RunDir,
     data: Task,
-    driver: Driver | None,
+    backend: Backend,
     ck: ckpt.Checkpoint | None,
     generation: int,
 ) -> list[dict[str, Any]]:
-    ids: RequestIds | None = None
-    if driver is not None:
-        ids = RequestIds(_slug(run.path.name))
-        identity = _identity(driver)
+    identity = backend.identity()
+    if identity is not None:
         if ck is None:
             run.write_json("device.json", {"url": cfg.device.url, "info": identity})
         else:
@@ -220,56 +237,35 @@ def _train_on(
                 )
             if not ck.chip_snapshot:
                 run.event("chip_not_restorable", msg="continuing on the non-volatile chip as it is")
-    model = build_model(cfg, driver, ids, program=ck is None)
-    if cfg.network.readout_bias_init == "key_frequency":
-        if cfg.task != "jsb":
-            raise ConfigError("network.readout_bias_init=key_frequency is for the jsb task only")
-        p = ConstantPredictor.fit(data).p  # type: ignore[arg-type]
-        model.net.readout.c.assign(np.log(p) - np.log1p(-p))  # type: ignore[union-attr]
-    if ck is None and model.on_device:
-        run.write_json(
-            "placement.json",
-            {
-                "placement": {k: str(r) for k, r in model.placement.items()},
-                "regions": {k: r.model_dump() for k, r in model.placement.items()},
-                "programming": model.programming,
-            },
-        )
-        run.event("programmed", report=model.programming)
-        _save_conductances(run, model, "conductances_before.npz")
-        atomic_save_npz(
-            run.path / "programming.npz",
-            {
-                **{f"{k}_target": model.targets[k] for k in model.matrices},
-                **{f"{k}_achieved": m.value() for k, m in model.matrices.items()},
-            },
-        )
-    snapshot = None
-    if driver is not None and driver.info().has(CAP_SNAPSHOT):
-
-        def snapshot(dest: Path) -> str:
-            driver.snapshot(dest)  # type: ignore[attr-defined]
-            return dest.name
-
     with TrainingProgress(req.progress) as progress:
-        loop = Loop(
+        trainer = build_trainer(
             cfg,
-            run,
-            model,
             data,
-            driver,
-            ids,
-            snapshot=snapshot,
+            backend,
+            program=ck is None,
+            run=run,
+            checkpointer=ckpt.Checkpointer(run.checkpoint_dir, generation),
             checkpoint_every=req.checkpoint_every,
             progress=progress,
         )
+        if ck is None and isinstance(backend, ChipBackend):
+            run.write_json("placement.json", backend.placement_record())
+            run.event("programmed", report=backend.programming)
+            atomic_save_npz(run.path / "conductances_before.npz", backend.read_conductances())
+            atomic_save_npz(
+                run.path / "programming.npz",
+                {
+                    **{f"{k}_target": v for k, v in backend.targets.items()},
+                    **{f"{k}_achieved": v for k, v in backend.read_weights().items()},
+                },
+            )
         if ck is not None:
-            loop.restore(ck, generation)
-        elif snapshot is not None or driver is None:
-            loop.save_checkpoint()  # the initial state, chips included
-        history = loop.run_epochs(cfg.train.epochs)
-    if model.on_device:
-        _save_conductances(run, model, "conductances_after.npz")
+            trainer.restore(ck)
+        elif backend.can_snapshot or not backend.on_device:
+            trainer.save_checkpoint()  # the initial state, chips included
+        history = trainer.run_epochs(cfg.train.epochs)
+    if isinstance(backend, ChipBackend):
+        atomic_save_npz(run.path / "conductances_after.npz", backend.read_conductances())
     return history
 
 
