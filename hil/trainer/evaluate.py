@@ -45,11 +45,11 @@ def drift_evaluation(
     if bad:
         raise HilError(f"unknown compensation mode(s) {sorted(bad)}; expected {MODES}")
     task = load_task(cfg, progress=False)
-    check_data(run, task, new=False)
+    check_data(run, cfg.task_spec, task, new=False)
     out: dict[str, Any] = {
         "run": str(run.path),
         "epoch": ck.epoch,
-        "metric": task.metric,
+        "metric": cfg.task_spec.metric,
         "delays_s": sorted(delays_s),
         "modes": {},
     }

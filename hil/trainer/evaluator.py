@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from hil.learning import Network
+from hil.tasks.spec import TaskData
 from hil.trainer.backend import Backend, DriftReference
 from hil.trainer.config import DeviceSection
-from hil.trainer.tasks import Task
 
 SPLITS = ("valid", "test")
 
@@ -27,9 +27,16 @@ SPLITS = ("valid", "test")
 class Evaluator:
     """Valid/test metric of ``net`` on ``task`` through ``backend``."""
 
-    def __init__(self, task: Task, net: Network, backend: Backend, device: DeviceSection) -> None:
-        self.task, self.net, self.backend, self.dev = task, net, backend, device
-        self.metric = task.metric
+    def __init__(
+        self, task: TaskData, metric: str, net: Network, backend: Backend, device: DeviceSection
+    ) -> None:
+        self.task, self.metric, self.net, self.backend, self.dev = (
+            task,
+            metric,
+            net,
+            backend,
+            device,
+        )
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Readout outputs ``o`` (T, B, k) of a time-major input batch."""

@@ -8,18 +8,17 @@ backend places them first.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 from hil.learning import PseudoDerivative, ReadoutConfig, SNUConfig
 from hil.trainer.config import RunConfig
 
-TASK_WIDTHS = {"jsb": (88, 88), "shd": (700, 20)}
-
 
 def layer_configs(cfg: RunConfig) -> tuple[list[SNUConfig], ReadoutConfig]:
+    """The hidden layers and the readout of ``cfg``'s network (widths and loss from the task)."""
     net = cfg.network
     pseudo = PseudoDerivative(net.pseudo, net.pseudo_scale)
-    n_in, n_out = TASK_WIDTHS[cfg.task]
+    spec = cfg.task_spec
+    n_in, n_out = spec.n_in, spec.n_out
     widths = [n_in, *net.hidden]
     layers = [
         SNUConfig(
@@ -32,11 +31,13 @@ def layer_configs(cfg: RunConfig) -> tuple[list[SNUConfig], ReadoutConfig]:
             train_threshold=net.train_threshold,
             threshold_init=net.threshold_init,
             pseudo=pseudo,
+            detach_reset=net.detach_reset,
         )
         for i in range(len(net.hidden))
     ]
-    loss: Literal["bce", "ce_over_time"] = "bce" if cfg.task == "jsb" else "ce_over_time"
-    readout = ReadoutConfig(n_in=widths[-1], n_out=n_out, tau=net.readout_tau, bias=True, loss=loss)
+    readout = ReadoutConfig(
+        n_in=widths[-1], n_out=n_out, tau=net.readout_tau, bias=True, loss=spec.loss
+    )
     return layers, readout
 
 

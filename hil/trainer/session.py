@@ -21,13 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import structlog
 
 from hil.errors import ConfigError, HilError
 from hil.fsio import atomic_save_npz
-from hil.tasks.baselines import ConstantPredictor
-from hil.tasks.datasource import resolve_jsb
+from hil.tasks.spec import LoadContext, TaskData, TaskSpec
 from hil.trainer import checkpoint as ckpt
 from hil.trainer.backend import Backend, SoftwareBackend
 from hil.trainer.chip_backend import ChipBackend
@@ -36,7 +34,6 @@ from hil.trainer.model import layer_configs, matrix_shapes
 from hil.trainer.progress import TrainingProgress
 from hil.trainer.report import write_report
 from hil.trainer.runs import RunDir, environment
-from hil.trainer.tasks import Task, jsb_task, shd_task
 from hil.trainer.trainer import Trainer
 
 log = structlog.get_logger(__name__)
@@ -118,7 +115,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
             run = RunDir.create(path)
             run.write_json("config.json", cfg.model_dump(mode="json"))
             run.write_json("environment.json", environment())
-        check_data(run, data, new=ck is None)
+        check_data(run, cfg.task_spec, data, new=ck is None)
         run.event(
             "resume" if ck else "start",
             epoch=ck.epoch if ck else 0,
@@ -130,17 +127,16 @@ def train(req: TrainRequest) -> dict[str, Any]:
         backend.close()
     summary = summarise(cfg, history, data, time.time() - t_start, run)
     run.write_json("summary.json", summary)
-    write_report(run, data.metric)
-    run.event(
-        "finished", **{k: summary[k] for k in (f"test_{data.metric}", "best_epoch", "epochs")}
-    )
+    metric = cfg.task_spec.metric
+    write_report(run, metric)
+    run.event("finished", **{k: summary[k] for k in (f"test_{metric}", "best_epoch", "epochs")})
     return summary
 
 
-def check_data(run: RunDir, task: Task, *, new: bool) -> None:
+def check_data(run: RunDir, spec: TaskSpec, task: TaskData, *, new: bool) -> None:
     """Record the run's data source (new run) or refuse data that differ from the record."""
     if new:
-        run.write_json("data.json", {"task": task.name, "source": task.source})
+        run.write_json("data.json", {"task": spec.name, "source": task.source})
         return
     recorded = run.read_json("data.json")
     if recorded["source"] != task.source:
@@ -150,16 +146,18 @@ def check_data(run: RunDir, task: Task, *, new: bool) -> None:
         )
 
 
-def load_task(cfg: RunConfig, progress: bool) -> Task:
-    n_train, n_eval = cfg.train.max_train_sequences, cfg.train.max_eval_sequences
-    if cfg.task == "shd":
-        env_dir = os.environ.get("HIL_DATA_DIR")
-        return shd_task(
-            cfg.shd, cfg.train.seed, n_train, n_eval, Path(env_dir) if env_dir else None
-        )
-    splits = resolve_jsb(cfg.data, progress=progress)
-    print(f"data: {splits.source} (origin: {splits.meta.get('origin')})", flush=True)
-    return jsb_task(splits, n_train, n_eval)
+def load_task(cfg: RunConfig, progress: bool) -> TaskData:
+    """The run's task data, loaded by its task's loader with the run's settings."""
+    spec = cfg.task_spec
+    env_dir = os.environ.get("HIL_DATA_DIR")
+    ctx = LoadContext(
+        seed=cfg.train.seed,
+        max_train=cfg.train.max_train_sequences,
+        max_eval=cfg.train.max_eval_sequences,
+        data_dir=Path(env_dir) if env_dir else None,
+        progress=progress,
+    )
+    return spec.load(cfg.settings_of(spec), ctx)
 
 
 def build_backend(cfg: RunConfig, run_id: str, restore: Path | None = None) -> Backend:
@@ -178,7 +176,7 @@ def build_backend(cfg: RunConfig, run_id: str, restore: Path | None = None) -> B
 
 def build_trainer(
     cfg: RunConfig,
-    task: Task,
+    task: TaskData,
     backend: Backend,
     *,
     program: bool = True,
@@ -191,17 +189,11 @@ def build_trainer(
     a resumed or restored run) and its :class:`Trainer`."""
     layers, readout = layer_configs(cfg)
     net = backend.build_network(
-        layers,
-        readout,
-        np.random.default_rng([cfg.train.seed, 0]),
-        w_scale=cfg.network.w_scale,
-        program=program,
+        layers, readout, cfg.train.init_rng(), w_scale=cfg.network.w_scale, program=program
     )
-    if cfg.network.readout_bias_init == "key_frequency":
-        if cfg.task != "jsb":
-            raise ConfigError("network.readout_bias_init=key_frequency is for the jsb task only")
-        p = ConstantPredictor.fit(task).p  # type: ignore[arg-type]
-        net.readout.c.assign(np.log(p) - np.log1p(-p))  # type: ignore[union-attr]
+    bias = cfg.network.readout_bias_init
+    if bias != "zero" and net.readout.c is not None:
+        net.readout.c.assign(cfg.task_spec.readout_bias[bias](task))
     return Trainer(
         cfg,
         task,
@@ -218,7 +210,7 @@ def _train_on(
     cfg: RunConfig,
     req: TrainRequest,
     run: RunDir,
-    data: Task,
+    data: TaskData,
     backend: Backend,
     ck: ckpt.Checkpoint | None,
     generation: int,
@@ -270,12 +262,13 @@ def _train_on(
 
 
 def summarise(
-    cfg: RunConfig, history: list[dict[str, Any]], data: Task, wall_s: float, run: RunDir
+    cfg: RunConfig, history: list[dict[str, Any]], data: TaskData, wall_s: float, run: RunDir
 ) -> dict[str, Any]:
     if not history:
         raise HilError("the run finished without a single epoch")
-    m = data.metric
-    sign = -1.0 if m == "accuracy" else 1.0
+    spec = cfg.task_spec
+    m, higher = spec.metric, spec.higher_is_better
+    sign = -1.0 if higher else 1.0
     best = min(history, key=lambda r: sign * r[f"valid_{m}"])
     last = history[-1]
     return {
@@ -284,7 +277,8 @@ def summarise(
         "rule": cfg.rule.name,
         "device": cfg.device.url,
         "data_source": data.source,
-        "comparable_to_published": data.source.startswith(("jsb-standard:", "shd:")),
+        "comparable_to_published": bool(spec.published_sources)
+        and data.source.startswith(spec.published_sources),
         "metric": m,
         f"test_{m}": last[f"test_{m}"],
         f"valid_{m}": last[f"valid_{m}"],
@@ -292,7 +286,7 @@ def summarise(
         "best_epoch": best["epoch"],
         f"best_valid_{m}": best[f"valid_{m}"],
         f"test_{m}_at_best": best[f"test_{m}"],
-        f"max_test_{m}" if m == "accuracy" else f"min_test_{m}": (max if m == "accuracy" else min)(
+        f"max_test_{m}" if higher else f"min_test_{m}": (max if higher else min)(
             r[f"test_{m}"] for r in history
         ),
         "epochs": len(history),

@@ -25,12 +25,12 @@ import structlog
 
 from hil.errors import HilError
 from hil.learning import Network, OptimConfig, Optimizer, RuleConfig, train_step
+from hil.tasks.spec import TaskData
 from hil.trainer import checkpoint as ckpt
 from hil.trainer.backend import Backend
 from hil.trainer.config import RunConfig
 from hil.trainer.evaluator import Evaluator
 from hil.trainer.runs import RunDir
-from hil.trainer.tasks import Task
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +99,7 @@ class Trainer:
     def __init__(
         self,
         cfg: RunConfig,
-        task: Task,
+        task: TaskData,
         net: Network,
         backend: Backend,
         *,
@@ -117,11 +117,10 @@ class Trainer:
         self.opt = Optimizer(
             net.parameters(), OptimConfig(o.kind, o.lr, o.decay_factor, o.decay_every, o.clip_norm)
         )
-        self.metric = task.metric
-        self.evaluator = Evaluator(task, net, backend, cfg.device)
-        self.shuffle = (
-            shuffle if shuffle is not None else np.random.default_rng([cfg.train.seed, 1])
-        )
+        self.spec = cfg.task_spec
+        self.metric = self.spec.metric
+        self.evaluator = Evaluator(task, self.metric, net, backend, cfg.device)
+        self.shuffle = shuffle if shuffle is not None else cfg.train.shuffle_rng()
         self.history: list[dict[str, Any]] = []
         self.epoch, self.batch = 0, 0
         self.order: list[int] = []
