@@ -119,14 +119,15 @@ class SimDriver(Driver):
         self._journal: Journal | None = None
         self._gen = 0
         try:
+            params = simulator.get_preset(preset)  # a built-in name or a preset file
             restore = None if restore is None else Path(restore)
             if state_dir is None and restore is not None:
-                self._load_files(restore, preset, seed)
+                self._load_files(restore, params, seed)
             elif state_dir is None:
-                self.chips = [self._new_chip(c, preset, seed, clock) for c in range(N_CHIPS)]
+                self.chips = [self._new_chip(c, params, seed, clock) for c in range(N_CHIPS)]
             else:
                 self._store = StateDir(state_dir)
-                self._open_state(preset, seed, clock, restore)
+                self._open_state(params, seed, clock, restore)
         except simulator.SimulatorError as exc:
             raise InvalidRequest(str(exc)) from None
         except BaseException:
@@ -139,7 +140,8 @@ class SimDriver(Driver):
     @classmethod
     def from_url(cls, url: str) -> SimDriver:
         """``sim://?preset=hermes&seed=0&state_dir=DIR&clock=virtual&compact_every=1000``
-        (also ``fsync=0`` and ``restore=SNAPSHOT_DIR``)."""
+        (also ``fsync=0`` and ``restore=SNAPSHOT_DIR``); ``preset`` is a built-in name or a
+        preset file ``PATH.yaml`` (:mod:`simulator.preset_file`)."""
         parts = urlsplit(url)
         if parts.netloc or parts.path not in ("", "/"):
             raise InvalidRequest(
@@ -166,10 +168,12 @@ class SimDriver(Driver):
 
     # ------------------------------------------------------------ persistence
     @staticmethod
-    def _new_chip(c: int, preset: str, seed: int, clock: str) -> simulator.Chip:
-        return simulator.Chip(c, simulator.get_preset(preset), seed, clock=clock)
+    def _new_chip(c: int, preset: simulator.DeviceParams, seed: int, clock: str) -> simulator.Chip:
+        return simulator.Chip(c, preset, seed, clock=clock)
 
-    def _open_state(self, preset: str, seed: int, clock: str, restore: Path | None) -> None:
+    def _open_state(
+        self, preset: simulator.DeviceParams, seed: int, clock: str, restore: Path | None
+    ) -> None:
         assert self._store is not None
         gen = self._store.current()
         if gen is None:
@@ -178,7 +182,9 @@ class SimDriver(Driver):
             else:
                 self._load_files(restore, preset, seed)
             self._write_snapshot(1)
-            log.info("state_created", state_dir=str(self._store.root), preset=preset, seed=seed)
+            log.info(
+                "state_created", state_dir=str(self._store.root), preset=preset.name, seed=seed
+            )
             return
         if restore is not None:
             raise InvalidRequest(
@@ -201,17 +207,17 @@ class SimDriver(Driver):
             time_s=[c.time_s for c in self.chips],
         )
 
-    def _load_files(self, snap: Path, preset: str, seed: int) -> None:
+    def _load_files(self, snap: Path, preset: simulator.DeviceParams, seed: int) -> None:
         """Chips and reply record from a snapshot directory (state-dir generation or
         :meth:`snapshot`), after checking it holds the requested preset and seed."""
         try:
             meta = json.loads((snap / "meta.json").read_text())
         except FileNotFoundError:
             raise InvalidRequest(f"{snap} is not a SimDriver snapshot (no meta.json)") from None
-        if (meta["preset"], meta["seed"]) != (preset, seed):
+        if (meta["preset"], meta["seed"]) != (preset.name, seed):
             raise InvalidRequest(
                 f"{snap} holds preset {meta['preset']!r} seed {meta['seed']}, not "
-                f"{preset!r} seed {seed}; open it with those (or use a new --state-dir)"
+                f"{preset.name!r} seed {seed}; open it with those (or use a new --state-dir)"
             )
         self.chips = [simulator.Chip.load(snap / f"chip{c}.npz") for c in range(N_CHIPS)]
         self._replies.load_records(json.loads((snap / "replies.json").read_text()))

@@ -17,7 +17,7 @@ import numpy as np
 
 from hil.tasks import jsb
 from hil.tasks.baselines import ConstantPredictor, LogisticPredictor
-from hil.tasks.datasource import JsbDataConfig, resolve_jsb
+from hil.tasks.datasource import JsbDataConfig, comparability, describe, resolve_jsb
 from hil.tasks.pianoroll import N_KEYS, PianoRollSplits
 from hil.tasks.spec import Batch, LoadContext, Logits, TaskData, TaskSpec
 
@@ -30,8 +30,9 @@ class JsbTask:
     valid: list[np.ndarray]
     test: list[np.ndarray]
     source: str
-    name: str = "jsb"
-    metric: str = "nll"
+    comparable: bool = False
+    comparable_why: str = ""
+    fingerprint: str | None = None
 
     @property
     def n_train(self) -> int:
@@ -53,18 +54,31 @@ def jsb_task(splits: PianoRollSplits, n_train: int | None, n_eval: int | None) -
     def cut(rolls: list[np.ndarray], n: int | None) -> list[np.ndarray]:
         return list(rolls[:n] if n else rolls)
 
+    comparable, why = comparability(splits, n_eval)
     return JsbTask(
         cut(splits.train, n_train),
         cut(splits.valid, n_eval),
         cut(splits.test, n_eval),
         splits.source,
+        comparable=comparable,
+        comparable_why=why,
+        fingerprint=splits.meta.get("sha256"),
     )
 
 
 def load(settings: JsbDataConfig, ctx: LoadContext) -> JsbTask:
     splits = resolve_jsb(settings, progress=ctx.progress)
-    print(f"data: {splits.source} (origin: {splits.meta.get('origin')})", flush=True)
-    return jsb_task(splits, ctx.max_train, ctx.max_eval)
+    task = jsb_task(splits, ctx.max_train, ctx.max_eval)
+    print(f"data: {describe(splits)}", flush=True)
+    print(f"      {comparable_line(task)}", flush=True)
+    return task
+
+
+def comparable_line(task: JsbTask) -> str:
+    """Whether the run's test NLL can be set beside published numbers, in words."""
+    if task.comparable:
+        return f"test NLL comparable to published numbers ({task.comparable_why})"
+    return f"test NLL NOT comparable to published numbers: {task.comparable_why}"
 
 
 def _jsb(data: TaskData) -> JsbTask:
@@ -100,5 +114,4 @@ TASK = TaskSpec(
     load=load,
     readout_bias={"key_frequency": key_frequency_bias},
     baselines=baselines,
-    published_sources=("jsb-standard:",),
 )

@@ -50,9 +50,10 @@ class ShdTask:
     test_set: ShdSet
     binning: ShdBinning
     source: str
-    name: str = "shd"
-    metric: str = "accuracy"
     eval_batch: int = 128
+    comparable: bool = True
+    comparable_why: str = "the SHD test file"
+    fingerprint: str | None = None
 
     @property
     def n_train(self) -> int:
@@ -122,5 +123,4 @@ TASK = TaskSpec(
     higher_is_better=True,
     load=load,
     baselines=baselines,
-    published_sources=("shd:",),
 )

@@ -12,9 +12,7 @@ A task is one module holding a :class:`TaskSpec`:
   score, split evaluation);
 - ``readout_bias``: named readout-bias initialisations beyond ``zero`` (JSB:
   ``key_frequency``);
-- ``baselines(data)``: reference scores of trivial predictors;
-- ``published_sources``: data-source prefixes whose test split is comparable to
-  published numbers.
+- ``baselines(data)``: reference scores of trivial predictors.
 
 :func:`get_task` finds a task by name among the built-ins (``jsb``, ``shd``), tasks
 registered with :func:`register_task`, the entry-point group ``pcm_hil.tasks`` of
@@ -70,6 +68,22 @@ class TaskData(Protocol):
         """The metric of ``logits`` over split ``valid`` or ``test``."""
         ...
 
+    @property
+    def comparable(self) -> bool:
+        """The test metric is comparable to published numbers (recorded in the summary)."""
+        ...
+
+    @property
+    def comparable_why(self) -> str:
+        """Why (or why not), in words."""
+        ...
+
+    @property
+    def fingerprint(self) -> str | None:
+        """Content identity of the data (e.g. the source file's sha256): a resumed run may
+        read a copy at another path with the same fingerprint."""
+        ...
+
 
 @dataclass(frozen=True)
 class LoadContext:
@@ -102,7 +116,6 @@ class TaskSpec:
     load: Callable[[Any, LoadContext], TaskData]
     readout_bias: Mapping[str, Callable[[TaskData], np.ndarray]] = field(default_factory=dict)
     baselines: Callable[[TaskData], dict[str, float]] | None = None
-    published_sources: tuple[str, ...] = ()
 
     def better(self, a: float, b: float) -> bool:
         """True when metric value ``a`` is better than ``b``."""

@@ -45,7 +45,7 @@ def drift_evaluation(
     if bad:
         raise HilError(f"unknown compensation mode(s) {sorted(bad)}; expected {MODES}")
     task = load_task(cfg, progress=False)
-    check_data(run, cfg.task_spec, task, new=False)
+    check_data(run, task, new=False)
     out: dict[str, Any] = {
         "run": str(run.path),
         "epoch": ck.epoch,

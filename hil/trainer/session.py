@@ -25,7 +25,7 @@ import structlog
 
 from hil.errors import ConfigError, HilError
 from hil.fsio import atomic_save_npz
-from hil.tasks.spec import LoadContext, TaskData, TaskSpec
+from hil.tasks.spec import LoadContext, TaskData
 from hil.trainer import checkpoint as ckpt
 from hil.trainer.backend import Backend, SoftwareBackend
 from hil.trainer.chip_backend import ChipBackend
@@ -46,6 +46,8 @@ class TrainRequest:
     config: Path | None = None
     device: str | None = None
     run_dir: Path | None = None
+    data: str | None = None
+    """``standard``, ``chorales`` or the path of a JSB pickle / built chorales folder"""
     resume: bool = False
     seed: int | None = None
     epochs: int | None = None
@@ -60,6 +62,10 @@ def resolve_request(req: TrainRequest) -> RunConfig:
     flags = []
     if req.device is not None:
         flags.append(f"device.url={req.device}")
+    if req.data in ("standard", "chorales"):
+        flags.append(f"data.dataset={req.data}")
+    elif req.data is not None:
+        flags.append(f"data.path={req.data}")
     if req.seed is not None:
         flags.append(f"train.seed={req.seed}")
     if req.epochs is not None:
@@ -81,10 +87,11 @@ def train(req: TrainRequest) -> dict[str, Any]:
     if req.resume:
         if req.run_dir is None:
             raise ConfigError("--resume needs --run-dir RUN (the run to continue)")
-        if req.overrides or req.seed is not None or req.config is not None:
+        if req.overrides or req.seed is not None or req.config is not None or req.data:
             raise ConfigError(
-                "--resume continues a run with its recorded config; drop CONFIG, --seed and "
-                "--set (only --epochs, to extend it, and --device, if the chip moved, apply)"
+                "--resume continues a run with its recorded config; drop CONFIG, --seed, "
+                "--data and --set (only --epochs, to extend it, and --device, if the chip "
+                "moved, apply)"
             )
         opened = RunDir.open(req.run_dir)
         cfg = RunConfig.model_validate(opened.read_json("config.json"))
@@ -115,7 +122,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
             run = RunDir.create(path)
             run.write_json("config.json", cfg.model_dump(mode="json"))
             run.write_json("environment.json", environment())
-        check_data(run, cfg.task_spec, data, new=ck is None)
+        check_data(run, data, new=ck is None, task_name=cfg.task_spec.name)
         run.event(
             "resume" if ck else "start",
             epoch=ck.epoch if ck else 0,
@@ -133,13 +140,17 @@ def train(req: TrainRequest) -> dict[str, Any]:
     return summary
 
 
-def check_data(run: RunDir, spec: TaskSpec, task: TaskData, *, new: bool) -> None:
+def check_data(run: RunDir, task: TaskData, *, new: bool, task_name: str | None = None) -> None:
     """Record the run's data source (new run) or refuse data that differ from the record."""
     if new:
-        run.write_json("data.json", {"task": spec.name, "source": task.source})
+        run.write_json(
+            "data.json",
+            {"task": task_name, "source": task.source, "sha256": task.fingerprint},
+        )
         return
     recorded = run.read_json("data.json")
-    if recorded["source"] != task.source:
+    same_content = recorded.get("sha256") is not None and recorded["sha256"] == task.fingerprint
+    if recorded["source"] != task.source and not same_content:
         raise HilError(
             f"this run used {recorded['source']}, but the data now resolve to {task.source}; "
             f"point data.path or HIL_DATA_DIR at the run's data to continue or evaluate it"
@@ -277,8 +288,8 @@ def summarise(
         "rule": cfg.rule.name,
         "device": cfg.device.url,
         "data_source": data.source,
-        "comparable_to_published": bool(spec.published_sources)
-        and data.source.startswith(spec.published_sources),
+        "comparable_to_published": data.comparable,
+        "comparability": data.comparable_why,
         "metric": m,
         f"test_{m}": last[f"test_{m}"],
         f"valid_{m}": last[f"valid_{m}"],

@@ -40,7 +40,7 @@ def test_a_registered_task_trains_end_to_end(tmp_path: Path) -> None:
     first, last = run.metrics()[0], run.metrics()[-1]
     assert set(first) >= {"train_bits", "valid_bits", "test_bits"}
     assert last["test_bits"] > 0.9 > 0.7  # learnt to echo; silence scores 1 - density = 0.7
-    assert run.read_json("data.json") == {"task": "toy", "source": "toy:seed=0"}
+    assert run.read_json("data.json") == {"task": "toy", "source": "toy:seed=0", "sha256": None}
     assert run.read_json("config.json")["toy"]["n_items"] == 48
 
 

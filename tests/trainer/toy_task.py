@@ -31,6 +31,9 @@ class ToySettings(BaseModel):
 class ToyData:
     x: dict[str, np.ndarray]  # split -> (items, T, N)
     source: str
+    comparable = False
+    comparable_why = "a toy task"
+    fingerprint = None
 
     @property
     def n_train(self) -> int:
