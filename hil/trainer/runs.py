@@ -23,15 +23,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hil.errors import HilError
 from hil.fsio import append_jsonl, atomic_write_json, read_jsonl
 
-TIMING_KEYS = ("epoch_s", "time", "wall_s", "device_time_s")
+TIMING_KEYS = ("epoch_s", "train_s", "time", "wall_s", "device_time_s")
 """Metric keys that depend on the machine's speed (and, for the device clock, on MVM timing)."""
 
 PACKAGES = ("numpy", "pyzmq", "pydantic", "structlog", "pcm-hil", "torch", "music21")
@@ -164,6 +167,13 @@ class RunDir:
 def without_timing(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Metric records minus :data:`TIMING_KEYS`: what must match between equivalent runs."""
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value) of ``values``:
+    the spread every figure over seeds reports."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
 def list_runs(base: Path) -> list[RunDir]:

@@ -162,18 +162,19 @@ class Trainer:
                         self._interrupted()
                     if self.checkpoint_every and self.batch % self.checkpoint_every == 0:
                         self.save_checkpoint()
-                self._end_epoch(t0)
+                self._end_epoch(t0, time.perf_counter() - t0)
                 if self.progress is not None:
                     self.progress.epoch_done()
         return self.history
 
-    def _end_epoch(self, t0: float) -> None:
+    def _end_epoch(self, t0: float, train_s: float) -> None:
         record = {
             "epoch": self.epoch + 1,
             f"train_{self.metric}": self.partial.mean,
             **self.evaluator.epoch_scores(),
             "lr": self.opt.lr,
             **self.backend.epoch_metrics(),
+            "train_s": train_s,
             "epoch_s": time.perf_counter() - t0,
             "time": time.time(),
         }
