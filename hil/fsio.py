@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from hil.faults import fault_point
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -38,6 +40,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("fsio.temp_written")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -65,12 +68,31 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it."""
+    """Append one JSON line and fsync it; a torn last line (a crash mid-append) is cut off
+    first, so it cannot glue itself to the new line."""
     line = dumps(record) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                f.truncate(f.read().rfind(b"\n") + 1)
+        f.write(line.encode())
         f.flush()
         os.fsync(f.fileno())
+
+
+TEMP_GLOB = ".*.tmp"
+"""Names of the temp files :func:`atomic_write_bytes` leaves behind when killed mid-write."""
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete stale temp files of interrupted atomic writes in ``folder``; returns them."""
+    stale = sorted(Path(folder).glob(TEMP_GLOB)) if Path(folder).is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from hil.fsio import atomic_save_npz, atomic_write_json
+from hil.faults import fault_point
+from hil.fsio import atomic_save_npz, atomic_write_json, remove_temp_files
 from hil.trainer.runs import RunError
 
 STATE_FILE = "state.json"
@@ -60,6 +61,7 @@ def save(directory: Path, ck: Checkpoint, generation: int) -> None:
     optim_meta = _flatten_optim(ck.optim, arrays)
     arrays_name = f"arrays-{generation:06d}.npz"
     atomic_save_npz(directory / arrays_name, arrays)
+    fault_point("checkpoint.arrays_written")
     atomic_write_json(
         directory / STATE_FILE,
         {
@@ -77,9 +79,23 @@ def save(directory: Path, ck: Checkpoint, generation: int) -> None:
             "chip_snapshot": ck.chip_snapshot,
         },
     )
+    fault_point("checkpoint.committed")
+    remove_stale(directory, arrays_name, ck.chip_snapshot)
+
+
+def remove_stale(directory: Path, arrays_name: str | None, snapshot: str | None) -> list[str]:
+    """Delete every generation's files but ``arrays_name`` and ``snapshot`` (older ones, and
+    half-written newer ones a crash left uncommitted) and temp files; returns their names."""
+    stale = [p.name for p in remove_temp_files(directory)]
     for old in directory.glob("arrays-*.npz"):
         if old.name != arrays_name:
             old.unlink(missing_ok=True)
+            stale.append(old.name)
+    for old in directory.glob("chips-*"):
+        if old.name != snapshot:
+            shutil.rmtree(old, ignore_errors=True)
+            stale.append(old.name)
+    return stale
 
 
 def load(directory: Path) -> tuple[Checkpoint, int]:
@@ -129,13 +145,22 @@ class Checkpointer:
         """Commit ``ck`` as the next generation; ``snapshot(dest)`` saves the chips."""
         self.generation += 1
         self.directory.mkdir(parents=True, exist_ok=True)
-        ck.chip_snapshot = snapshot(self.directory / f"chips-{self.generation:06d}")
+        dest = self.directory / f"chips-{self.generation:06d}"
+        if dest.exists():  # an uncommitted snapshot of a crashed attempt
+            shutil.rmtree(dest)
+        ck.chip_snapshot = snapshot(dest)
+        if ck.chip_snapshot is not None:
+            fault_point("checkpoint.snapshot_written")
         save(self.directory, ck, self.generation)
-        for old in self.directory.glob("chips-*"):
-            if ck.chip_snapshot is None or old.name != ck.chip_snapshot:
-                shutil.rmtree(old, ignore_errors=True)
 
-    def load(self) -> Checkpoint:
-        """The last committed checkpoint; later saves continue its numbering."""
+    def load(self) -> Checkpoint | None:
+        """The last committed checkpoint (None if there is none), after deleting what a
+        crash left uncommitted; later saves continue its numbering."""
+        if not (self.directory / STATE_FILE).is_file():
+            shutil.rmtree(self.directory, ignore_errors=True)  # nothing was ever committed
+            self.generation = 0
+            return None
         ck, self.generation = load(self.directory)
+        arrays = json.loads((self.directory / STATE_FILE).read_text())["arrays"]
+        remove_stale(self.directory, arrays, ck.chip_snapshot)
         return ck

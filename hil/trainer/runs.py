@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from hil.errors import HilError
+from hil.faults import fault_point
 from hil.fsio import append_jsonl, atomic_write_json, read_jsonl
 
 TIMING_KEYS = ("epoch_s", "train_s", "time", "wall_s", "device_time_s")
@@ -118,6 +119,7 @@ class RunDir:
                 f"or choose another --run-dir"
             )
         path.mkdir(parents=True, exist_ok=True)
+        fault_point("run.created")
         return cls(path)
 
     @classmethod
@@ -125,7 +127,11 @@ class RunDir:
         """An existing run directory (for --resume, ``hil runs show``)."""
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise RunError(f"{path} is not a run directory (no config.json)")
+            raise RunError(
+                f"{path} is not a run directory (no config.json): if a run was stopped "
+                f"before it recorded its config, start it again with "
+                f"hil train CONFIG --run-dir {path}"
+            )
         return cls(path)
 
     def event(self, name: str, **fields: Any) -> None:

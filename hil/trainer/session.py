@@ -24,7 +24,8 @@ from typing import Any
 import structlog
 
 from hil.errors import ConfigError, HilError
-from hil.fsio import atomic_save_npz
+from hil.faults import fault_point
+from hil.fsio import atomic_save_npz, remove_temp_files
 from hil.tasks.spec import LoadContext, TaskData
 from hil.trainer import checkpoint as ckpt
 from hil.trainer.backend import Backend, SoftwareBackend
@@ -37,6 +38,9 @@ from hil.trainer.runs import RunDir, environment
 from hil.trainer.trainer import Trainer
 
 log = structlog.get_logger(__name__)
+
+ATTEMPT_EVENTS = frozenset({"start", "resume", "restart"})
+"""Events that open an attempt of a run (their count numbers the next attempt)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,10 @@ def train(req: TrainRequest) -> dict[str, Any]:
             cfg = cfg.model_copy(
                 update={"device": cfg.device.model_copy(update={"url": req.device})}
             )
-        ck, generation = ckpt.load(opened.checkpoint_dir)
+        remove_temp_files(opened.path)
+        checkpointer = ckpt.Checkpointer(opened.checkpoint_dir)
+        ck = checkpointer.load()  # None: stopped before its first checkpoint: start afresh
+        generation = checkpointer.generation
         run: RunDir | None = opened
     else:
         cfg = resolve_request(req)
@@ -121,19 +128,25 @@ def train(req: TrainRequest) -> dict[str, Any]:
         if run is None:
             run = RunDir.create(path)
             run.write_json("config.json", cfg.model_dump(mode="json"))
+            fault_point("run.config_written")
             run.write_json("environment.json", environment())
+        attempt = sum(e.get("event") in ATTEMPT_EVENTS for e in run.events())
         check_data(run, data, new=ck is None, task_name=cfg.task_spec.name)
+        fault_point("run.data_recorded")
         run.event(
-            "resume" if ck else "start",
+            ("resume" if ck else "restart") if req.resume else "start",
             epoch=ck.epoch if ck else 0,
+            attempt=attempt,
             device=cfg.device.url,
             data_source=data.source,
         )
-        history = _train_on(cfg, req, run, data, backend, ck, generation)
+        history = _train_on(cfg, req, run, data, backend, ck, generation, attempt)
     finally:
         backend.close()
+    fault_point("run.trained")
     summary = summarise(cfg, history, data, time.time() - t_start, run)
     run.write_json("summary.json", summary)
+    fault_point("run.summary_written")
     metric = cfg.task_spec.metric
     write_report(run, metric)
     run.event("finished", **{k: summary[k] for k in (f"test_{metric}", "best_epoch", "epochs")})
@@ -225,11 +238,16 @@ def _train_on(
     backend: Backend,
     ck: ckpt.Checkpoint | None,
     generation: int,
+    attempt: int,
 ) -> list[dict[str, Any]]:
+    # request ids of this attempt differ from every earlier attempt's (a device that keeps
+    # an idempotency record would otherwise answer them from it and apply nothing)
+    backend.resume_requests(attempt, ck.request_seq if ck else 0)
     identity = backend.identity()
     if identity is not None:
         if ck is None:
             run.write_json("device.json", {"url": cfg.device.url, "info": identity})
+            fault_point("run.device_recorded")
         else:
             recorded = run.read_json("device.json")["info"]
             if recorded != identity:
@@ -253,6 +271,7 @@ def _train_on(
         )
         if ck is None and isinstance(backend, ChipBackend):
             run.write_json("placement.json", backend.placement_record())
+            fault_point("run.programmed")
             run.event("programmed", report=backend.programming)
             atomic_save_npz(run.path / "conductances_before.npz", backend.read_conductances())
             atomic_save_npz(
@@ -262,8 +281,9 @@ def _train_on(
                     **{f"{k}_achieved": v for k, v in backend.read_weights().items()},
                 },
             )
+        trainer.attempt = attempt
         if ck is not None:
-            trainer.restore(ck)
+            trainer.restore(ck, attempt)
         elif backend.can_snapshot or not backend.on_device:
             trainer.save_checkpoint()  # the initial state, chips included
         history = trainer.run_epochs(cfg.train.epochs)

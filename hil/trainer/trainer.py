@@ -24,6 +24,7 @@ import numpy as np
 import structlog
 
 from hil.errors import HilError
+from hil.faults import fault_point
 from hil.learning import Network, OptimConfig, Optimizer, RuleConfig, train_step
 from hil.tasks.spec import TaskData
 from hil.trainer import checkpoint as ckpt
@@ -181,6 +182,7 @@ class Trainer:
         self.history.append(record)
         if self.run is not None:
             self.run.log_metrics(record)
+            fault_point("epoch.metrics_logged")
         log.info("epoch", **{k: v for k, v in record.items() if k != "time"})
         self.epoch, self.batch = self.epoch + 1, 0
         self.save_checkpoint()
@@ -233,15 +235,16 @@ class Trainer:
                 p.assign(ck.arrays[name])  # type: ignore[union-attr]
         self.backend.load_state(ck.arrays)
 
-    def restore(self, ck: ckpt.Checkpoint) -> None:
-        """Continue from ``ck`` (the chips' state is the backend's business)."""
+    def restore(self, ck: ckpt.Checkpoint, attempt: int = 0) -> None:
+        """Continue from ``ck`` as attempt ``max(attempt, ck.attempt + 1)`` (the chips'
+        state is the backend's business)."""
         self.epoch, self.batch = ck.epoch, ck.batch
         self.order = list(ck.order)
         self.shuffle.bit_generator.state = ck.rng_state
         self.opt.load_state_dict(ck.optim)
         self.history = list(ck.history)
         self.partial = EpochStats(ck.partial.get("score_sum", 0.0), int(ck.partial.get("count", 0)))
-        self.attempt = ck.attempt + 1
+        self.attempt = max(attempt, ck.attempt + 1)
         self.backend.resume_requests(self.attempt, ck.request_seq)
         self.load_weights(ck)
         if self.run is not None:
