@@ -60,6 +60,12 @@ class DeviceTimeout(DeviceError):
     code: ErrorCode = "device_error"
 
 
+class DeviceUnreachable(DeviceTimeout):
+    """Nothing answers at the device's address (connection refused, host down)."""
+
+    code = "device_error"
+
+
 class Unauthorised(DriverError):
     """The server refused this client's credentials (CURVE key)."""
 
@@ -126,6 +132,7 @@ __all__ = [
     "ERROR_BY_CODE",
     "DeviceError",
     "DeviceTimeout",
+    "DeviceUnreachable",
     "DriverError",
     "InvalidRequest",
     "LeaseConflict",

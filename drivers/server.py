@@ -36,8 +36,9 @@ from zmq.auth.thread import ThreadAuthenticator
 from drivers import DeviceError, DriverError, InvalidRequest, LeaseConflict
 from drivers.auth import KeyRing
 from drivers.base import Driver
+from drivers.conn_log import ConnectionLog
 from drivers.leases import LeaseTable
-from drivers.remote import COPY_THRESHOLD
+from drivers.zmq_link import COPY_THRESHOLD
 from protocols import ProtocolError, encode
 from protocols.framing import MAX_ARRAY_BYTES, MAX_HEADER_BYTES, decode_request
 from protocols.messages import (
@@ -136,6 +137,11 @@ class DeviceServer:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 200)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # replies never block the loop: an unroutable peer raises EHOSTUNREACH and a full
+        # pipe EAGAIN (NOBLOCK); either way the reply is dropped and logged (the client
+        # retries with the same request id and gets the recorded reply)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDTIMEO, 0)
         sock.copy_threshold = COPY_THRESHOLD  # copying is cheaper than pyzmq's zero-copy GC
         # a peer sending a frame larger than any valid array is disconnected by libzmq
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_ARRAY_BYTES + MAX_HEADER_BYTES)
@@ -145,6 +151,7 @@ class DeviceServer:
             self._auth.configure_curve_callback("*", credentials_provider=self._keyring)
             sock.curve_publickey, sock.curve_secretkey = self._server_keys
             sock.curve_server = True
+        conn_log = ConnectionLog(sock)  # connects, disconnects, refused handshakes
         try:
             for endpoint in self.binds:
                 try:
@@ -167,20 +174,36 @@ class DeviceServer:
                 on_ready(list(self.bound))
             poller = zmq.Poller()
             poller.register(sock, zmq.POLLIN)
+            poller.register(conn_log.monitor, zmq.POLLIN)
             while not self._stop.is_set():
-                if not poller.poll(50):
+                events = dict(poller.poll(50))
+                if conn_log.monitor in events:
+                    conn_log.drain()
+                if sock not in events:
                     self._sweep(time.monotonic())
                     continue
-                frames = sock.recv_multipart(copy=True)
+                try:
+                    frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+                except zmq.Again:
+                    continue
                 if len(frames) < 2:
                     continue  # an identity with no body: nothing to answer
                 reply = self.handle(frames[0], frames[1:], time.monotonic())
-                sock.send_multipart([frames[0], *reply], copy=False)
+                self._send(sock, frames[0], reply)
         finally:
+            conn_log.close()
             sock.close()
             if self._auth is not None:
                 self._auth.stop()
             log.info("server_stopped")
+
+    @staticmethod
+    def _send(sock: zmq.Socket, identity: bytes, reply: list[Any]) -> None:
+        """Send without ever blocking; a reply that cannot go out now is dropped and logged."""
+        try:
+            sock.send_multipart([identity, *reply], flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH (peer gone) or EAGAIN (peer not reading)
+            log.warning("reply_dropped", client=client_name(identity), reason=str(exc))
 
     def stop(self) -> None:
         """Ask :meth:`serve` to return (safe from any thread or a signal handler)."""

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 READY_TIMEOUT_S = 30.0
 
@@ -53,18 +54,12 @@ class ServeProcess:
         finally:
             if self.log_path:
                 stderr.close()  # type: ignore[union-attr]
-        line: list[str] = []
-        reader = threading.Thread(
-            target=lambda: line.append(self.proc.stdout.readline()),  # type: ignore[union-attr]
-            daemon=True,
-        )
-        reader.start()
-        reader.join(READY_TIMEOUT_S)
-        if not line or not line[0].startswith("serving on "):
+        line = readline_within(self.proc.stdout, READY_TIMEOUT_S)
+        if not line.startswith("serving on "):
             self.kill()
             log = self.log_path.read_text()[-2000:] if self.log_path else ""
             raise RuntimeError(f"hil serve did not start: {line!r}\n{log}")
-        self.endpoint = line[0].split()[-1]
+        self.endpoint = line.split()[-1]
         return self
 
     def kill(self) -> None:
@@ -99,6 +94,20 @@ class ServeProcess:
             self.terminate()
         finally:
             self.kill()
+
+
+def readline_within(stream: IO[str] | None, timeout_s: float) -> str:
+    """The next line of ``stream``, or ``""`` if none arrives within ``timeout_s``.
+
+    The read runs in a daemon thread; on timeout that thread is abandoned (it ends when
+    the caller kills the process and its pipe closes)."""
+    if stream is None:
+        return ""
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    return line[0] if line else ""
 
 
 def wait_for(

@@ -43,6 +43,7 @@ def readme_demo_nll() -> float:
     return float(re.search(r"test NLL ≈ (\d+\.\d+)", section).group(1))  # type: ignore[union-attr]
 
 
+@pytest.mark.timeout(900)  # its subprocesses have their own, longer bounds
 @pytest.mark.slow
 def test_main_job_offline_reproduces_the_readme_figure(tmp_path: Path) -> None:
     command = readme_command("main-command")

@@ -66,7 +66,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     finally:
         httpd.shutdown()
         httpd.server_close()
-        thread.join()
+        thread.join(10)
 
 
 @pytest.fixture
