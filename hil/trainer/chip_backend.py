@@ -35,13 +35,13 @@ from drivers.base import Driver
 from hil.errors import HilError
 from hil.learning import MatrixOp, Network, ReadoutConfig, SNUConfig, build_network
 from hil.trainer.backend import DriftReference
+from hil.trainer.cells import CellMapping, RefreshConfig
 from hil.trainer.config import DeviceSection
 from hil.trainer.device_matrix import DeviceMatrix, RequestIds, UpdateConfig
 from hil.trainer.model import network_shapes
 from hil.trainer.placement import place
 from protocols.models import CAP_SNAPSHOT, CAP_TIME
 from protocols.region import Region
-from simulator.mapping import CellMapping, RefreshConfig
 
 log = structlog.get_logger(__name__)
 

@@ -22,12 +22,12 @@ Update (``update``), the mixed-precision scheme of Nandakumar et al. 2020:
     ε = ΔG_set / (2 · scale)            (one SET pulse on one device moves G_net by ΔG_set/2)
 
 ``n > 0`` goes to the ``+`` side, ``n < 0`` to the ``−`` side; which of the A/B devices gets
-it is chosen by a global round-robin counter (Boybat 2018, :func:`simulator.mapping.arbitrate`).
+it is chosen by a global round-robin counter (Boybat 2018, :func:`hil.trainer.cells.arbitrate`).
 Every pulse request carries a deterministic request id, so a retried request is never
 applied twice.
 
 Refresh (``refresh``): read the cells, find those whose both sides have climbed
-(:func:`simulator.mapping.plan_refresh`), RESET them and re-program their net weight with
+(:func:`hil.trainer.cells.plan_refresh`), RESET them and re-program their net weight with
 SET pulses and verify reads (contract verbs only, so every driver supports it).
 """
 
@@ -39,8 +39,8 @@ import numpy as np
 
 from drivers.base import Driver
 from hil.errors import ConfigError
+from hil.trainer.cells import CellMapping, RefreshConfig, arbitrate, net_conductance, plan_refresh
 from protocols.region import Region
-from simulator.mapping import CellMapping, RefreshConfig, arbitrate, net_conductance, plan_refresh
 
 SATURATED_FRACTION = 0.95
 """a device read above this fraction of g_max counts as saturated (metrics only)"""

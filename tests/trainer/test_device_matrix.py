@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from drivers.sim import SimDriver
+from hil.trainer.cells import CellMapping, net_conductance
 from hil.trainer.device_matrix import DeviceMatrix, RequestIds, UpdateConfig
 from protocols.region import Region
-from simulator.mapping import CellMapping, net_conductance
 
 
 def _matrix(driver: SimDriver, w: np.ndarray, **kw: object) -> DeviceMatrix:
