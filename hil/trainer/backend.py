@@ -24,7 +24,7 @@ program-and-verify, refresh and drift compensation live there.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,7 +66,9 @@ class Backend(Protocol):
 
     def let_time_pass(self, dt_s: float, tag: str) -> bool: ...
 
-    def compensate(self, refs: DriftReference | None, mode: str) -> Any: ...
+    def compensate(
+        self, refs: DriftReference | None, mode: str
+    ) -> AbstractContextManager[None]: ...
 
     def epoch_metrics(self) -> dict[str, Any]: ...
 
