@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,14 +85,19 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 TEMP_GLOB = ".*.tmp"
-"""Names of the temp files :func:`atomic_write_bytes` leaves behind when killed mid-write."""
+"""Names of what an interrupted write leaves behind: the temp files of
+:func:`atomic_write_bytes` and the temp folders of a chip snapshot being written."""
 
 
 def remove_temp_files(folder: Path) -> list[Path]:
-    """Delete stale temp files of interrupted atomic writes in ``folder``; returns them."""
+    """Delete the leftovers of interrupted writes in ``folder`` (files and folders named
+    :data:`TEMP_GLOB`); returns them."""
     stale = sorted(Path(folder).glob(TEMP_GLOB)) if Path(folder).is_dir() else []
     for p in stale:
-        p.unlink(missing_ok=True)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     return stale
 
 

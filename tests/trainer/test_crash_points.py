@@ -172,3 +172,32 @@ def test_a_torn_log_line_does_not_swallow_the_next(tmp_path: Path) -> None:
     assert [r["event"] for r in read_jsonl(log)] == ["start"]
     append_jsonl(log, {"event": "resume"})
     assert [r["event"] for r in read_jsonl(log)] == ["start", "resume"]
+
+
+def test_loading_a_checkpoint_removes_what_a_crash_left_uncommitted(tmp_path: Path) -> None:
+    import numpy as np
+
+    from hil.trainer.checkpoint import Checkpoint, Checkpointer
+
+    def snapshot(dest: Path) -> str:
+        dest.mkdir()
+        (dest / "chip0.npz").write_bytes(b"chips")
+        return dest.name
+
+    folder = tmp_path / "checkpoint"
+    ck = Checkpoint(0, 0, [], {"w": np.zeros(2)}, {}, {"epoch": 0, "t": 0, "m": {}, "v": {}},
+                    0, 0, [])  # fmt: skip
+    Checkpointer(folder).save(ck, snapshot)
+    (folder / "chips-000002").mkdir()  # a newer snapshot whose commit never came
+    (folder / ".chips-000003.tmp").mkdir()  # a snapshot killed while being written
+    (folder / "arrays-000002.npz").write_bytes(b"half")
+    (folder / ".state.json.x1.tmp").write_text("{")
+    loaded = Checkpointer(folder)
+    assert loaded.load() is not None and loaded.generation == 1
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "arrays-000001.npz",
+        "chips-000001",
+        "state.json",
+    ]
+    loaded.save(ck, snapshot)  # generation 2 is free again
+    assert json.loads((folder / "state.json").read_text())["chip_snapshot"] == "chips-000002"
