@@ -36,6 +36,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from drivers import DeviceError, DriverError, InvalidRequest, LeaseConflict
 from drivers.auth import KeyRing
 from drivers.base import Driver
+from drivers.codes import mvm_over_codes
 from drivers.conn_log import ConnectionLog
 from drivers.leases import LeaseTable
 from drivers.zmq_link import COPY_THRESHOLD
@@ -298,6 +299,9 @@ class DeviceServer:
             return encode(LeaseReleased(request_id=rid, lease_id=msg.lease_id))
         if isinstance(msg, MvmRequest):
             self.leases.check(client, msg.region, write=False, now=now)
+            if "x_code" in arrays:  # DAC codes in, ADC codes out (drivers/codes.py)
+                y_code, lsb = mvm_over_codes(d, msg.region, arrays["x_code"], msg.transpose)
+                return encode(MvmReply(request_id=rid, y_lsb_us=lsb), {"y_code": y_code})
             y = d.mvm(msg.region, arrays["x"], transpose=msg.transpose)
             return encode(MvmReply(request_id=rid), {"y": y})
         if isinstance(msg, ReadRequest):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ from hil.trainer.model import layer_configs, matrix_shapes
 from hil.trainer.progress import TrainingProgress
 from hil.trainer.report import write_report
 from hil.trainer.runs import RunDir, environment
-from hil.trainer.trainer import Trainer
+from hil.trainer.status import RunLock
+from hil.trainer.trainer import Interrupted, Trainer
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +89,40 @@ def train(req: TrainRequest) -> dict[str, Any]:
     Everything that can be refused (config, data, device, placement) is checked before a
     new run directory is created, so a refused run leaves nothing behind.
     """
+    with ExitStack() as stack:
+        guard = _RunGuard(stack)
+        try:
+            return _train(req, guard)
+        except Interrupted:
+            raise  # the trainer recorded the stop with its checkpoint
+        except KeyboardInterrupt:
+            guard.record_end("interrupted", msg="stopped at once (second Ctrl-C)")
+            raise
+        except Exception as exc:
+            guard.record_end("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+
+class _RunGuard:
+    """Holds the run's lock (:class:`RunLock`) for this process and, once training has
+    started, records an abnormal end in ``events.jsonl`` (the run's status reads it)."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.stack = stack
+        self.run: RunDir | None = None
+
+    def lock(self, run: RunDir) -> None:
+        self.stack.enter_context(RunLock(run.path))
+
+    def started(self, run: RunDir) -> None:
+        self.run = run
+
+    def record_end(self, name: str, **fields: Any) -> None:
+        if self.run is not None:
+            self.run.event(name, **fields)
+
+
+def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
     t_start = time.time()
     if req.resume:
         if req.run_dir is None:
@@ -98,6 +134,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
                 "moved, apply)"
             )
         opened = RunDir.open(req.run_dir)
+        guard.lock(opened)  # refuses a run that another process trains
         cfg = RunConfig.model_validate(opened.read_json("config.json"))
         if req.epochs is not None:
             cfg = cfg.model_copy(
@@ -127,6 +164,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
     try:
         if run is None:
             run = RunDir.create(path)
+            guard.lock(run)
             run.write_json("config.json", cfg.model_dump(mode="json"))
             fault_point("run.config_written")
             run.write_json("environment.json", environment())
@@ -136,10 +174,12 @@ def train(req: TrainRequest) -> dict[str, Any]:
         run.event(
             ("resume" if ck else "restart") if req.resume else "start",
             epoch=ck.epoch if ck else 0,
+            epochs=cfg.train.epochs,
             attempt=attempt,
             device=cfg.device.url,
             data_source=data.source,
         )
+        guard.started(run)
         history = _train_on(cfg, req, run, data, backend, ck, generation, attempt)
     finally:
         backend.close()
