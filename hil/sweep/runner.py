@@ -180,7 +180,7 @@ def _fit(
             {
                 "trial": t.model_dump(),
                 "sweep_dir": str(sweep_dir),
-                "base": str(spec.base),
+                "base": t.base,
                 "epochs": spec.epochs,
                 "metric": spec.metric,
                 "checkpoint_every": spec.checkpoint_every,
