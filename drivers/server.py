@@ -36,6 +36,8 @@ from zmq.auth.thread import ThreadAuthenticator
 from drivers import DeviceError, DriverError, InvalidRequest, LeaseConflict
 from drivers.auth import KeyRing
 from drivers.base import Driver
+from drivers.codes import mvm_over_codes
+from drivers.conn_log import ConnectionLog
 from drivers.leases import LeaseTable
 from drivers.zmq_link import COPY_THRESHOLD
 from protocols import ProtocolError, encode
@@ -150,6 +152,7 @@ class DeviceServer:
             self._auth.configure_curve_callback("*", credentials_provider=self._keyring)
             sock.curve_publickey, sock.curve_secretkey = self._server_keys
             sock.curve_server = True
+        conn_log = ConnectionLog(sock)  # connects, disconnects, refused handshakes
         try:
             for endpoint in self.binds:
                 try:
@@ -172,8 +175,12 @@ class DeviceServer:
                 on_ready(list(self.bound))
             poller = zmq.Poller()
             poller.register(sock, zmq.POLLIN)
+            poller.register(conn_log.monitor, zmq.POLLIN)
             while not self._stop.is_set():
-                if not poller.poll(50):
+                events = dict(poller.poll(50))
+                if conn_log.monitor in events:
+                    conn_log.drain()
+                if sock not in events:
                     self._sweep(time.monotonic())
                     continue
                 try:
@@ -185,6 +192,7 @@ class DeviceServer:
                 reply = self.handle(frames[0], frames[1:], time.monotonic())
                 self._send(sock, frames[0], reply)
         finally:
+            conn_log.close()
             sock.close()
             if self._auth is not None:
                 self._auth.stop()
@@ -291,6 +299,9 @@ class DeviceServer:
             return encode(LeaseReleased(request_id=rid, lease_id=msg.lease_id))
         if isinstance(msg, MvmRequest):
             self.leases.check(client, msg.region, write=False, now=now)
+            if "x_code" in arrays:  # DAC codes in, ADC codes out (drivers/codes.py)
+                y_code, lsb = mvm_over_codes(d, msg.region, arrays["x_code"], msg.transpose)
+                return encode(MvmReply(request_id=rid, y_lsb_us=lsb), {"y_code": y_code})
             y = d.mvm(msg.region, arrays["x"], transpose=msg.transpose)
             return encode(MvmReply(request_id=rid), {"y": y})
         if isinstance(msg, ReadRequest):

@@ -16,6 +16,7 @@ wait. Nothing here blocks without a bound:
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ import zmq.utils.z85
 from zmq.utils.monitor import recv_monitor_message
 
 from drivers import DeviceError, Unauthorised, VersionMismatch
-from protocols import ProtocolError, VersionMismatchError
+from protocols import PROTOCOL_VERSION, ProtocolError, VersionMismatchError
 from protocols.framing import decode_reply
 
 COPY_THRESHOLD = 4 * 2**20
@@ -58,6 +59,8 @@ class ZmqLink:
         """Connection attempts that failed before a TCP/IPC connection existed."""
         self.connections = 0
         self.handshakes = 0
+        self.bytes_sent = self.bytes_received = 0
+        """Bytes of the frames sent and received on this socket."""
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
@@ -103,6 +106,7 @@ class ZmqLink:
         while self._poll(zmq.POLLOUT, deadline):
             try:
                 self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                self.bytes_sent += sum(len(f) for f in frames)
                 return True
             except zmq.Again:  # the pipe went away between poll and send
                 continue
@@ -114,15 +118,26 @@ class ZmqLink:
         Late replies to earlier requests are dropped."""
         while self._poll(zmq.POLLIN, deadline):
             frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+            self.bytes_received += sum(len(f) for f in frames)
             try:
                 reply = decode_reply(frames)
-            except VersionMismatchError as exc:
-                raise VersionMismatch(f"{self.endpoint}: {exc}") from None
+            except VersionMismatchError:
+                raise VersionMismatch(self._version_message(frames[0])) from None
             except ProtocolError as exc:
                 raise DeviceError(f"malformed reply from {self.endpoint}: {exc}") from None
             if reply[0].request_id in (request_id, "-"):
                 return reply
         return None
+
+    def _version_message(self, header: bytes) -> str:
+        try:
+            theirs = json.loads(header).get("version", "?")
+        except (ValueError, AttributeError):
+            theirs = "?"
+        return (
+            f"{self.endpoint} speaks protocol version {theirs}, this client version "
+            f"{PROTOCOL_VERSION}: upgrade the older of client and server"
+        )
 
     # ------------------------------------------------------------ monitor
     def _drain_monitor(self) -> None:
@@ -167,7 +182,7 @@ class ZmqLink:
         if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.curve is not None:
             return (
                 f"the CURVE handshake with {ep} failed: server_key is not that server's "
-                f"public key (or the server's key pair changed)"
+                f"public key, or the server does not use CURVE (served without --auth-keys)"
             )
         return (
             f"the handshake with {ep} failed (libzmq event {kind:#x}, value {value:#x}): "

@@ -19,7 +19,14 @@ from protocols import (
     decode_request,
     encode,
 )
-from protocols.messages import DTYPES, ErrorReply, MvmReply, MvmRequest, PulseRequest
+from protocols.messages import (
+    DTYPES,
+    PROTOCOL_VERSION,
+    ErrorReply,
+    MvmReply,
+    MvmRequest,
+    PulseRequest,
+)
 
 R = Region(1, 0, 3, 2, 5)
 
@@ -74,7 +81,10 @@ def _header(**over: object) -> bytes:
         ([], "empty"),
         ([b"\xff\xfe"], "UTF-8"),
         ([b"[1, 2]"], "JSON object"),
-        ([b'{"version": 1, "kind": "nope", "request_id": "x"}'], "invalid"),
+        (
+            [json.dumps({"version": PROTOCOL_VERSION, "kind": "nope", "request_id": "x"}).encode()],
+            "invalid",
+        ),
         ([_header(extra_field=1), b"\0" * 12], "invalid"),
         ([_header()], "buffer frame"),
         ([_header(), b"\0" * 11], "frame has 11"),
@@ -96,7 +106,7 @@ def _header(**over: object) -> bytes:
             [
                 _header(arrays=[]),
             ],
-            "lacks",
+            "exactly one of",
         ),
         ([_header(request_id=""), b"\0" * 12], "invalid"),
         ([b"{" * 100_000], "exceeds"),
@@ -108,8 +118,9 @@ def test_malformed_frames_raise_protocol_error(frames: list[bytes], match: str) 
 
 
 def test_version_mismatch_is_its_own_error() -> None:
-    with pytest.raises(VersionMismatchError, match="version 2"):
-        decode_request([_header(version=2), b"\0" * 12])
+    other = PROTOCOL_VERSION + 1
+    with pytest.raises(VersionMismatchError, match=f"version {other}"):
+        decode_request([_header(version=other), b"\0" * 12])
 
 
 @settings(max_examples=200, deadline=None)
@@ -129,7 +140,7 @@ def test_error_reply_codes_are_typed() -> None:
             [
                 json.dumps(
                     {
-                        "version": 1,
+                        "version": PROTOCOL_VERSION,
                         "kind": "error",
                         "request_id": "-",
                         "code": "oops",
@@ -169,3 +180,15 @@ def test_device_info_json_is_deterministic() -> None:
         "transpose_mvm",
     ]
     assert DeviceInfo.model_validate_json(info.model_dump_json()) == info
+
+
+def test_mvm_carries_exactly_one_of_x_and_x_code() -> None:
+    x = np.zeros((1, 3), np.float32)
+    codes = np.zeros((1, 3), np.int8)
+    msg, arrays = decode_request(encode(MvmRequest(request_id="m", region=R), {"x_code": codes}))
+    assert arrays["x_code"].dtype == np.int8
+    for bad in ({}, {"x": x, "x_code": codes}):
+        with pytest.raises(MalformedMessage, match="exactly one of"):
+            encode(MvmRequest(request_id="m", region=R), bad)
+    with pytest.raises(MalformedMessage, match="exactly one of"):
+        encode(MvmReply(request_id="r"), {})
