@@ -65,6 +65,13 @@ class Unauthorised(DriverError):
     code = "unauthorised"
 
 
+class OutcomeUnknown(DriverError):
+    """A retry of a request whose reply record was evicted: it may or may not have been
+    applied, and the server will not apply it again."""
+
+    code = "outcome_unknown"
+
+
 class VersionMismatch(DriverError):
     """Client and server speak different protocol versions."""
 
@@ -79,6 +86,7 @@ ERROR_BY_CODE: dict[str, type[DriverError]] = {
     "device_error": DeviceError,
     "version_mismatch": VersionMismatch,
     "unauthorised": Unauthorised,
+    "outcome_unknown": OutcomeUnknown,
     "internal": DeviceError,
 }
 """Wire error code -> the exception a client raises for it."""
@@ -130,6 +138,7 @@ __all__ = [
     "LeaseConflict",
     "LimitExceeded",
     "NotFound",
+    "OutcomeUnknown",
     "Unauthorised",
     "VersionMismatch",
     "open_driver",

@@ -68,6 +68,13 @@ class LeaseTable:
         self._leases[lease.lease_id] = lease
         return lease
 
+    def restore(self, lease: Lease, now: float) -> None:
+        """Re-install a persisted ``lease`` (server restart); its client counts as seen now."""
+        self._leases[lease.lease_id] = lease
+        self._last_seen.setdefault(lease.client, now)
+        n = int(lease.lease_id[1:]) if lease.lease_id[1:].isdigit() else 0
+        self._ids = itertools.count(max(n + 1, next(self._ids)))
+
     def release(self, client: str, lease_id: str, now: float) -> Lease:
         """Release a lease ``client`` holds; ``NotFound`` if it holds no such lease."""
         self.touch(client, now)

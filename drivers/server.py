@@ -5,9 +5,13 @@ Each request is ``[identity, header_json, *buffers]`` (``docs/protocol.md``). Th
 - decodes and validates it (:mod:`protocols.framing`), checks leases
   (:mod:`drivers.leases`), calls the driver and replies; any failure becomes a typed
   ``error`` reply, and input never crashes the loop;
-- makes state-changing requests idempotent per client: the driver sees the request id
-  namespaced by the client (``client/request_id``), so a retried id returns the original
-  reply and applies nothing (durably so with a persisting driver such as SimDriver);
+- makes state-changing requests idempotent per client: reply records per identity
+  (:class:`drivers.ledger.ReplyRecords`), so a retried id returns the original reply and
+  applies nothing; the driver sees the id namespaced by the client (``client/request_id``);
+- keeps its durable state in one SQLite database (:mod:`drivers.statedb`; in memory
+  without ``--state-dir``): a state-changing request's journal row (SimDriver), reply
+  record, wear rows and audit row commit in one transaction *before* the reply is sent;
+  refused requests are audited too;
 - logs one structlog event per request (request id, client, verb, region, duration);
 - optionally requires CURVE (``zmq.auth``): only client public keys found in the
   ``auth_keys`` directory get in; rejected keys are logged.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -33,15 +38,21 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from drivers import DeviceError, DriverError, InvalidRequest, LeaseConflict
+from drivers import DeviceError, DriverError, InvalidRequest
 from drivers.auth import KeyRing
-from drivers.base import Driver
-from drivers.leases import LeaseTable
+from drivers.base import Driver, fingerprint
+from drivers.leases import Lease, LeaseTable
+from drivers.ledger import AuditLog, ReplyRecords, WearLedger
+from drivers.statedb import StateDB
 from drivers.remote import COPY_THRESHOLD
 from protocols import ProtocolError, encode
 from protocols.framing import MAX_ARRAY_BYTES, MAX_HEADER_BYTES, decode_request
+from protocols.region import Region
 from protocols.messages import (
+    STATE_CHANGING_KINDS,
     AdvanceReply,
+    AuditReply,
+    AuditRow,
     ErrorReply,
     HeartbeatReply,
     HelloReply,
@@ -54,11 +65,19 @@ from protocols.messages import (
     ReadReply,
     ResetReply,
     TimeReply,
+    WearReply,
 )
 
 log = structlog.get_logger(__name__)
 
 SERVER_NAME = "pcm-hil device server"
+AUDITED_KINDS = STATE_CHANGING_KINDS | {"lease_acquire", "lease_release"}
+REPLY_OF = {
+    "apply_pulses": PulseReply,
+    "reset": ResetReply,
+    "program": ProgramReply,
+    "advance": AdvanceReply,
+}
 
 
 def client_name(identity: bytes) -> str:
@@ -89,10 +108,22 @@ class DeviceServer:
         auth_keys_dir: str | Path | None = None,
         server_secret_key: str | Path | None = None,
         context: zmq.Context | None = None,
+        state_db: StateDB | None = None,
+        reply_records: int = 4096,
     ) -> None:
         self.driver = driver
         self.binds = [bind] if isinstance(bind, str) else list(bind)
         self.leases = LeaseTable(lease_ttl_s)
+        # the driver's database when it has one (SimDriver with a state dir), else the given
+        # one, else a private in-memory one: one code path, durable or not
+        db = getattr(driver, "state_db", None) or state_db
+        self._own_db = db is None
+        self.db: StateDB = StateDB.memory() if db is None else db
+        info = driver.info()
+        self.replies = ReplyRecords(self.db, reply_records)
+        self.audit = AuditLog(self.db)
+        self.wear = WearLedger(self.db, (info.rows, info.cols, info.devices_per_cell))
+        self._restore_leases(time.monotonic())
         self.heartbeat_interval_s = heartbeat_interval_s
         self._ctx = context or zmq.Context.instance()
         self._stop = threading.Event()
@@ -172,14 +203,37 @@ class DeviceServer:
         """Ask :meth:`serve` to return (safe from any thread or a signal handler)."""
         self._stop.set()
 
+    def close(self) -> None:
+        """Fold the wear ledger and close a database this server opened itself."""
+        try:
+            self.wear.fold()
+        finally:
+            if self._own_db:
+                self.db.close()
+
     def _sweep(self, now: float) -> None:
-        for lease in self.leases.expire(now):
+        self._expired(self.leases.expire(now))
+
+    def _expired(self, leases: list[Lease]) -> None:
+        if not leases:
+            return
+        with self.db.transaction() as c:
+            c.executemany("DELETE FROM leases WHERE lease_id = ?", [(x.lease_id,) for x in leases])
+        for lease in leases:
             log.info(
                 "lease_expired",
                 lease_id=lease.lease_id,
                 client=lease.client,
                 region=str(lease.region),
             )
+
+    def _restore_leases(self, now: float) -> None:
+        """Leases of the database, alive again for one TTL from ``now`` (after a restart)."""
+        rows = self.db.conn.execute(
+            "SELECT lease_id, identity, chip, row0, row1, col0, col1, mode FROM leases"
+        ).fetchall()
+        for lid, ident, chip, r0, r1, c0, c1, mode in rows:
+            self.leases.restore(Lease(lid, ident, Region(chip, r0, r1, c0, c1), mode), now)
 
     # ------------------------------------------------------------ request logic
     def handle(self, identity: bytes, frames: Sequence[bytes], now: float) -> list[Any]:
@@ -192,10 +246,21 @@ class DeviceServer:
             request_id, verb = msg.request_id, msg.kind
             region = getattr(msg, "region", None)
             self.leases.touch(client, now)
-            for lease in self.leases.expire(now):
-                log.info("lease_expired", lease_id=lease.lease_id, client=lease.client)
+            self._expired(self.leases.expire(now))
             out = self._dispatch(client, msg, arrays, now)
             code = "ok"
+        except sqlite3.Error as exc:  # the state could not be made durable: stop serving
+            code = "device_error"
+            log.critical("state_db_failed", error=str(exc), verb=verb, request_id=request_id)
+            self.stop()
+            out = encode(
+                ErrorReply(
+                    request_id=request_id,
+                    code=code,
+                    message=f"the server could not record this request durably ({exc}); it "
+                    f"is stopping; retry with the same request_id once it is back",
+                )
+            )
         except (DriverError, ProtocolError) as exc:
             code = exc.code
             out = encode(ErrorReply(request_id=request_id, code=code, message=str(exc)))
@@ -219,7 +284,18 @@ class DeviceServer:
             log.info("request", **fields)
         else:
             log.warning("request", **fields)
+            if verb in AUDITED_KINDS and code != "device_error" or verb in STATE_CHANGING_KINDS:
+                self._audit_refusal(client, verb, region, code, request_id)
         return out
+
+    def _audit_refusal(
+        self, client: str, verb: str, region: Region | None, code: str, request_id: str
+    ) -> None:
+        try:
+            self.audit.record(client, "", verb, region, 0, code, request_id)
+        except sqlite3.Error as exc:
+            log.critical("state_db_failed", error=str(exc), verb=verb, request_id=request_id)
+            self.stop()
 
     def _dispatch(self, client: str, msg: Any, arrays: dict[str, np.ndarray], now: float) -> list:
         d, rid, kind = self.driver, msg.request_id, msg.kind
@@ -243,6 +319,14 @@ class DeviceServer:
             return encode(TimeReply(request_id=rid, time_s=d.time_s()))
         if kind == "lease_acquire":
             lease = self.leases.acquire(client, msg.region, msg.mode, now)
+            r = lease.region
+            with self.db.transaction() as c:
+                c.execute(
+                    "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (lease.lease_id, client, rid, r.chip, r.row0, r.row1, r.col0, r.col1,
+                     lease.mode, time.time()),
+                )
+                self.audit.record(client, "", kind, r, 0, "ok", rid)
             return encode(
                 LeaseReply(
                     request_id=rid,
@@ -253,8 +337,24 @@ class DeviceServer:
                 )
             )
         if kind == "lease_release":
-            self.leases.release(client, msg.lease_id, now)
+            lease = self.leases.release(client, msg.lease_id, now)
+            with self.db.transaction() as c:
+                c.execute("DELETE FROM leases WHERE lease_id = ?", (lease.lease_id,))
+                self.audit.record(client, "", kind, lease.region, 0, "ok", rid)
             return encode(LeaseReleased(request_id=rid, lease_id=msg.lease_id))
+        if kind == "audit":
+            rows = self.audit.query(
+                since=msg.since, identity=msg.identity, region=msg.region, limit=msg.limit
+            )
+            return encode(AuditReply(request_id=rid, rows=tuple(AuditRow(**r) for r in rows)))
+        if kind == "wear":
+            region = d._check_region(msg.region)  # noqa: SLF001 - the contract's own check
+            set_p, resets = self.wear.device_totals(region.chip)
+            rs, cs = region.slices()
+            return encode(
+                WearReply(request_id=rid),
+                {"set_pulses": set_p[rs, cs], "resets": resets[rs, cs]},
+            )
         if kind in ("mvm", "read_conductances"):
             self.leases.check(client, msg.region, write=False, now=now)
             if kind == "mvm":
@@ -262,47 +362,75 @@ class DeviceServer:
                 return encode(MvmReply(request_id=rid), {"y": y})
             g = d.read_conductances(msg.region)
             return encode(ReadReply(request_id=rid), {"g_us": g})
-        # state-changing verbs: leases, then the driver's idempotent verb
-        drid = driver_request_id(client, rid)
-        try:
-            self.leases.check(client, getattr(msg, "region", None), write=True, now=now)
-        except LeaseConflict:
-            # a retry of a request applied before the conflicting lease was granted still
-            # gets its original reply (the driver answers it from its record)
-            if d.recorded_reply(drid) is None:
-                raise
-        if kind == "apply_pulses":
-            rep = d.apply_pulses(
-                msg.region, arrays["counts"], arrays.get("reset_mask"), request_id=drid
-            )
-            return encode(PulseReply(request_id=rid, report=rep))
-        if kind == "reset":
-            return encode(ResetReply(request_id=rid, report=d.reset(msg.region, request_id=drid)))
-        if kind == "program":
-            rep = d.program(
-                msg.region,
-                arrays["target_us"],
-                tolerance_us=msg.tolerance_us,
-                max_iterations=msg.max_iterations,
-                request_id=drid,
-            )
-            return encode(ProgramReply(request_id=rid, report=rep))
-        if kind == "advance":
-            t_s = d.advance(msg.dt_s, request_id=drid)
-            return encode(AdvanceReply(request_id=rid, report={"time_s": t_s}))
+        if kind in STATE_CHANGING_KINDS:
+            return encode(self._state_changing(client, msg, arrays, now))
         raise InvalidRequest(f"request kind {kind!r} is not served")  # pragma: no cover
+
+    def _state_changing(
+        self, client: str, msg: Any, arrays: dict[str, np.ndarray], now: float
+    ) -> Any:
+        """Apply once: reply record, journal, wear and audit commit before the reply."""
+        d, rid, kind = self.driver, msg.request_id, msg.kind
+        region = getattr(msg, "region", None)
+        fp = fingerprint(
+            kind,
+            msg.model_dump_json(exclude={"request_id", "arrays", "version"}),
+            *(arrays[k] for k in sorted(arrays)),
+        )
+        reply_type = REPLY_OF[kind]
+        with self.db.transaction():
+            # a retry of a request applied before a conflicting lease was granted still
+            # gets its original reply (nothing is applied)
+            recorded = self.replies.get(client, rid, kind, fp)
+            if recorded is not None:
+                return reply_type(request_id=rid, report=recorded)
+            self.leases.check(client, region, write=True, now=now)
+            drid = driver_request_id(client, rid)
+            applied = d.recorded_reply(drid) is None
+            if kind == "apply_pulses":
+                counts, mask = arrays["counts"], arrays.get("reset_mask")
+                rep: Any = d.apply_pulses(region, counts, mask, request_id=drid)
+            elif kind == "reset":
+                rep = d.reset(region, request_id=drid)
+            elif kind == "program":
+                rep = d.program(
+                    region,
+                    arrays["target_us"],
+                    tolerance_us=msg.tolerance_us,
+                    max_iterations=msg.max_iterations,
+                    request_id=drid,
+                )
+            else:
+                d.advance(msg.dt_s, request_id=drid)
+                rep = d.recorded_reply(drid)
+            self.replies.put(client, rid, kind, fp, rep)
+            pulses = 0
+            if applied and region is not None:
+                if kind == "apply_pulses":
+                    pulses = rep.set_pulses
+                    self.wear.record(client, "", rid, kind, region, pulses, rep.resets,
+                                     np.asarray(counts), None if mask is None else np.asarray(mask))
+                else:  # reset, program: every device of the region is RESET
+                    pulses = getattr(rep, "pulses", 0)
+                    n_devices = region.rows * region.cols * d.info().devices_per_cell
+                    self.wear.record(client, "", rid, kind, region, pulses, n_devices)
+            self.audit.record(client, "", kind, region, pulses, "ok", rid)
+        return reply_type(request_id=rid, report=rep)
 
 
 def with_state_dir(driver_url: str, state_dir: str | Path | None) -> str:
-    """``driver_url`` with ``state_dir`` added to a ``sim://`` query (``--state-dir``)."""
-    if state_dir is None:
-        return driver_url
+    """``driver_url`` with ``state_dir`` added to a ``sim://`` query (``--state-dir``).
+
+    Other drivers keep their chip state themselves; for them the server alone keeps its
+    records (replies, leases, reservations, wear, audit) in ``state_dir``."""
     parts = urlsplit(driver_url)
-    if parts.scheme != "sim":
+    if state_dir is not None and parts.scheme in ("tcp", "ipc", "inproc"):
         raise InvalidRequest(
-            f"--state-dir applies to sim:// drivers only, not {parts.scheme}://; a real "
-            f"board keeps its state itself"
+            f"--state-dir does not apply to {parts.scheme}:// drivers: that is another "
+            f"server, which keeps its own state; use it with sim:// or board:// drivers"
         )
+    if state_dir is None or parts.scheme != "sim":
+        return driver_url
     query = parse_qs(parts.query)
     if "state_dir" in query and query["state_dir"][-1] != str(state_dir):
         raise InvalidRequest(f"{driver_url!r} already names state_dir {query['state_dir'][-1]}")
@@ -315,6 +443,8 @@ def run_server(
     binds: Sequence[str],
     *,
     state_dir: str | Path | None = None,
+    salvage: bool = False,
+    on_salvaged: Any = None,
     auth_keys_dir: str | Path | None = None,
     server_secret_key: str | Path | None = None,
     lease_ttl_s: float = 10.0,
@@ -323,11 +453,30 @@ def run_server(
 ) -> None:
     """Open the driver, serve it until SIGINT/SIGTERM, then close it (persisting state).
 
+    ``salvage``: first copy what passes the checks out of a damaged state database
+    (:func:`drivers.salvage.salvage`) and pass the report to ``on_salvaged(report)``.
     ``on_ready(endpoints)`` is called once the sockets are bound (the CLI prints them).
     """
     from drivers import open_driver
 
-    driver = open_driver(with_state_dir(driver_url, state_dir))
+    if salvage:
+        if state_dir is None:
+            raise InvalidRequest("--salvage needs --state-dir (the state to salvage)")
+        from drivers.salvage import salvage as run_salvage
+
+        report = run_salvage(state_dir)
+        if on_salvaged is not None:
+            on_salvaged(report)
+    url = with_state_dir(driver_url, state_dir)
+    own_db = None
+    if state_dir is not None and url == driver_url:  # a driver without chip state of ours
+        own_db = StateDB.open(state_dir)
+    try:
+        driver = open_driver(url)
+    except BaseException:
+        if own_db is not None:
+            own_db.close()
+        raise
     try:
         server = DeviceServer(
             driver,
@@ -336,6 +485,7 @@ def run_server(
             heartbeat_interval_s=heartbeat_interval_s,
             auth_keys_dir=auth_keys_dir,
             server_secret_key=server_secret_key,
+            state_db=own_db,
         )
         previous = {}
         if threading.current_thread() is threading.main_thread():
@@ -346,5 +496,8 @@ def run_server(
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            server.close()
     finally:
         driver.close()
+        if own_db is not None:
+            own_db.close()

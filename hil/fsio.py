@@ -4,7 +4,8 @@ A run directory must survive ``kill -9`` at any instant: every whole-file write 
 temporary file in the same directory, is fsync'ed, then renamed over the target (rename is
 atomic on POSIX), and the directory is fsync'ed so the rename itself is durable. Line logs
 (``metrics.jsonl``, ``events.jsonl``) are appended one complete line per write and fsync'ed;
-a reader ignores a torn last line.
+a reader ignores a torn last line. The atomic write itself is the project's one helper,
+:func:`drivers.fsio.atomic_write_bytes`, re-exported here.
 """
 
 from __future__ import annotations
@@ -12,37 +13,22 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from drivers.fsio import atomic_write_bytes
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+__all__ = [
+    "append_jsonl",
+    "atomic_save_npz",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "dumps",
+    "read_jsonl",
+]
 
 
 def _json_default(obj: Any) -> Any:

@@ -24,7 +24,7 @@ from protocols.models import (
 )
 from protocols.region import Region
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Bumped on any incompatible change of a message or of the framing."""
 
 DTYPES: dict[str, str] = {
@@ -49,6 +49,7 @@ ErrorCode = Literal[
     "device_error",
     "version_mismatch",
     "unauthorised",
+    "outcome_unknown",
     "internal",
 ]
 ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
@@ -148,6 +149,23 @@ class Heartbeat(_Message):
     kind: Literal["heartbeat"] = "heartbeat"
 
 
+class AuditRequest(_Message):
+    """The server's audit trail, oldest first, filtered (all filters optional)."""
+
+    kind: Literal["audit"] = "audit"
+    since: float | None = Field(default=None, description="Unix time (s): rows at or after it")
+    identity: str | None = Field(default=None, max_length=128)
+    region: Region | None = Field(default=None, description="rows overlapping this region")
+    limit: int = Field(default=10_000, ge=1, le=10_000)
+
+
+class WearRequest(_Message):
+    """Per-device wear of ``region`` (SET pulses and RESETs since the ledger began)."""
+
+    kind: Literal["wear"] = "wear"
+    region: Region
+
+
 # ---------------------------------------------------------------- replies
 
 
@@ -218,6 +236,34 @@ class HeartbeatReply(_Message):
     leases: int = Field(ge=0, description="leases this client still holds")
 
 
+class AuditRow(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: int
+    time: float = Field(description="Unix time (s) the request was handled")
+    identity: str
+    run_id: str
+    verb: str
+    chip: int | None
+    row0: int | None
+    row1: int | None
+    col0: int | None
+    col1: int | None
+    pulses: int = Field(description="SET pulses the request applied (0 if refused)")
+    outcome: str = Field(description="'ok' or the error code")
+    request_id: str
+
+
+class AuditReply(_Message):
+    kind: Literal["audit_reply"] = "audit_reply"
+    rows: tuple[AuditRow, ...]
+
+
+class WearReply(_Message):
+    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("set_pulses", "resets")
+    kind: Literal["wear_reply"] = "wear_reply"
+
+
 class ErrorReply(_Message):
     """A typed failure. ``request_id`` is ``"-"`` when the request could not be parsed."""
 
@@ -238,7 +284,9 @@ Request = Annotated[
     | TimeRequest
     | LeaseAcquire
     | LeaseRelease
-    | Heartbeat,
+    | Heartbeat
+    | AuditRequest
+    | WearRequest,
     Field(discriminator="kind"),
 ]
 Reply = Annotated[
@@ -254,6 +302,8 @@ Reply = Annotated[
     | LeaseReply
     | LeaseReleased
     | HeartbeatReply
+    | AuditReply
+    | WearReply
     | ErrorReply,
     Field(discriminator="kind"),
 ]

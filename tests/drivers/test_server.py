@@ -176,24 +176,26 @@ def test_internal_errors_become_typed_replies() -> None:
 
 def test_remote_driver_reports_a_server_of_another_protocol_version(tmp_path: Path) -> None:
     from drivers import VersionMismatch
+    from protocols import PROTOCOL_VERSION
 
     ctx = zmq.Context.instance()
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
-    endpoint = f"ipc://{tmp_path}/v2.sock"
+    other = PROTOCOL_VERSION + 1
+    endpoint = f"ipc://{tmp_path}/v{other}.sock"
     router.bind(endpoint)
 
     def answer_as_v2() -> None:
         if router.poll(5000):
             ident, header = router.recv_multipart()[:2]
             rid = json.loads(header)["request_id"]
-            body = {"version": 2, "kind": "hello_reply", "request_id": rid}
+            body = {"version": other, "kind": "hello_reply", "request_id": rid}
             router.send_multipart([ident, json.dumps(body).encode()])
 
     thread = threading.Thread(target=answer_as_v2)
     thread.start()
     try:
-        with pytest.raises(VersionMismatch, match="version 2"):
+        with pytest.raises(VersionMismatch, match=f"version {other}"):
             RemoteDriver(endpoint, timeout_s=5, retries=0)
     finally:
         thread.join(10)

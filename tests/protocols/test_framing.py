@@ -19,7 +19,14 @@ from protocols import (
     decode_request,
     encode,
 )
-from protocols.messages import DTYPES, ErrorReply, MvmReply, MvmRequest, PulseRequest
+from protocols.messages import (
+    DTYPES,
+    PROTOCOL_VERSION,
+    ErrorReply,
+    MvmReply,
+    MvmRequest,
+    PulseRequest,
+)
 
 R = Region(1, 0, 3, 2, 5)
 
@@ -74,7 +81,7 @@ def _header(**over: object) -> bytes:
         ([], "empty"),
         ([b"\xff\xfe"], "UTF-8"),
         ([b"[1, 2]"], "JSON object"),
-        ([b'{"version": 1, "kind": "nope", "request_id": "x"}'], "invalid"),
+        ([b'{"version": %d, "kind": "nope", "request_id": "x"}' % PROTOCOL_VERSION], "invalid"),
         ([_header(extra_field=1), b"\0" * 12], "invalid"),
         ([_header()], "buffer frame"),
         ([_header(), b"\0" * 11], "frame has 11"),
@@ -108,8 +115,9 @@ def test_malformed_frames_raise_protocol_error(frames: list[bytes], match: str) 
 
 
 def test_version_mismatch_is_its_own_error() -> None:
-    with pytest.raises(VersionMismatchError, match="version 2"):
-        decode_request([_header(version=2), b"\0" * 12])
+    other = PROTOCOL_VERSION + 1
+    with pytest.raises(VersionMismatchError, match=f"version {other}"):
+        decode_request([_header(version=other), b"\0" * 12])
 
 
 @settings(max_examples=200, deadline=None)
@@ -129,7 +137,7 @@ def test_error_reply_codes_are_typed() -> None:
             [
                 json.dumps(
                     {
-                        "version": 1,
+                        "version": PROTOCOL_VERSION,
                         "kind": "error",
                         "request_id": "-",
                         "code": "oops",
