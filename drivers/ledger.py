@@ -33,7 +33,15 @@ import numpy as np
 
 from drivers import InvalidRequest, OutcomeUnknown
 from drivers.idempotency import REPORT_TYPES, Report
-from drivers.statedb import DB_NAME, StateCorrupt, StateDB, connect, digest, pack_arrays, unpack_arrays
+from drivers.statedb import (
+    DB_NAME,
+    StateCorrupt,
+    StateDB,
+    connect,
+    digest,
+    pack_arrays,
+    unpack_arrays,
+)
 from protocols.region import Region
 
 
@@ -46,7 +54,7 @@ class ReplyRecords:
         self.db, self.capacity, self.tombstones = db, capacity, tombstones
         c = db.conn
         self._count = dict(c.execute("SELECT identity, count(*) FROM replies GROUP BY identity"))
-        self._seq = int(c.execute("SELECT coalesce(max(seq), 0) FROM replies").fetchone()[0])
+        self._puts = 0
 
     def get(self, identity: str, request_id: str, verb: str, fp: str) -> Report | None:
         """The recorded reply, None if never seen; raises on a changed request or eviction."""
@@ -76,18 +84,18 @@ class ReplyRecords:
         return REPORT_TYPES[rec["type"]].model_validate(rec["reply"])
 
     def put(self, identity: str, request_id: str, verb: str, fp: str, reply: Report) -> None:
-        self._seq += 1
+        """Record a reply (in the current transaction, whose number it keeps)."""
+        self._puts += 1
         text = json.dumps({"type": type(reply).__name__, "reply": reply.model_dump()})
         with self.db.transaction() as c:
             c.execute(
                 "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?)",
-                (identity, request_id, self._seq, verb, fp, text),
+                (identity, request_id, self.db.txn, verb, fp, text),
             )
             n = self._count.get(identity, 0) + 1
             if n > self.capacity:
                 old = c.execute(
-                    "SELECT request_id, seq FROM replies WHERE identity = ? ORDER BY seq "
-                    "LIMIT ?",
+                    "SELECT request_id, txn FROM replies WHERE identity = ? ORDER BY txn LIMIT ?",
                     (identity, n - self.capacity),
                 ).fetchall()
                 c.executemany(
@@ -99,10 +107,10 @@ class ReplyRecords:
                     [(identity, rid, seq) for rid, seq in old],
                 )
                 n -= len(old)
-                if self._seq % 1024 == 0:  # keep the newest tombstones per identity
+                if self._puts % 1024 == 0:  # keep the newest tombstones per identity
                     c.execute(
-                        "DELETE FROM reply_tombstones WHERE identity = ? AND seq < (SELECT "
-                        "seq FROM reply_tombstones WHERE identity = ? ORDER BY seq DESC "
+                        "DELETE FROM reply_tombstones WHERE identity = ? AND txn < (SELECT "
+                        "txn FROM reply_tombstones WHERE identity = ? ORDER BY txn DESC "
                         "LIMIT 1 OFFSET ?)",
                         (identity, identity, self.tombstones),
                     )
@@ -250,8 +258,19 @@ class WearLedger:
                 "INSERT INTO wear(time, identity, run_id, request_id, verb, chip, row0, row1, "
                 "col0, col1, set_pulses, resets, header, arrays, digest) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), identity, run_id, request_id, verb, *_region_cols(region),
-                 int(set_pulses), int(resets), header, blob, dg),
+                (
+                    time.time(),
+                    identity,
+                    run_id,
+                    request_id,
+                    verb,
+                    *_region_cols(region),
+                    int(set_pulses),
+                    int(resets),
+                    header,
+                    blob,
+                    dg,
+                ),
             )
             self._apply_row(cur.lastrowid, verb, *_region_cols(region), header, blob, dg)
             self._pending += 1
@@ -284,8 +303,7 @@ class WearLedger:
     def by_region(self, region: Region | None = None) -> list[dict[str, Any]]:
         """SET pulses and RESETs summed per (chip, region) of the requests, most worn first."""
         sql = (
-            "SELECT chip, row0, row1, col0, col1, count(*), sum(set_pulses), sum(resets) "
-            "FROM wear"
+            "SELECT chip, row0, row1, col0, col1, count(*), sum(set_pulses), sum(resets) FROM wear"
         )
         args: list[Any] = []
         if region is not None:
@@ -304,4 +322,11 @@ def open_read_only(state_dir: str | Path) -> StateDB:
     return StateDB(connect(path, read_only=True), path)
 
 
-__all__ = ["AUDIT_FIELDS", "AuditLog", "OutcomeUnknown", "ReplyRecords", "WearLedger", "open_read_only"]
+__all__ = [
+    "AUDIT_FIELDS",
+    "AuditLog",
+    "OutcomeUnknown",
+    "ReplyRecords",
+    "WearLedger",
+    "open_read_only",
+]

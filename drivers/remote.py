@@ -45,6 +45,7 @@ from protocols.framing import decode_reply
 from protocols.messages import (
     STATE_CHANGING_KINDS,
     AdvanceRequest,
+    AuditRequest,
     ErrorReply,
     Heartbeat,
     Hello,
@@ -57,6 +58,7 @@ from protocols.messages import (
     ReadRequest,
     ResetRequest,
     TimeRequest,
+    WearRequest,
 )
 from protocols.models import CAP_SNAPSHOT, DeviceInfo, ProgramReport, PulseReport, ResetReport
 from protocols.region import Region
@@ -296,6 +298,31 @@ class RemoteDriver(Driver):
             yield lease_id
         finally:
             self.release_lease(lease_id)
+
+    # ------------------------------------------------------------ records
+    def audit(
+        self,
+        *,
+        since: float | None = None,
+        identity: str | None = None,
+        region: Region | None = None,
+        limit: int = 10_000,
+    ) -> list[dict[str, Any]]:
+        """The server's audit trail (oldest first) as dicts of ``AuditRow`` fields."""
+        msg = AuditRequest(
+            request_id=new_request_id(),
+            since=since,
+            identity=identity,
+            region=region,
+            limit=limit,
+        )
+        return [r.model_dump() for r in self._call(msg)[0].rows]
+
+    def wear(self, region: Region) -> tuple[np.ndarray, np.ndarray]:
+        """``(set_pulses, resets)`` per device of ``region`` from the server's wear ledger."""
+        region = self._check_region(region)
+        arrays = self._call(WearRequest(request_id=new_request_id(), region=region))[1]
+        return arrays["set_pulses"], arrays["resets"]
 
     # ------------------------------------------------------------ hooks
     def _info(self) -> DeviceInfo:

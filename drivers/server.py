@@ -43,11 +43,10 @@ from drivers.auth import KeyRing
 from drivers.base import Driver, fingerprint
 from drivers.leases import Lease, LeaseTable
 from drivers.ledger import AuditLog, ReplyRecords, WearLedger
-from drivers.statedb import StateDB
 from drivers.remote import COPY_THRESHOLD
+from drivers.statedb import StateDB
 from protocols import ProtocolError, encode
 from protocols.framing import MAX_ARRAY_BYTES, MAX_HEADER_BYTES, decode_request
-from protocols.region import Region
 from protocols.messages import (
     STATE_CHANGING_KINDS,
     AdvanceReply,
@@ -67,6 +66,7 @@ from protocols.messages import (
     TimeReply,
     WearReply,
 )
+from protocols.region import Region
 
 log = structlog.get_logger(__name__)
 
@@ -323,8 +323,18 @@ class DeviceServer:
             with self.db.transaction() as c:
                 c.execute(
                     "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (lease.lease_id, client, rid, r.chip, r.row0, r.row1, r.col0, r.col1,
-                     lease.mode, time.time()),
+                    (
+                        lease.lease_id,
+                        client,
+                        rid,
+                        r.chip,
+                        r.row0,
+                        r.row1,
+                        r.col0,
+                        r.col1,
+                        lease.mode,
+                        time.time(),
+                    ),
                 )
                 self.audit.record(client, "", kind, r, 0, "ok", rid)
             return encode(
@@ -408,8 +418,17 @@ class DeviceServer:
             if applied and region is not None:
                 if kind == "apply_pulses":
                     pulses = rep.set_pulses
-                    self.wear.record(client, "", rid, kind, region, pulses, rep.resets,
-                                     np.asarray(counts), None if mask is None else np.asarray(mask))
+                    self.wear.record(
+                        client,
+                        "",
+                        rid,
+                        kind,
+                        region,
+                        pulses,
+                        rep.resets,
+                        np.asarray(counts),
+                        None if mask is None else np.asarray(mask),
+                    )
                 else:  # reset, program: every device of the region is RESET
                     pulses = getattr(rep, "pulses", 0)
                     n_devices = region.rows * region.cols * d.info().devices_per_cell

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.data",
     "hil.commands.board",
     "hil.commands.serve",
+    "hil.commands.audit",
     "hil.commands.keys",
     "hil.commands.driver",
     "hil.commands.selfcheck",

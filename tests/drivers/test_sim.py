@@ -9,8 +9,8 @@ import pytest
 
 import simulator
 from drivers import DeviceError, InvalidRequest
-from drivers.statedb import StateCorrupt, StateDB, pack_arrays, unpack_arrays
 from drivers.sim import SimDriver, first_set_step_us
+from drivers.statedb import StateCorrupt, StateDB, pack_arrays, unpack_arrays
 from protocols import Region
 
 R = Region(0, 0, 8, 0, 8)
@@ -76,7 +76,9 @@ def test_an_uncommitted_request_leaves_no_trace(tmp_path: Path, rng: np.random.G
     assert db is not None
     db.conn.execute("BEGIN IMMEDIATE")  # a crash in the middle of the third request
     _specs, blob = pack_arrays({"counts": reqs[2][2]})
-    db.conn.execute("INSERT INTO journal(header, arrays, digest) VALUES ('{}', ?, '')", (blob,))
+    db.conn.execute(
+        "INSERT INTO journal(txn, header, arrays, digest) VALUES (0, '{}', ?, '')", (blob,)
+    )
     _crash(d)
     with SimDriver("ideal", state_dir=tmp_path) as d2:
         g = d2.true_conductances(R)
