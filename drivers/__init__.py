@@ -15,46 +15,53 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from drivers.base import Driver
+    from protocols.messages import ErrorCode
 
 
 class DriverError(Exception):
     """Root of the drivers' error tree."""
 
-    code = "device_error"
+    code: ErrorCode = "device_error"
 
 
 class InvalidRequest(DriverError):
     """A request is malformed: bad region, shape, dtype or value. Fix the caller."""
 
-    code = "bad_request"
+    code: ErrorCode = "bad_request"
 
 
 class NotFound(DriverError):
     """A named thing (lease, chip, driver module) does not exist."""
 
-    code = "not_found"
+    code: ErrorCode = "not_found"
 
 
 class LimitExceeded(DriverError):
     """A request exceeds a device limit (pulses per device, batch, iterations)."""
 
-    code = "limit_exceeded"
+    code: ErrorCode = "limit_exceeded"
 
 
 class LeaseConflict(DriverError):
     """Another client holds a conflicting lease on an overlapping region."""
 
-    code = "lease_conflict"
+    code: ErrorCode = "lease_conflict"
 
 
 class DeviceError(DriverError):
     """The device (or the server hosting it) failed to carry out a valid request."""
 
-    code = "device_error"
+    code: ErrorCode = "device_error"
 
 
 class DeviceTimeout(DeviceError):
     """The device or server did not answer in time (after the configured retries)."""
+
+    code: ErrorCode = "device_error"
+
+
+class DeviceUnreachable(DeviceTimeout):
+    """Nothing answers at the device's address (connection refused, host down)."""
 
     code = "device_error"
 
@@ -62,7 +69,7 @@ class DeviceTimeout(DeviceError):
 class Unauthorised(DriverError):
     """The server refused this client's credentials (CURVE key)."""
 
-    code = "unauthorised"
+    code: ErrorCode = "unauthorised"
 
 
 class OutcomeUnknown(DriverError):
@@ -75,10 +82,10 @@ class OutcomeUnknown(DriverError):
 class VersionMismatch(DriverError):
     """Client and server speak different protocol versions."""
 
-    code = "version_mismatch"
+    code: ErrorCode = "version_mismatch"
 
 
-ERROR_BY_CODE: dict[str, type[DriverError]] = {
+ERROR_BY_CODE: dict[ErrorCode, type[DriverError]] = {
     "bad_request": InvalidRequest,
     "not_found": NotFound,
     "lease_conflict": LeaseConflict,
@@ -133,6 +140,7 @@ __all__ = [
     "ERROR_BY_CODE",
     "DeviceError",
     "DeviceTimeout",
+    "DeviceUnreachable",
     "DriverError",
     "InvalidRequest",
     "LeaseConflict",

@@ -35,6 +35,16 @@ def generate_keypair(directory: str | Path, name: str) -> tuple[Path, Path]:
     return Path(public), Path(secret)
 
 
+def _z85(key: bytes) -> str:
+    """The Z85 text of a CURVE public key (the form of the key files and the docs):
+    zmq.auth hands the callback the 40-character Z85 form; a raw key is 32 bytes."""
+    if len(key) == 40:
+        return key.decode("ascii", errors="replace")
+    if len(key) == 32:
+        return zmq.utils.z85.encode(key).decode()
+    return key.hex()
+
+
 class KeyRing:
     """Allows exactly the public keys found in ``auth_keys_dir/*.key``."""
 
@@ -51,7 +61,7 @@ class KeyRing:
     def callback(self, domain: str, key: bytes) -> bool:
         """zmq.auth credentials-provider hook: True lets the client in."""
         ok = key in self.allowed
-        z85 = zmq.utils.z85.encode(key).decode() if len(key) == 32 else key.hex()
+        z85 = _z85(key)
         if ok:
             log.info("client_authenticated", client_key=z85)
         else:

@@ -8,6 +8,7 @@ are stated there.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -211,8 +212,8 @@ def bad_regions_are_rejected(ctx: Context) -> None:
         Region(0, 0, info.rows + 1, 0, 1),
         Region(0, 0, 1, info.cols - 1, info.cols + 1),
     ):
-        _raises(InvalidRequest, lambda b=bad: d.read_conductances(b), f"region {bad}")
-        _raises(InvalidRequest, lambda b=bad: d.reset(b), f"reset of region {bad}")
+        _raises(InvalidRequest, functools.partial(d.read_conductances, bad), f"region {bad}")
+        _raises(InvalidRequest, functools.partial(d.reset, bad), f"reset of region {bad}")
     _raises(
         InvalidRequest,
         lambda: d.read_conductances((0, 0, 1, 0, 1, 7)),  # type: ignore[arg-type]

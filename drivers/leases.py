@@ -19,6 +19,7 @@ import itertools
 from dataclasses import dataclass
 
 from drivers import InvalidRequest, LeaseConflict, NotFound
+from protocols.messages import LeaseMode
 from protocols.region import Region
 
 
@@ -27,7 +28,7 @@ class Lease:
     lease_id: str
     client: str
     region: Region
-    mode: str  # "read" | "write"
+    mode: LeaseMode
 
 
 class LeaseTable:
@@ -57,7 +58,7 @@ class LeaseTable:
             del self._last_seen[c]
         return gone
 
-    def acquire(self, client: str, region: Region, mode: str, now: float) -> Lease:
+    def acquire(self, client: str, region: Region, mode: LeaseMode, now: float) -> Lease:
         """Grant ``client`` a ``mode`` lease on ``region`` or raise ``LeaseConflict``."""
         if mode not in ("read", "write"):
             raise InvalidRequest(f"lease mode {mode!r} must be 'read' or 'write'")

@@ -40,44 +40,55 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from drivers import DeviceError, DriverError, InvalidRequest
 from drivers.auth import KeyRing
-from drivers.base import Driver, fingerprint
+from drivers.base import Driver, Report, fingerprint
+from drivers.conn_log import ConnectionLog
 from drivers.leases import Lease, LeaseTable
 from drivers.ledger import AuditLog, ReplyRecords, WearLedger
-from drivers.remote import COPY_THRESHOLD
 from drivers.statedb import StateDB
+from drivers.zmq_link import COPY_THRESHOLD
 from protocols import ProtocolError, encode
 from protocols.framing import MAX_ARRAY_BYTES, MAX_HEADER_BYTES, decode_request
 from protocols.messages import (
     STATE_CHANGING_KINDS,
     AdvanceReply,
+    AdvanceRequest,
     AuditReply,
+    AuditRequest,
     AuditRow,
     ErrorReply,
+    Heartbeat,
     HeartbeatReply,
+    Hello,
     HelloReply,
     InfoReply,
+    InfoRequest,
+    LeaseAcquire,
+    LeaseRelease,
     LeaseReleased,
     LeaseReply,
     MvmReply,
+    MvmRequest,
     ProgramReply,
+    ProgramRequest,
     PulseReply,
+    PulseRequest,
     ReadReply,
+    ReadRequest,
+    RequestMessage,
     ResetReply,
+    ResetRequest,
     TimeReply,
+    TimeRequest,
     WearReply,
+    WearRequest,
 )
+from protocols.models import AdvanceReport, ProgramReport, PulseReport, ResetReport
 from protocols.region import Region
 
 log = structlog.get_logger(__name__)
 
 SERVER_NAME = "pcm-hil device server"
 AUDITED_KINDS = STATE_CHANGING_KINDS | {"lease_acquire", "lease_release"}
-REPLY_OF = {
-    "apply_pulses": PulseReply,
-    "reset": ResetReply,
-    "program": ProgramReply,
-    "advance": AdvanceReply,
-}
 
 
 def client_name(identity: bytes) -> str:
@@ -153,6 +164,11 @@ class DeviceServer:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 200)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # replies never block the loop: an unroutable peer raises EHOSTUNREACH and a full
+        # pipe EAGAIN (NOBLOCK); either way the reply is dropped and logged (the client
+        # retries with the same request id and gets the recorded reply)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDTIMEO, 0)
         sock.copy_threshold = COPY_THRESHOLD  # copying is cheaper than pyzmq's zero-copy GC
         # a peer sending a frame larger than any valid array is disconnected by libzmq
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_ARRAY_BYTES + MAX_HEADER_BYTES)
@@ -162,6 +178,7 @@ class DeviceServer:
             self._auth.configure_curve_callback("*", credentials_provider=self._keyring)
             sock.curve_publickey, sock.curve_secretkey = self._server_keys
             sock.curve_server = True
+        conn_log = ConnectionLog(sock)  # connects, disconnects, refused handshakes
         try:
             for endpoint in self.binds:
                 try:
@@ -184,20 +201,36 @@ class DeviceServer:
                 on_ready(list(self.bound))
             poller = zmq.Poller()
             poller.register(sock, zmq.POLLIN)
+            poller.register(conn_log.monitor, zmq.POLLIN)
             while not self._stop.is_set():
-                if not poller.poll(50):
+                events = dict(poller.poll(50))
+                if conn_log.monitor in events:
+                    conn_log.drain()
+                if sock not in events:
                     self._sweep(time.monotonic())
                     continue
-                frames = sock.recv_multipart(copy=True)
+                try:
+                    frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+                except zmq.Again:
+                    continue
                 if len(frames) < 2:
                     continue  # an identity with no body: nothing to answer
                 reply = self.handle(frames[0], frames[1:], time.monotonic())
-                sock.send_multipart([frames[0], *reply], copy=False)
+                self._send(sock, frames[0], reply)
         finally:
+            conn_log.close()
             sock.close()
             if self._auth is not None:
                 self._auth.stop()
             log.info("server_stopped")
+
+    @staticmethod
+    def _send(sock: zmq.Socket, identity: bytes, reply: list[Any]) -> None:
+        """Send without ever blocking; a reply that cannot go out now is dropped and logged."""
+        try:
+            sock.send_multipart([identity, *reply], flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH (peer gone) or EAGAIN (peer not reading)
+            log.warning("reply_dropped", client=client_name(identity), reason=str(exc))
 
     def stop(self) -> None:
         """Ask :meth:`serve` to return (safe from any thread or a signal handler)."""
@@ -236,7 +269,9 @@ class DeviceServer:
             self.leases.restore(Lease(lid, ident, Region(chip, r0, r1, c0, c1), mode), now)
 
     # ------------------------------------------------------------ request logic
-    def handle(self, identity: bytes, frames: Sequence[bytes], now: float) -> list[Any]:
+    def handle(
+        self, identity: bytes, frames: Sequence[bytes], now: float
+    ) -> list[bytes | memoryview]:
         """Reply frames for one request ``frames`` from ``identity``. Never raises."""
         client = client_name(identity)
         t0 = time.perf_counter()
@@ -263,7 +298,7 @@ class DeviceServer:
             )
         except (DriverError, ProtocolError) as exc:
             code = exc.code
-            out = encode(ErrorReply(request_id=request_id, code=code, message=str(exc)))
+            out = encode(ErrorReply(request_id=request_id, code=exc.code, message=str(exc)))
         except Exception as exc:  # the server must survive any driver bug
             code = "internal"
             log.exception("request_crashed", client=client, verb=verb, request_id=request_id)
@@ -297,9 +332,11 @@ class DeviceServer:
             log.critical("state_db_failed", error=str(exc), verb=verb, request_id=request_id)
             self.stop()
 
-    def _dispatch(self, client: str, msg: Any, arrays: dict[str, np.ndarray], now: float) -> list:
-        d, rid, kind = self.driver, msg.request_id, msg.kind
-        if kind == "hello":
+    def _dispatch(
+        self, client: str, msg: RequestMessage, arrays: dict[str, np.ndarray], now: float
+    ) -> list[bytes | memoryview]:
+        d, rid = self.driver, msg.request_id
+        if isinstance(msg, Hello):
             log.info("client_hello", client=client, name=msg.client, leases=len(self.leases))
             return encode(
                 HelloReply(
@@ -311,13 +348,13 @@ class DeviceServer:
                     lease_ttl_s=self.leases.ttl_s,
                 )
             )
-        if kind == "info":
+        if isinstance(msg, InfoRequest):
             return encode(InfoReply(request_id=rid, info=d.info()))
-        if kind == "heartbeat":
+        if isinstance(msg, Heartbeat):
             return encode(HeartbeatReply(request_id=rid, leases=len(self.leases.held_by(client))))
-        if kind == "time":
+        if isinstance(msg, TimeRequest):
             return encode(TimeReply(request_id=rid, time_s=d.time_s()))
-        if kind == "lease_acquire":
+        if isinstance(msg, LeaseAcquire):
             lease = self.leases.acquire(client, msg.region, msg.mode, now)
             r = lease.region
             with self.db.transaction() as c:
@@ -336,105 +373,131 @@ class DeviceServer:
                         time.time(),
                     ),
                 )
-                self.audit.record(client, "", kind, r, 0, "ok", rid)
+                self.audit.record(client, "", msg.kind, r, 0, "ok", rid)
             return encode(
                 LeaseReply(
                     request_id=rid,
                     lease_id=lease.lease_id,
                     region=lease.region,
-                    mode=lease.mode,
+                    mode=msg.mode,
                     ttl_s=self.leases.ttl_s,
                 )
             )
-        if kind == "lease_release":
-            lease = self.leases.release(client, msg.lease_id, now)
+        if isinstance(msg, LeaseRelease):
+            released = self.leases.release(client, msg.lease_id, now)
             with self.db.transaction() as c:
-                c.execute("DELETE FROM leases WHERE lease_id = ?", (lease.lease_id,))
-                self.audit.record(client, "", kind, lease.region, 0, "ok", rid)
+                c.execute("DELETE FROM leases WHERE lease_id = ?", (released.lease_id,))
+                self.audit.record(client, "", msg.kind, released.region, 0, "ok", rid)
             return encode(LeaseReleased(request_id=rid, lease_id=msg.lease_id))
-        if kind == "audit":
+        if isinstance(msg, AuditRequest):
             rows = self.audit.query(
                 since=msg.since, identity=msg.identity, region=msg.region, limit=msg.limit
             )
             return encode(AuditReply(request_id=rid, rows=tuple(AuditRow(**r) for r in rows)))
-        if kind == "wear":
+        if isinstance(msg, WearRequest):
             region = d._check_region(msg.region)  # noqa: SLF001 - the contract's own check
             set_p, resets = self.wear.device_totals(region.chip)
             rs, cs = region.slices()
             return encode(
-                WearReply(request_id=rid),
-                {"set_pulses": set_p[rs, cs], "resets": resets[rs, cs]},
+                WearReply(request_id=rid), {"set_pulses": set_p[rs, cs], "resets": resets[rs, cs]}
             )
-        if kind in ("mvm", "read_conductances"):
+        if isinstance(msg, MvmRequest):
             self.leases.check(client, msg.region, write=False, now=now)
-            if kind == "mvm":
-                y = d.mvm(msg.region, arrays["x"], transpose=msg.transpose)
-                return encode(MvmReply(request_id=rid), {"y": y})
+            y = d.mvm(msg.region, arrays["x"], transpose=msg.transpose)
+            return encode(MvmReply(request_id=rid), {"y": y})
+        if isinstance(msg, ReadRequest):
+            self.leases.check(client, msg.region, write=False, now=now)
             g = d.read_conductances(msg.region)
             return encode(ReadReply(request_id=rid), {"g_us": g})
-        if kind in STATE_CHANGING_KINDS:
+        if isinstance(msg, PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest):
             return encode(self._state_changing(client, msg, arrays, now))
-        raise InvalidRequest(f"request kind {kind!r} is not served")  # pragma: no cover
+        raise InvalidRequest(f"request kind {msg.kind!r} is not served")  # pragma: no cover
 
     def _state_changing(
-        self, client: str, msg: Any, arrays: dict[str, np.ndarray], now: float
-    ) -> Any:
+        self,
+        client: str,
+        msg: PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest,
+        arrays: dict[str, np.ndarray],
+        now: float,
+    ) -> PulseReply | ResetReply | ProgramReply | AdvanceReply:
         """Apply once: reply record, journal, wear and audit commit before the reply."""
         d, rid, kind = self.driver, msg.request_id, msg.kind
-        region = getattr(msg, "region", None)
+        region = None if isinstance(msg, AdvanceRequest) else msg.region
         fp = fingerprint(
             kind,
             msg.model_dump_json(exclude={"request_id", "arrays", "version"}),
             *(arrays[k] for k in sorted(arrays)),
         )
-        reply_type = REPLY_OF[kind]
         with self.db.transaction():
             # a retry of a request applied before a conflicting lease was granted still
             # gets its original reply (nothing is applied)
             recorded = self.replies.get(client, rid, kind, fp)
-            if recorded is not None:
-                return reply_type(request_id=rid, report=recorded)
-            self.leases.check(client, region, write=True, now=now)
-            drid = driver_request_id(client, rid)
-            applied = d.recorded_reply(drid) is None
-            if kind == "apply_pulses":
-                counts, mask = arrays["counts"], arrays.get("reset_mask")
-                rep: Any = d.apply_pulses(region, counts, mask, request_id=drid)
-            elif kind == "reset":
-                rep = d.reset(region, request_id=drid)
-            elif kind == "program":
-                rep = d.program(
-                    region,
-                    arrays["target_us"],
-                    tolerance_us=msg.tolerance_us,
-                    max_iterations=msg.max_iterations,
-                    request_id=drid,
-                )
+            if recorded is None:
+                self.leases.check(client, region, write=True, now=now)
+                drid = driver_request_id(client, rid)
+                applied = d.recorded_reply(drid) is None
+                rep = self._apply(msg, arrays, drid)
+                self.replies.put(client, rid, kind, fp, rep)
+                pulses = self._wear(client, msg, arrays, rep) if applied else 0
+                self.audit.record(client, "", kind, region, pulses, "ok", rid)
             else:
-                d.advance(msg.dt_s, request_id=drid)
-                rep = d.recorded_reply(drid)
-            self.replies.put(client, rid, kind, fp, rep)
-            pulses = 0
-            if applied and region is not None:
-                if kind == "apply_pulses":
-                    pulses = rep.set_pulses
-                    self.wear.record(
-                        client,
-                        "",
-                        rid,
-                        kind,
-                        region,
-                        pulses,
-                        rep.resets,
-                        np.asarray(counts),
-                        None if mask is None else np.asarray(mask),
-                    )
-                else:  # reset, program: every device of the region is RESET
-                    pulses = getattr(rep, "pulses", 0)
-                    n_devices = region.rows * region.cols * d.info().devices_per_cell
-                    self.wear.record(client, "", rid, kind, region, pulses, n_devices)
-            self.audit.record(client, "", kind, region, pulses, "ok", rid)
-        return reply_type(request_id=rid, report=rep)
+                rep = recorded
+        if isinstance(msg, PulseRequest) and isinstance(rep, PulseReport):
+            return PulseReply(request_id=rid, report=rep)
+        if isinstance(msg, ResetRequest) and isinstance(rep, ResetReport):
+            return ResetReply(request_id=rid, report=rep)
+        if isinstance(msg, ProgramRequest) and isinstance(rep, ProgramReport):
+            return ProgramReply(request_id=rid, report=rep)
+        if isinstance(rep, AdvanceReport):
+            return AdvanceReply(request_id=rid, report=rep)
+        raise DeviceError(f"recorded reply of {rid!r} is a {type(rep).__name__}, not a {kind}")
+
+    def _apply(
+        self,
+        msg: PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest,
+        arrays: dict[str, np.ndarray],
+        drid: str,
+    ) -> Report:
+        d = self.driver
+        if isinstance(msg, PulseRequest):
+            return d.apply_pulses(
+                msg.region, arrays["counts"], arrays.get("reset_mask"), request_id=drid
+            )
+        if isinstance(msg, ResetRequest):
+            return d.reset(msg.region, request_id=drid)
+        if isinstance(msg, ProgramRequest):
+            return d.program(
+                msg.region,
+                arrays["target_us"],
+                tolerance_us=msg.tolerance_us,
+                max_iterations=msg.max_iterations,
+                request_id=drid,
+            )
+        t_s = d.advance(msg.dt_s, request_id=drid)
+        return d.recorded_reply(drid) or AdvanceReport(time_s=t_s)
+
+    def _wear(
+        self,
+        client: str,
+        msg: PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest,
+        arrays: dict[str, np.ndarray],
+        rep: Report,
+    ) -> int:
+        """Wear rows of an applied request; returns its SET pulse count."""
+        rid = msg.request_id
+        if isinstance(msg, PulseRequest) and isinstance(rep, PulseReport):
+            mask = arrays.get("reset_mask")
+            self.wear.record(
+                client, "", rid, msg.kind, msg.region, rep.set_pulses, rep.resets,
+                np.asarray(arrays["counts"]), None if mask is None else np.asarray(mask),
+            )  # fmt: skip
+            return rep.set_pulses
+        if isinstance(msg, ResetRequest | ProgramRequest):  # every device of the region RESET
+            pulses = rep.pulses if isinstance(rep, ProgramReport) else 0
+            n = msg.region.rows * msg.region.cols * self.driver.info().devices_per_cell
+            self.wear.record(client, "", rid, msg.kind, msg.region, pulses, n)
+            return pulses
+        return 0
 
 
 def with_state_dir(driver_url: str, state_dir: str | Path | None) -> str:

@@ -125,14 +125,15 @@ class SimDriver(Driver):
         self._journal_records = 0
         self._journal_bytes = 0
         try:
+            params = simulator.get_preset(preset)  # a built-in name or a preset file
             restore = None if restore is None else Path(restore)
             if state_dir is None and restore is not None:
-                self._load_files(restore, preset, seed)
+                self._load_files(restore, params, seed)
             elif state_dir is None:
-                self.chips = [self._new_chip(c, preset, seed, clock) for c in range(N_CHIPS)]
+                self.chips = [self._new_chip(c, params, seed, clock) for c in range(N_CHIPS)]
             else:
                 self.state_db = StateDB.open(state_dir, fsync=fsync)
-                self._open_state(preset, seed, clock, restore)
+                self._open_state(params, seed, clock, restore)
         except simulator.SimulatorError as exc:
             self._close_db()
             raise InvalidRequest(str(exc)) from None
@@ -145,7 +146,8 @@ class SimDriver(Driver):
     @classmethod
     def from_url(cls, url: str) -> SimDriver:
         """``sim://?preset=hermes&seed=0&state_dir=DIR&clock=virtual&compact_every=1000``
-        (also ``fsync=0`` and ``restore=SNAPSHOT_DIR``)."""
+        (also ``fsync=0`` and ``restore=SNAPSHOT_DIR``); ``preset`` is a built-in name or a
+        preset file ``PATH.yaml`` (:mod:`simulator.preset_file`)."""
         parts = urlsplit(url)
         if parts.netloc or parts.path not in ("", "/"):
             raise InvalidRequest(
@@ -172,10 +174,12 @@ class SimDriver(Driver):
 
     # ------------------------------------------------------------ persistence
     @staticmethod
-    def _new_chip(c: int, preset: str, seed: int, clock: str) -> simulator.Chip:
-        return simulator.Chip(c, simulator.get_preset(preset), seed, clock=clock)
+    def _new_chip(c: int, preset: simulator.DeviceParams, seed: int, clock: str) -> simulator.Chip:
+        return simulator.Chip(c, preset, seed, clock=clock)
 
-    def _open_state(self, preset: str, seed: int, clock: str, restore: Path | None) -> None:
+    def _open_state(
+        self, preset: simulator.DeviceParams, seed: int, clock: str, restore: Path | None
+    ) -> None:
         db = self.state_db
         assert db is not None
         snap = db.read_snapshot()
@@ -185,7 +189,7 @@ class SimDriver(Driver):
             else:
                 self._load_files(restore, preset, seed)
             self.compact()
-            log.info("state_created", state_db=str(db.path), preset=preset, seed=seed)
+            log.info("state_created", state_db=str(db.path), preset=preset.name, seed=seed)
             return
         if restore is not None:
             raise InvalidRequest(
@@ -211,14 +215,16 @@ class SimDriver(Driver):
         )
 
     @staticmethod
-    def _check_meta(meta: dict[str, Any], preset: str, seed: int, where: str) -> None:
-        if (meta["preset"], meta["seed"]) != (preset, seed):
+    def _check_meta(
+        meta: dict[str, Any], preset: simulator.DeviceParams, seed: int, where: str
+    ) -> None:
+        if (meta["preset"], meta["seed"]) != (preset.name, seed):
             raise InvalidRequest(
                 f"{where} holds preset {meta['preset']!r} seed {meta['seed']}, not "
-                f"{preset!r} seed {seed}; open it with those (or use a new --state-dir)"
+                f"{preset.name!r} seed {seed}; open it with those (or use a new --state-dir)"
             )
 
-    def _load_files(self, snap: Path, preset: str, seed: int) -> None:
+    def _load_files(self, snap: Path, preset: simulator.DeviceParams, seed: int) -> None:
         """Chips and reply record from a :meth:`snapshot` directory, after checking it
         holds the requested preset and seed."""
         try:

@@ -20,6 +20,7 @@ from hil.logging import LEVELS, configure_logging
 COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.demo",
     "hil.commands.train",
+    "hil.commands.sweep",
     "hil.commands.runs",
     "hil.commands.data",
     "hil.commands.board",

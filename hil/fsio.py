@@ -75,5 +75,5 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Save arrays to ``path`` (.npz) atomically."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)
     atomic_write_bytes(path, buf.getvalue())

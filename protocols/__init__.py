@@ -5,23 +5,30 @@ message models in :mod:`protocols.messages`, and :func:`encode` / :func:`decode_
 / :func:`decode_reply` in :mod:`protocols.framing`. See ``docs/protocol.md``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from protocols.messages import ErrorCode
+
 
 class ProtocolError(Exception):
     """Root of the protocol's error tree: a message or frame is malformed."""
 
-    code = "bad_request"
+    code: ErrorCode = "bad_request"
 
 
 class MalformedMessage(ProtocolError):
     """A frame, header or array buffer does not follow the spec."""
 
-    code = "bad_request"
+    code: ErrorCode = "bad_request"
 
 
 class VersionMismatchError(ProtocolError):
     """The peer speaks another protocol version."""
 
-    code = "version_mismatch"
+    code: ErrorCode = "version_mismatch"
 
 
 from protocols.framing import decode_reply, decode_request, encode  # noqa: E402

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
@@ -30,16 +30,25 @@ from protocols.messages import (
     PROTOCOL_VERSION,
     REPLY_ADAPTER,
     REQUEST_ADAPTER,
+    AnyMessage,
     ArraySpec,
+    DTypeName,
+    ReplyMessage,
+    RequestMessage,
 )
+
+M = TypeVar("M", RequestMessage, ReplyMessage)
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAY_BYTES = 256 * 1024 * 1024
 
-_NAME_OF_DTYPE = {np.dtype(v): k for k, v in DTYPES.items()}
+_NAME_OF_DTYPE: dict[np.dtype, DTypeName] = {
+    np.dtype(v): k  # type: ignore[misc]  # DTYPES' keys are exactly the DTypeName literals
+    for k, v in DTYPES.items()
+}
 
 
-def _dtype_name(arr: np.ndarray) -> str:
+def _dtype_name(arr: np.ndarray) -> DTypeName:
     dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
     name = _NAME_OF_DTYPE.get(np.dtype(dt.str.replace("=", "<")))
     if name is None:
@@ -50,7 +59,7 @@ def _dtype_name(arr: np.ndarray) -> str:
 
 
 def encode(
-    message: Any, arrays: Mapping[str, np.ndarray] | None = None
+    message: AnyMessage, arrays: Mapping[str, np.ndarray] | None = None
 ) -> list[bytes | memoryview]:
     """Frames of ``message`` with ``arrays`` attached as raw little-endian C-order buffers.
 
@@ -70,13 +79,13 @@ def encode(
         dname = _dtype_name(a)
         a = np.require(a, dtype=np.dtype(DTYPES[dname]), requirements="C")
         specs.append(ArraySpec(name=name, dtype=dname, shape=a.shape, nbytes=a.nbytes))
-        buffers.append(memoryview(a).cast("B") if a.size else b"")  # no copy
+        buffers.append(a.data.cast("B") if a.size else b"")  # no copy
     msg = message.model_copy(update={"arrays": tuple(specs)})
     _check_names(msg, specs)
     return [msg.model_dump_json().encode(), *buffers]
 
 
-def _check_names(msg: Any, specs: Sequence[ArraySpec]) -> None:
+def _check_names(msg: AnyMessage, specs: Sequence[ArraySpec]) -> None:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise MalformedMessage(f"duplicate array names {names} in a {msg.kind!r} message")
@@ -91,7 +100,7 @@ def _check_names(msg: Any, specs: Sequence[ArraySpec]) -> None:
         )
 
 
-def _parse_header(raw: bytes | memoryview, adapter: TypeAdapter[Any]) -> Any:
+def _parse_header(raw: bytes | memoryview, adapter: TypeAdapter[M]) -> M:
     if len(raw) > MAX_HEADER_BYTES:
         raise MalformedMessage(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
@@ -116,7 +125,7 @@ def _parse_header(raw: bytes | memoryview, adapter: TypeAdapter[Any]) -> Any:
         raise MalformedMessage(f"invalid {obj.get('kind', '?')!r} message: {errs}") from None
 
 
-def _decode_arrays(msg: Any, buffers: Sequence[bytes | memoryview]) -> dict[str, np.ndarray]:
+def _decode_arrays(msg: AnyMessage, buffers: Sequence[bytes | memoryview]) -> dict[str, np.ndarray]:
     specs: tuple[ArraySpec, ...] = msg.arrays
     if len(buffers) != len(specs):
         raise MalformedMessage(
@@ -145,7 +154,9 @@ def _decode_arrays(msg: Any, buffers: Sequence[bytes | memoryview]) -> dict[str,
     return out
 
 
-def decode_request(frames: Sequence[bytes | memoryview]) -> tuple[Any, dict[str, np.ndarray]]:
+def decode_request(
+    frames: Sequence[bytes | memoryview],
+) -> tuple[RequestMessage, dict[str, np.ndarray]]:
     """Parse ``[header, *buffers]`` into a request model and its named read-only arrays."""
     if not frames:
         raise MalformedMessage("empty message: expected [header_json, *buffers]")
@@ -153,7 +164,9 @@ def decode_request(frames: Sequence[bytes | memoryview]) -> tuple[Any, dict[str,
     return msg, _decode_arrays(msg, frames[1:])
 
 
-def decode_reply(frames: Sequence[bytes | memoryview]) -> tuple[Any, dict[str, np.ndarray]]:
+def decode_reply(
+    frames: Sequence[bytes | memoryview],
+) -> tuple[ReplyMessage, dict[str, np.ndarray]]:
     """Parse ``[header, *buffers]`` into a reply model and its named read-only arrays."""
     if not frames:
         raise MalformedMessage("empty message: expected [header_json, *buffers]")

@@ -272,7 +272,7 @@ class ErrorReply(_Message):
     message: str
 
 
-Request = Annotated[
+RequestMessage = (
     Hello
     | InfoRequest
     | MvmRequest
@@ -286,10 +286,10 @@ Request = Annotated[
     | LeaseRelease
     | Heartbeat
     | AuditRequest
-    | WearRequest,
-    Field(discriminator="kind"),
-]
-Reply = Annotated[
+    | WearRequest
+)
+"""Every request model (the static type of a decoded request)."""
+ReplyMessage = (
     HelloReply
     | InfoReply
     | MvmReply
@@ -304,10 +304,14 @@ Reply = Annotated[
     | HeartbeatReply
     | AuditReply
     | WearReply
-    | ErrorReply,
-    Field(discriminator="kind"),
-]
-Message = Annotated[Request | Reply, Field(discriminator="kind")]
+    | ErrorReply
+)
+"""Every reply model (the static type of a decoded reply)."""
+AnyMessage = RequestMessage | ReplyMessage
+
+Request = Annotated[RequestMessage, Field(discriminator="kind")]
+Reply = Annotated[ReplyMessage, Field(discriminator="kind")]
+Message = Annotated[AnyMessage, Field(discriminator="kind")]
 
 REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
 REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)

@@ -9,6 +9,9 @@ is fair on a shared machine):
 - ``noisy_mvm_b64_us``: ``Chip.mvm`` on a full 256x256 region, batch 64, hermes (DAC, drift,
   read noise sampled in the output domain, ADC), cache warm.
 - ``numpy_matmul_b64_us``: plain float32 ``x @ W`` of the same shape.
+- ``ratio_noisy_vs_numpy``: ratio of the medians over 5 interleaved rounds;
+  ``ratio_noisy_vs_numpy_min_round``: the smallest per-round ratio (the least disturbed
+  round on a shared machine), ``ratio_noisy_vs_numpy_rounds`` all of them.
 - ``per_device_noise_b64_us``: the naive exact alternative, drawing read noise for all
   262,144 devices for every input row.
 - ``apply_pulses_full_array_ms``: full array, counts uniform in 0..4 per device.
@@ -18,11 +21,18 @@ is fair on a shared machine):
 Usage: ``python scripts/bench_simulator.py [--out results/bench_simulator.json] [--quick]``
 """
 
+# ruff: noqa: E402  (thread limits must be set before numpy is imported)
 from __future__ import annotations
+
+import os
+
+# One BLAS thread (both sides of the ratio): on a shared 2-core machine a second thread
+# only adds contention. Recorded in the JSON.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import argparse
 import json
-import os
 import platform
 import tempfile
 import time
@@ -122,6 +132,10 @@ def run(quick: bool) -> dict[str, object]:
         "noisy_mvm_b64_us": round(noisy_us, 1),
         "numpy_matmul_b64_us": round(mm_us, 1),
         "ratio_noisy_vs_numpy": round(noisy_us / mm_us, 2),
+        "ratio_noisy_vs_numpy_min_round": round(
+            min(a / b for a, b in zip(mvm_t, mm_t, strict=True)), 2
+        ),
+        "ratio_noisy_vs_numpy_rounds": [round(a / b, 2) for a, b in zip(mvm_t, mm_t, strict=True)],
         "noisy_mvm_b64_cpu_us": round(noisy_cpu_us, 1),
         "numpy_matmul_b64_cpu_us": round(mm_cpu_us, 1),
         "ratio_noisy_vs_numpy_cpu": round(noisy_cpu_us / mm_cpu_us, 2),
@@ -137,13 +151,14 @@ def run(quick: bool) -> dict[str, object]:
         "save_ms": round(save_ms, 1),
         "load_ms": round(load_ms, 1),
         "targets": {
-            "ratio_noisy_vs_numpy_max": 5.0,
+            "ratio_noisy_vs_numpy_max": 4.0,
             "speedup_vs_per_device_noise_min": 100.0,
             "apply_pulses_full_array_ms_max": 20.0,
             "state_bytes_per_chip_max": 2**24,
         },
         "machine": f"{platform.machine()} {platform.python_version()} numpy {np.__version__}",
         "load_average_1min": round(os.getloadavg()[0], 2),
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
     }
 
 

@@ -191,7 +191,7 @@ class Chip:
             np.square(xq, out=xq)
             s = xq @ var
             np.sqrt(s, out=s)
-            s *= physics.fast_normal(self._read_rng, s.shape)
+            s *= physics.fast_normal_raw(self._read_rng, s.shape)
             y += s
         if p.adc_bits is not None:
             levels = 2 ** (p.adc_bits - 1) - 1
@@ -334,7 +334,8 @@ class Chip:
         ``tolerance_us`` defaults to ``params.program_tolerance_us``. Targets are accepted
         up to ``params.g_net_max_us``, but with device A filled to ``fill_fraction g_max``
         the reachable ``|G_net|`` is about ``(1 + fill_fraction)/2 g_max - g_reset``
-        (9.7 µS on hermes): map weights to at most ~0.8 ``g_net_max_us``.
+        (9.7 µS on hermes; all of ``g_net_max_us`` = 25 µS on aihwkit-pcm, whose
+        ``fill_fraction`` is 1): map hermes weights to at most ~0.8 ``g_net_max_us``.
         """
         region = validation.check_region(region, self._chip_id)
         target = validation.check_targets(target_us, region, self._params.g_net_max_us)

@@ -144,12 +144,33 @@ def fast_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
     ``z1 = sqrt(-2 ln(1 - u1)) cos(2 pi u2)``, ``z2 = sqrt(-2 ln(1 - u1)) sin(2 pi u2)``:
     exact in distribution up to the 2^-24 resolution of the uniforms (|z| <= 5.8, tail
-    mass beyond that 7e-9). About 1.5x faster than numpy's ziggurat for float32 here;
-    used for MVM read noise, the hot path.
+    mass beyond that 7e-9). About 1.5x faster than numpy's ziggurat for float32 here.
     """
     n = int(np.prod(shape))
     h = (n + 1) // 2
-    u = rng.random(2 * h, dtype=np.float32)
+    return _box_muller(rng.random(2 * h, dtype=np.float32), n).reshape(shape)
+
+
+def fast_normal_raw(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """:func:`fast_normal` with the uniforms made from the bit generator's raw 64-bit words.
+
+    ``u = (w >> 8)·2^-24`` for each 32-bit half ``w`` of ``random_raw`` (low half first):
+    numpy's own float32 uniform formula, so when no 32-bit half is buffered in the
+    generator the samples are bit-identical to :func:`fast_normal`'s, at about half the cost
+    of ``rng.random(dtype=float32)``. Used for MVM read noise, the hot path.
+    """
+    n = int(np.prod(shape))
+    h = (n + 1) // 2
+    w = rng.bit_generator.random_raw(h).view(np.uint32)
+    w >>= 8
+    u = w.astype(np.float32)
+    u *= np.float32(2.0**-24)
+    return _box_muller(u, n).reshape(shape)
+
+
+def _box_muller(u: np.ndarray, n: int) -> np.ndarray:
+    """``n`` normals from ``2h`` uniforms in [0, 1) (float32; ``u`` is used as scratch)."""
+    h = u.shape[0] // 2
     r = np.log1p(-u[:h])
     r *= np.float32(-2.0)
     np.sqrt(r, out=r)
@@ -160,4 +181,4 @@ def fast_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     np.sin(theta, out=out[h:])
     out[:h] *= r
     out[h:] *= r
-    return out[:n].reshape(shape)
+    return out[:n]

@@ -109,13 +109,15 @@ class Population:
         )
 
     def read(self, idx: np.ndarray, t_s: float, rng: np.random.Generator) -> np.ndarray:
-        """Noisy read ``G(t) (1 + sigma_rel xi)`` of flat devices ``idx`` (µS), fresh noise."""
+        """Noisy read ``G(t) (1 + sigma_rel xi)`` of flat devices ``idx`` (µS), fresh noise;
+        clamped at 0 when ``params.read_clamp_zero`` (aihwkit's final clamp, §5)."""
         f = self.flat
         g = self.conductance(idx, t_s)
         if not self.params.read_noise:
             return g
         rel = physics.read_sigma_rel(f["g_prog_us"][idx], t_s - f["t_prog_s"][idx], self.params)
-        return g * (1.0 + rel * rng.standard_normal(idx.shape[0], dtype=np.float32))
+        g = g * (1.0 + rel * rng.standard_normal(idx.shape[0], dtype=np.float32))
+        return np.maximum(g, np.float32(0.0), out=g) if self.params.read_clamp_zero else g
 
     def reset(self, idx: np.ndarray, t_s: float, rng: np.random.Generator) -> int:
         """RESET healthy devices among ``idx``: G ~ N(0.1, 0.01), P = 1, new t_prog and nu."""
@@ -167,13 +169,15 @@ class Population:
     ) -> None:
         """One program-and-verify pulse on healthy ``idx``: G = target + sigma_prog xi (§3).
 
-        The landing is clipped to ``[g_min, G_max of the device]``; nu is drawn from the
-        target conductance (as aihwkit's PCMLikeNoiseModel does); P decays like a SET.
+        The landing is clipped to ``[g_min, G_max of the device]`` (only at ``g_min`` when
+        ``params.prog_clip_gmax`` is False, as in aihwkit); nu is drawn from the target
+        conductance (as aihwkit's PCMLikeNoiseModel does); P decays like a SET.
         """
         f = self.flat
         sig = physics.prog_sigma(target_us, self.params)
         g = target_us + sig * rng.standard_normal(idx.shape[0], dtype=np.float32)
-        g = np.clip(g, np.float32(self.params.g_min_us), f["g_max_us"][idx]).astype(np.float32)
+        hi = f["g_max_us"][idx] if self.params.prog_clip_gmax else None
+        g = np.clip(g, np.float32(self.params.g_min_us), hi).astype(np.float32)
         self._program_event(idx, g, target_us.astype(np.float32), t_s, rng)
         f["p_hist"][idx] *= np.float32(np.exp(-1.0 / self.params.set_history_decay_pulses))
 

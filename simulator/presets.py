@@ -11,7 +11,9 @@ Presets:
   Nandakumar et al. 2018; programming noise, drift exponent and 1/f read noise from aihwkit
   ``PCMLikeNoiseModel`` (Joshi et al. 2020) scaled to this g_max; 8-bit PWM inputs and
   8-bit ADC.
-- ``aihwkit-pcm``: the ``PCMLikeNoiseModel`` formulas exactly, g_max = 25 µS.
+- ``aihwkit-pcm``: the ``PCMLikeNoiseModel`` formulas exactly, g_max = 25 µS, g_min = 0,
+  no faults, every device programmable to [0, g_max] (see :func:`aihwkit_pcm`);
+  ``aihwkit-pcm-faults`` is the same with the stuck/dead fault rates of ``hermes``.
 - ``ideal``: no noise, no drift, no quantisation, no faults; deterministic SET steps.
   ``Chip.mvm`` then equals ``x @ G_net`` to float precision and ``Chip.program`` writes
   targets exactly. It proves the trainer's device path equals the software path.
@@ -92,6 +94,11 @@ class DeviceParams:
     read_noise: bool = True
     """Whether reads carry 1/f read noise (§5)."""
 
+    read_clamp_zero: bool = False
+    """Whether per-device reads (``read_conductances``, verify reads) are clamped at 0, as
+    aihwkit clamps its final conductance (§5). False keeps them Gaussian, so per-device reads
+    and the MVM's output-domain noise agree exactly in distribution."""
+
     t_read_s: float = 250e-9
     """Read duration t_read of the 1/f read-noise law (s). aihwkit (§5)."""
 
@@ -124,6 +131,11 @@ class DeviceParams:
 
     p_dead: float = 0.001
     """Probability a device is dead (open, G = 0) (1). Estimate (§6)."""
+
+    prog_clip_gmax: bool = True
+    """Whether a program-and-verify landing is clipped at the device's G_max (a real device
+    saturates). aihwkit's ``PCMLikeNoiseModel`` clamps the programmed conductance at 0 only
+    (False): a target at g_max then lands at ``g_max + sigma_prog xi`` (§3)."""
 
     fill_fraction: float = 0.9
     """Two-device programming: device A is filled to at most this fraction of g_max, then
@@ -198,14 +210,50 @@ def hermes() -> DeviceParams:
     return DeviceParams()
 
 
-def aihwkit_pcm() -> DeviceParams:
-    """aihwkit ``PCMLikeNoiseModel`` (Joshi et al. 2020): g_max = 25 µS.
+def aihwkit_pcm(faults: bool = False) -> DeviceParams:
+    """aihwkit ``PCMLikeNoiseModel`` (Joshi et al. 2020) exactly, g_max = 25 µS.
 
-    The SET model is Nandakumar 2018 scaled by s = 25/12 so that pulses saturate near
-    22 µS instead of 10.5 µS (estimate; aihwkit's own training devices use another model).
+    aihwkit (``inference/noise/pcm.py`` with its default ``SinglePairConductanceConverter``,
+    g_min = 0, g_max = 25 µS) maps a weight to device targets ``g_t`` in ``[0, g_max]`` and,
+    with ``g = g_t/g_max``:
+
+    - programming: ``G_prog = max(g_t + sigma_prog xi1, 0)``,
+      ``sigma_prog = (0.26348 + 1.9650 g - 1.1731 g^2) g_max/25`` (no upper clip);
+    - drift exponent from the target: ``nu = |mu_nu + sigma_nu xi2|``,
+      ``mu_nu = clip(-0.0155 ln g' + 0.0244, 0.049, 0.1)``,
+      ``sigma_nu = clip(-0.0125 ln g' - 0.0059, 0.008, 0.045)``, ``g' = max(g, 1e-7)``;
+    - read at ``t_inf`` after programming, ``t = t_inf + t0`` (t0 = 20 s):
+      ``G = max(G_d + |G_d| Q_s sqrt(ln((t + t_read)/(2 t_read))) xi3, 0)``,
+      ``G_d = G_prog (t/t0)^(-nu)``,
+      ``Q_s = min(0.0088 / max((G_prog/g_max)^0.65, 1e-3), 0.2)``, t_read = 250 ns.
+
+    Here that is: RESET to exactly 0 (g_min = 0), device A filled up to g_max
+    (``fill_fraction = 1``), landings clipped at 0 only (``prog_clip_gmax = False``), reads
+    clamped at 0 (``read_clamp_zero``), no
+    stuck or dead devices and no g_max spread, so every device reaches every aihwkit target
+    and a one-shot ``program`` (loose tolerance) lands each device exactly as above.
+    ``faults=True`` (preset ``aihwkit-pcm-faults``) adds the stuck/dead rates of ``hermes``.
+
+    The SET-pulse model (training; not part of PCMLikeNoiseModel) is Nandakumar 2018
+    scaled by s = 25/12, so pulses saturate near 22 µS instead of 10.5 µS (estimate), with
+    the 20 % step-size spread of aihwkit's ``PCMPresetDevice``.
     """
+    base = hermes()
     return DeviceParams(
-        name="aihwkit-pcm", g_max_us=25.0, set_scale_us=25.0 / 12.0, adc_full_scale_us=380.0
+        name="aihwkit-pcm-faults" if faults else "aihwkit-pcm",
+        g_max_us=25.0,
+        g_max_spread=0.0,
+        g_reset_us=0.0,
+        g_reset_std_us=0.0,
+        g_min_us=0.0,
+        set_scale_us=25.0 / 12.0,
+        adc_full_scale_us=380.0,
+        prog_clip_gmax=False,
+        read_clamp_zero=True,
+        fill_fraction=1.0,
+        p_stuck_reset=base.p_stuck_reset if faults else 0.0,
+        p_stuck_gmax=base.p_stuck_gmax if faults else 0.0,
+        p_dead=base.p_dead if faults else 0.0,
     )
 
 
@@ -237,15 +285,27 @@ def ideal() -> DeviceParams:
     )
 
 
-PRESETS = {"hermes": hermes, "aihwkit-pcm": aihwkit_pcm, "ideal": ideal}
+PRESETS = {
+    "hermes": hermes,
+    "aihwkit-pcm": aihwkit_pcm,
+    "aihwkit-pcm-faults": lambda: aihwkit_pcm(faults=True),
+    "ideal": ideal,
+}
 """Named preset constructors."""
 
 
 def get_preset(name: str = "hermes") -> DeviceParams:
-    """The :class:`DeviceParams` of a named preset; raises :class:`PresetError` if unknown."""
+    """The :class:`DeviceParams` of a named preset, or of a preset file when ``name`` ends in
+    ``.yaml``/``.yml`` (:mod:`simulator.preset_file`); raises :class:`PresetError` (one
+    line naming the field) if unknown or invalid."""
+    if name.lower().endswith((".yaml", ".yml")):
+        from simulator.preset_file import load_preset_file
+
+        return load_preset_file(name)
     try:
         return PRESETS[name]()
     except KeyError:
         raise PresetError(
-            f"unknown device preset {name!r}; valid names: {', '.join(sorted(PRESETS))}"
+            f"unknown device preset {name!r}; valid names: {', '.join(sorted(PRESETS))}, "
+            "or a preset file PATH.yaml"
         ) from None

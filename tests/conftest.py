@@ -3,9 +3,12 @@
 - ``rng``: a seeded ``numpy.random.Generator``; tests never touch global RNG state.
 - ``--device-url URL``: runs tests marked ``hardware`` against that device; they skip
   otherwise.
-- ``jsb_path``: the standard JSB Chorales pickle, from ``HIL_DATA_DIR`` or ``../shared/data``
-  beside the checkout. Missing data skips the test locally but **fails** it when
-  ``CI=true``, so CI cannot go green by skipping the data tests.
+- ``jsb_path``: a file holding the standard JSB Chorales split, usable as ``data.path``: the
+  copy shipped in the package (:mod:`hil.tasks.standard`), so every test runs on a fresh
+  machine with no data directory; ``jsb_splits``: that split, loaded.
+- ``jsb_source``: the original pickle the shipped copy was converted from, from
+  ``HIL_DATA_DIR`` or ``../shared/data`` beside the checkout (only the provenance tests use
+  it). Missing, it skips the test locally but **fails** it when ``CI=true``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JSB_FILENAME = "jsb_chorales.pickle"
+NEEDS_MUSIC = "needs the `music` extra (music21): pip install -e '.[music]'"
+NEEDS_REFERENCE = "needs the `reference` extra (torch 2.13.0): pip install -e '.[reference]'"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,5 +84,19 @@ def require_data_file(name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def jsb_path() -> Path:
+def jsb_source() -> Path:
     return require_data_file(JSB_FILENAME)
+
+
+@pytest.fixture(scope="session")
+def jsb_path() -> Path:
+    from hil.tasks.standard import SHIPPED_NPZ
+
+    return SHIPPED_NPZ
+
+
+@pytest.fixture(scope="session")
+def jsb_splits(jsb_path: Path) -> object:
+    from hil.tasks.standard import load_shipped
+
+    return load_shipped(jsb_path)

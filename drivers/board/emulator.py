@@ -35,6 +35,8 @@ from drivers.board.engine import BoardEngine
 log = structlog.get_logger(__name__)
 
 FAULT_KINDS = ("corrupt", "drop", "delay")
+SEND_TIMEOUT_S = 5.0
+"""Longest the emulator waits for the host to take a reply's bytes."""
 
 
 @dataclass
@@ -129,8 +131,13 @@ def serve_pty(engine: BoardEngine, faults: FaultInjector, announce: Callable[[st
     stop = _Signals()
 
     def send(chunk: bytes) -> None:
-        view = memoryview(chunk)
+        # bounded: a host that stops reading costs this reply, never a hung emulator
+        view, deadline = memoryview(chunk), time.monotonic() + SEND_TIMEOUT_S
         while view:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [master], [], left)[1]:
+                log.warning("board_emulator_send_timeout", dropped_bytes=len(view))
+                return
             view = view[os.write(master, view) :]
 
     try:
@@ -168,6 +175,7 @@ def serve_tcp(
                 continue
             conn, peer = server.accept()
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(SEND_TIMEOUT_S)  # sendall to a host that stops reading: bounded
             log.info("board_emulator_client", peer=f"{peer[0]}:{peer[1]}")
             with conn:
                 while not stop.flag:

@@ -93,19 +93,21 @@ class SerialLink:
         self._deframer = Deframer()
         start = secrets.randbelow(1 << 16) if first_seq is None else first_seq
         self._seq = (start - 1) & 0xFFFF
+        self._fd: int | None = None
         if not isinstance(port, str):
             self._port = port
-            self._fd = None
             return
         try:
-            self._port = serial.serial_for_url(port, baudrate=baudrate, timeout=0)
+            self._port = serial.serial_for_url(
+                port, baudrate=baudrate, timeout=0, write_timeout=timeout_s
+            )
         except (serial.SerialException, ValueError, OSError) as exc:
             raise LinkError(
                 f"cannot open board port {port!r}: {exc}. Give a device path (/dev/ttyUSB0) or a "
                 "pyserial URL (socket://host:port, rfc2217://host:port); is the emulator running?"
             ) from exc
         try:  # device paths and socket:// can be waited on with select; rfc2217:// cannot
-            self._fd: int | None = self._port.fileno()
+            self._fd = self._port.fileno()
         except (AttributeError, NotImplementedError, OSError, ValueError):
             self._fd = None
         log.debug("board_link_open", port=port, baudrate=baudrate)
@@ -115,9 +117,17 @@ class SerialLink:
         return self._seq
 
     def _write(self, data: bytes) -> None:
+        """Write with a deadline: ``timeout_s`` plus twice the bytes' transfer time. No
+        ``flush()`` (``tcdrain``, unbounded on a stalled line): the reply wait covers it."""
         try:
+            if hasattr(self._port, "write_timeout"):
+                self._port.write_timeout = self.timeout_s + 20.0 * len(data) / self.baudrate
             self._port.write(data)
-            self._port.flush()
+        except serial.SerialTimeoutException as exc:
+            raise DeviceTimeout(
+                f"write to {self.port_name!r} did not complete in time ({exc}): the line is "
+                "stalled (flow control?) or the board is not reading"
+            ) from exc
         except (serial.SerialException, OSError) as exc:
             raise LinkError(f"write to {self.port_name!r} failed: {exc}") from exc
         self.stats.bytes_written += len(data)

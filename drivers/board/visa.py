@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pyvisa
 import structlog
+from pyvisa.resources import MessageBasedResource
 
 from drivers.board.errors import InstrumentError
 
@@ -81,7 +82,14 @@ class Instrument:
         self.table = table
         self.writes: list[str] = []
         try:
-            self._inst = rm.open_resource(resource)
+            inst = rm.open_resource(resource)
+            if not isinstance(inst, MessageBasedResource):
+                inst.close()
+                raise InstrumentError(
+                    f"VISA resource {resource!r} is a {type(inst).__name__}, not a "
+                    "message-based (SCPI) instrument; check the address in the set-up file"
+                )
+            self._inst: MessageBasedResource = inst
             self._inst.timeout = timeout_ms
             self._inst.write_termination = "\n"
             self._inst.read_termination = "\n"

@@ -54,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="serve on 127.0.0.1:PORT for socket:// (0 picks a free port)",
     )
     p.add_argument(
-        "--preset", default="hermes", help="simulator preset of both chips (default hermes)"
+        "--preset",
+        default="hermes",
+        help="simulator preset of both chips: a built-in name or a preset file PATH.yaml (default hermes)",
     )
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     p.add_argument(

@@ -2,7 +2,7 @@
 
 - ``hil data build chorales [--limit N] [--seed S] [--jobs J] [--force]``
 - ``hil data fetch jsb [--url URL] [--timeout-s S] [--force]``
-- ``hil data info [--limit N] [--seed S] [--json]``
+- ``hil data info [--data standard|chorales] [--limit N] [--seed S] [--json]``
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ def register(subparsers: Any) -> None:
     fetch.set_defaults(func=run_fetch)
 
     info = sub.add_parser("info", help="show which JSB source would be used, and counts")
+    info.add_argument(
+        "--data",
+        choices=["standard", "chorales"],
+        default="standard",
+        help="which data set to look up (default: standard)",
+    )
     _add_set_options(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=run_info)
@@ -105,14 +111,20 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    config = datasource.JsbDataConfig(build_limit=args.limit, seed=args.seed)
+    config = datasource.JsbDataConfig(dataset=args.data, build_limit=args.limit, seed=args.seed)
     rows = datasource.describe_sources(config)
     cache_root = datasource.user_cache_dir()
     built = sorted(
         str(p.parent) for p in cache_root.glob(f"music21-chorales/*/{chorales.MANIFEST_FILE}")
     )
-    report: dict[str, Any] = {"cache_dir": str(cache_root), "steps": rows, "built_sets": built}
+    report: dict[str, Any] = {
+        "dataset": args.data,
+        "cache_dir": str(cache_root),
+        "steps": rows,
+        "built_sets": built,
+    }
     chosen = next((r for r in rows if r["selected"] == "yes"), None)
+    splits = None
     if chosen is not None and chosen["status"] == "available":
         try:
             splits = datasource.resolve_jsb(
@@ -120,22 +132,31 @@ def run_info(args: argparse.Namespace) -> int:
             )
             report["source"] = splits.source
             report["counts"] = splits.counts()
+            ok, why = datasource.comparability(splits)
+            report["comparable_to_published"], report["comparability"] = ok, why
         except DataError as exc:
             report["problem"] = str(exc)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    print(f"cache dir: {report['cache_dir']}")
+    print(f"data set: {args.data}; sources in the order they are tried (-> the one used):")
     for i, row in enumerate(rows, 1):
         mark = "->" if row["selected"] == "yes" else "  "
-        print(f"{mark} {i}. {row['origin']:<12} {row['status']:<10} {row['location']}")
-    for folder in built:
-        print(f"built chorales set in the cache: {folder}")
-    if "source" in report:
-        print(f"source: {report['source']}")
+        print(
+            f"{mark} {i}. {row['origin']:<12} {row['status']:<10} {row['what']}: {row['location']}"
+        )
+    if args.data == "standard" and built:
+        print(f"built chorales sets in the cache (used with --data chorales): {', '.join(built)}")
+    if splits is not None:
+        print(f"uses: {datasource.describe(splits)}")
         print(f"counts: {_counts_line(splits)}")
+        verdict = "comparable" if report["comparable_to_published"] else "NOT comparable"
+        print(f"test NLL on it: {verdict} to published numbers ({report['comparability']})")
     elif "problem" in report:
         print(f"the selected source is unusable: {report['problem']}")
     elif chosen is None:
-        print(f"no source available: {datasource.WHERE_TO_PUT_IT}")
+        fix = datasource.WHERE_TO_BUILD if args.data == "chorales" else datasource.WHERE_TO_PUT_IT
+        print(f"no source available: {fix}")
+    elif chosen["status"] == "would try":
+        print(f"nothing local yet; a run would first try: {chosen['what']}")
     return 0

@@ -45,13 +45,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.25,
         help="allowed relative MVM error on noisy devices (default 0.25)",
     )
+    c.add_argument(
+        "--budget",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="stop starting new requirements after S seconds (default 600); a failed "
+        "connection or a device that stops answering ends the check at once",
+    )
     c.add_argument("--json", action="store_true", help="print the outcomes as JSON")
     c.set_defaults(func=run_check)
 
 
 def run_check(args: argparse.Namespace) -> int:
     try:
-        report = run_conformance(args.url, region=args.region, mvm_rel_tol=args.mvm_rel_tol)
+        report = run_conformance(
+            args.url, region=args.region, mvm_rel_tol=args.mvm_rel_tol, budget_s=args.budget
+        )
     except DriverError as exc:
         raise ConfigError(str(exc)) from exc
     if args.json:
@@ -61,6 +71,8 @@ def run_check(args: argparse.Namespace) -> int:
                     "target": report.target,
                     "passed": report.passed,
                     "outcomes": [o.__dict__ for o in report.outcomes],
+                    "not_run": report.not_run,
+                    "not_run_reason": report.not_run_reason,
                 },
                 indent=2,
             )

@@ -7,6 +7,12 @@ from pathlib import Path
 
 from hil.trainer.session import TrainRequest, train
 
+DATA_HELP = (
+    "JSB data: standard (default: $HIL_DATA_DIR, else the copy shipped in the package), "
+    "chorales (music21's Bach chorales, built once into the cache; not comparable to "
+    "published numbers) or the PATH of a standard pickle / built chorales folder"
+)
+
 
 def add_train_arguments(p: argparse.ArgumentParser, *, config_required: bool) -> None:
     if config_required:
@@ -18,6 +24,7 @@ def add_train_arguments(p: argparse.ArgumentParser, *, config_required: bool) ->
     )
     p.add_argument("--run-dir", type=Path, help="run directory (default: runs/<name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--data", metavar="standard|chorales|PATH", help=DATA_HELP)
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument(
@@ -48,6 +55,7 @@ def request_from_args(args: argparse.Namespace, config: Path | None) -> TrainReq
         config=config,
         device=args.device,
         run_dir=args.run_dir,
+        data=args.data,
         resume=args.resume,
         seed=args.seed,
         epochs=args.epochs,
@@ -66,6 +74,9 @@ def print_summary(summary: dict) -> None:
         f"{summary['pulses']} SET pulses, {summary['wall_s']:.1f} s"
     )
     print(f"data: {summary['data_source']}")
+    verdict = "comparable" if summary.get("comparable_to_published") else "NOT comparable"
+    why = summary.get("comparability")
+    print(f"test {label} {verdict} to published numbers" + (f" ({why})" if why else ""))
     print(f"results: {summary['run']}/summary.json, metrics.jsonl, report.html")
 
 

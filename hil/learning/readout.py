@@ -81,15 +81,18 @@ def frame_weights(mask: np.ndarray, reduction: Reduction) -> np.ndarray:
     raise ConfigError(f"unknown reduction {reduction!r}; expected 'frame_mean' or 'sequence_mean'")
 
 
-def _log_sigmoid(o: np.ndarray) -> np.ndarray:
-    return -np.logaddexp(0.0, -o)
-
-
 def bce_terms(o: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame BCE summed over keys, ``E`` (..., ) and ``g = σ(o) − y*`` (..., n). Stable."""
-    e = -(target * _log_sigmoid(o) + (1.0 - target) * _log_sigmoid(-o)).sum(axis=-1)
-    g = 1.0 / (1.0 + np.exp(-o)) - target
-    return e, g
+    """Per-frame BCE summed over keys, ``E`` (..., ) and ``g = σ(o) − y*`` (..., n). Stable.
+
+    With ``z = exp(−|o|)`` (one exponential for both): ``E = Σ_k softplus(o) − y*·o``,
+    ``softplus(o) = max(o, 0) + log1p(z)``, and ``σ(o) = 1/(1 + z)`` for ``o ≥ 0``,
+    ``z/(1 + z)`` otherwise.
+    """
+    z = np.exp(-np.abs(o))
+    e = np.maximum(o, 0.0) + np.log1p(z) - target * o
+    inv = 1.0 / (1.0 + z)
+    g = np.where(o >= 0, inv, z * inv) - target
+    return e.sum(axis=-1), g
 
 
 def ce_terms(o: np.ndarray, label_onehot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

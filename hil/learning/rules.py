@@ -17,15 +17,18 @@ B is symmetric He-uniform so the opposite sign is the same distribution, the con
 fixes which draw a seed gives. For deeper networks OSTL-rnd projects the output error
 directly with the same ``B_l`` (n_out, n_l) as OSTTP (DFA-style), not layer by layer.
 
-Two update modes call the same kernels (:mod:`hil.learning.traces`): :func:`sequence_grads`
-(batched forward, then the trace recursion over t; the paper's per-sequence update) and
-:class:`OnlineLearner` (forward, traces and gradient one step at a time, for per-step updates).
+Two update modes: :func:`sequence_grads` (batched forward, then one reverse recursion over t
+and one matrix product per matrix, :mod:`hil.learning.seqgrads`; exactly ``Σ_t L_t·e_t``
+without forming per-step traces; the paper's per-sequence update) and
+:class:`OnlineLearner` (forward, traces (:mod:`hil.learning.traces`, updated in place) and
+gradient one step at a time, for per-step updates). ``sequence_grads(form="traces")`` runs
+the trace kernels forward instead; tests check that both forms agree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -33,6 +36,7 @@ from hil.errors import ConfigError
 from hil.learning.bptt import _outer_sum, network_bptt
 from hil.learning.network import Network, Trajectory, shifted
 from hil.learning.readout import Reduction, frame_weights, integrate, weighted_loss
+from hil.learning.seqgrads import layer_sequence_grads
 from hil.learning.snu import Partials, SNUState, partials
 from hil.learning.traces import (
     TraceKind,
@@ -45,6 +49,7 @@ from hil.learning.traces import (
 )
 
 RuleName = Literal["bptt", "ostl", "ostl_rnd", "drtp", "osttp"]
+GradForm = Literal["reverse", "traces"]
 RULES: tuple[str, ...] = ("bptt", "ostl", "ostl_rnd", "drtp", "osttp")
 _SIGNAL = {"ostl": "transport", "ostl_rnd": "random", "drtp": "target", "osttp": "target"}
 
@@ -117,10 +122,54 @@ def _add(acc: dict[str, np.ndarray], key: str, g: np.ndarray) -> None:
     acc[key] = acc[key] + g if key in acc else g
 
 
+def _trace_form(
+    names: tuple[str, ...],
+    kind: TraceKind,
+    recursive: bool,
+    x: np.ndarray,
+    y_prev: np.ndarray,
+    hp: np.ndarray,
+    hp_prev: np.ndarray,
+    p: Partials,
+    h_val: np.ndarray | None,
+    L: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """``Σ_t L_t·e_t`` by running the traces forward (the per-step form, kept as reference)."""
+    T, B, n = hp.shape
+    tr = init_traces(kind, B, x.shape[-1], n, names, hp.dtype)
+    h_diag = 0.0 if h_val is None else np.diagonal(h_val).copy()
+    acc: dict[str, np.ndarray] = {}
+    # each partial is a (T, B, n) array or the scalar 0.0 (Q^b of a full reset)
+    p_all: list[Any] = [np.broadcast_to(a, hp.shape) if np.ndim(a) else a for a in p]
+    for t in range(T):
+        pt = Partials._make(a[t] if np.ndim(a) else a for a in p_all)
+        if kind == "complete":
+            tr = complete_step(tr, x[t], y_prev[t], hp_prev[t], pt, h_val, recursive)
+            gt = complete_grads(tr, L[t], hp[t])
+        else:
+            diag_step(tr, x[t], y_prev[t], hp_prev[t], pt, h_diag, recursive)
+            gt = diag_grads(tr, L[t], hp[t])
+        for k, v in gt.items():
+            _add(acc, k, v)
+    return acc
+
+
 def sequence_grads(
-    net: Network, rule: RuleConfig, x: np.ndarray, target: np.ndarray, mask: np.ndarray
+    net: Network,
+    rule: RuleConfig,
+    x: np.ndarray,
+    target: np.ndarray,
+    mask: np.ndarray,
+    form: GradForm = "reverse",
 ) -> tuple[StepResult, Trajectory]:
-    """Per-sequence gradients for a time-major batch: x (T, B, m), target (T, B, k), mask (T, B)."""
+    """Per-sequence gradients for a time-major batch: x (T, B, m), target (T, B, k), mask (T, B).
+
+    ``form="reverse"`` (default) sums ``L_t·e_t`` by the reverse recursion of
+    :mod:`hil.learning.seqgrads` (no per-step traces); ``form="traces"`` runs the traces
+    forward step by step. Both give the same gradient up to float rounding.
+    """
+    if form not in ("reverse", "traces"):
+        raise ConfigError(f"gradient form must be 'reverse' or 'traces', got {form!r}")
     traj = net.forward(x)
     w = frame_weights(mask, rule.reduction).astype(traj.o.dtype)
     target = target.astype(traj.o.dtype, copy=False)
@@ -140,25 +189,16 @@ def sequence_grads(
     signals = hidden_signals(net, rule.name, g, target, w, hps)
     recursive = rule.name != "drtp"
     for li, (layer, rec) in enumerate(zip(net.hidden, traj.layers, strict=True)):
-        T, B, n = rec.s.shape
-        prm = layer.params()
-        p = partials(shifted(rec.s), shifted(rec.y), prm, layer.cfg.reset, layer.cfg.detach_reset)
-        hp, hp_prev, y_prev = hps[li], shifted(hps[li]), shifted(rec.y)
-        tr = init_traces(rule.traces, B, rec.x.shape[-1], n, _trace_names(net, li), rec.s.dtype)
+        p = partials(
+            shifted(rec.s), shifted(rec.y), layer.params(), layer.cfg.reset, layer.cfg.detach_reset
+        )
         h_val = None if layer.H is None else layer.H.value()
-        h_diag = 0.0 if h_val is None else np.diagonal(h_val).copy()
-        acc: dict[str, np.ndarray] = {}
-        p_all = [np.broadcast_to(a, rec.s.shape) if np.ndim(a) else a for a in p]
-        for t in range(T):
-            pt = Partials(*(a[t] if np.ndim(a) else a for a in p_all))
-            if rule.traces == "complete":
-                tr = complete_step(tr, rec.x[t], y_prev[t], hp_prev[t], pt, h_val)
-                gt = complete_grads(tr, signals[li][t], hp[t])
-            else:
-                tr = diag_step(tr, rec.x[t], y_prev[t], hp_prev[t], pt, h_diag, recursive)
-                gt = diag_grads(tr, signals[li][t], hp[t])
-            for k, v in gt.items():
-                _add(acc, k, v)
+        args = (rec.x, shifted(rec.y), hps[li], shifted(hps[li]), p, h_val, signals[li])
+        names = _trace_names(net, li)
+        if form == "reverse":
+            acc = layer_sequence_grads(names, rule.traces, recursive, *args)
+        else:
+            acc = _trace_form(names, rule.traces, recursive, *args)
         for k, v in acc.items():
             grads[f"h{li}.{k}"] = v
     return StepResult(loss, grads), traj
@@ -180,6 +220,8 @@ class OnlineLearner:
 
     The caller applies each step's gradient (per-step mode) or sums them (equal to
     :func:`sequence_grads` with weights held fixed). BPTT is not online and is refused.
+    Diagonal traces are advanced in place: :meth:`step` consumes the state it is given
+    (keep the returned one; copy the traces first to keep an old state).
     """
 
     def __init__(self, net: Network, rule: RuleConfig) -> None:
@@ -229,15 +271,14 @@ class OnlineLearner:
         for li, layer in enumerate(net.hidden):
             prev = state.snu[li]
             p = partials(prev.s, prev.y, layer.params(), layer.cfg.reset, layer.cfg.detach_reset)
+            recursive = rule.name != "drtp"
             if rule.traces == "complete":
                 h_val = None if layer.H is None else layer.H.value()
-                tr = complete_step(state.traces[li], x, prev.y, state.hp[li], p, h_val)
+                tr = complete_step(state.traces[li], x, prev.y, state.hp[li], p, h_val, recursive)
                 gt = complete_grads(tr, signals[li], hps[li])
             else:
                 h_diag = 0.0 if layer.H is None else np.diagonal(layer.H.value()).copy()
-                tr = diag_step(
-                    state.traces[li], x, prev.y, state.hp[li], p, h_diag, rule.name != "drtp"
-                )
+                tr = diag_step(state.traces[li], x, prev.y, state.hp[li], p, h_diag, recursive)
                 gt = diag_grads(tr, signals[li], hps[li])
             new_traces.append(tr)
             for k, v in gt.items():

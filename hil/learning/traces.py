@@ -53,10 +53,13 @@ def diag_step(
     h_diag: np.ndarray | float,
     recursive: bool = True,
 ) -> Traces:
-    """Advance diagonal traces by one step (all arrays (B, ·)); returns new traces."""
+    """Advance diagonal traces by one step **in place** (all arrays (B, ·)); returns ``tr``.
+
+    ``ε ← J^d ⊙ ε + direct`` with two in-place passes over each (B, m, n) trace and no
+    temporaries of that size.
+    """
     r_eff = p.R + h_diag
     jd = p.P + r_eff * hp_prev if recursive else None
-    out: Traces = {}
     for name, eps in tr.items():
         if name == "W":
             direct = x_t[:, :, None]
@@ -67,12 +70,11 @@ def diag_step(
         else:
             direct = p.Qd
         if jd is None:
-            out[name] = np.broadcast_to(direct, eps.shape).astype(eps.dtype)
-        elif eps.ndim == 3:
-            out[name] = jd[:, None, :] * eps + direct
+            eps[...] = direct
         else:
-            out[name] = jd * eps + direct
-    return out
+            eps *= jd[:, None, :] if eps.ndim == 3 else jd
+            eps += direct
+    return tr
 
 
 def diag_grads(tr: Traces, L_t: np.ndarray, hp_t: np.ndarray) -> dict[str, np.ndarray]:
@@ -96,8 +98,10 @@ def complete_step(
     hp_prev: np.ndarray,
     p: Partials,
     H: np.ndarray | None,
+    recursive: bool = True,
 ) -> Traces:
-    """Advance complete (rank-3 per sample) traces by one step."""
+    """Advance complete (rank-3 per sample) traces by one step (``recursive=False``: the
+    instantaneous trace, only the direct terms)."""
     B, n = hp_prev.shape
     eye = np.eye(n, dtype=hp_prev.dtype)
     jdiag = np.broadcast_to(p.P + p.R * hp_prev, (B, n))
@@ -106,7 +110,7 @@ def complete_step(
     J = J + coupling
     out: Traces = {}
     for name, eps in tr.items():
-        prop = np.matmul(eps, J[(slice(None),) + (None,) * (eps.ndim - 3)])
+        prop = np.matmul(eps, J[(slice(None),) + (None,) * (eps.ndim - 3)]) if recursive else 0.0
         if name == "W":
             direct = x_t[:, :, None, None] * eye
         elif name == "H":

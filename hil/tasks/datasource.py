@@ -1,20 +1,26 @@
 """Where the JSB Chorales task gets its data: resolution order, user cache and download.
 
-:func:`resolve_jsb` tries, in this order, and uses the first that is available:
+``data.dataset`` picks the data set; :func:`resolve_jsb` uses the first available source.
 
-1. ``config.path``: an explicit standard pickle, or a built chorales folder (must exist);
+``standard`` (the default; Boulanger-Lewandowski et al. 2012, 229/76/77 pieces):
+
+1. ``config.path``: an explicit standard pickle, a ``.npz`` in the shipped copy's format,
+   or a built chorales folder (must exist);
 2. ``$HIL_DATA_DIR/jsb_chorales.pickle``;
-3. the user cache (``$HIL_CACHE_DIR`` or ``platformdirs.user_cache_dir("pcm-hil")``): a
-   previously fetched standard file, else a previously built music21 chorales set;
-4. a download of the standard file (Boulanger-Lewandowski et al. 2012) into the cache,
-   unless ``config.fetch`` is false or ``HIL_OFFLINE=1``; the URL is ``config.url``, else
-   ``$HIL_JSB_URL``, else :data:`JSB_URL`;
-5. building the music21 chorales into the cache (:mod:`hil.tasks.chorales`), when
-   ``config.build`` and music21 is importable.
+3. the copy shipped inside the package (:mod:`hil.tasks.standard`), unless
+   ``config.shipped`` is false;
+4. the user cache (``$HIL_CACHE_DIR`` or ``platformdirs.user_cache_dir("pcm-hil")``): a
+   previously fetched standard file;
+5. a download of the standard file into the cache, unless ``config.fetch`` is false or
+   ``HIL_OFFLINE=1``; the URL is ``config.url``, else ``$HIL_JSB_URL``, else :data:`JSB_URL`.
+
+``chorales`` (an explicit choice, ``--data chorales``): the Bach chorales built from
+music21's corpus (:mod:`hil.tasks.chorales`): 1. ``config.path``; 4. a built set in the
+cache; 6. building it into the cache, when ``config.build`` and music21 is importable.
 
 The result's ``source`` is ``"jsb-standard:<path>"`` or ``"music21-chorales:<path>"`` and
 ``meta["origin"]`` names the step. The two are **not** the same benchmark: only the
-standard file's test split is comparable to published numbers.
+standard split's test NLL is comparable to published numbers (:func:`comparability`).
 """
 
 from __future__ import annotations
@@ -28,14 +34,14 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from hil.errors import DataError
-from hil.tasks import chorales
+from hil.tasks import chorales, standard
 from hil.tasks.jsb import load_jsb_pickle
 from hil.tasks.pianoroll import PianoRollSplits
 
@@ -48,10 +54,13 @@ STANDARD_SEQUENCES = {"train": 229, "valid": 76, "test": 77}
 MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024
 ENV_DATA_DIR, ENV_CACHE_DIR = "HIL_DATA_DIR", "HIL_CACHE_DIR"
 ENV_JSB_URL, ENV_OFFLINE = "HIL_JSB_URL", "HIL_OFFLINE"
-ORIGINS = ("explicit", "HIL_DATA_DIR", "cache", "download", "build")
+ORIGINS = ("explicit", "HIL_DATA_DIR", "shipped", "cache", "download", "build")
 WHERE_TO_PUT_IT = (
-    f"put {JSB_FILENAME} in $HIL_DATA_DIR, run `hil data fetch jsb` when online, or "
-    "`pip install -e '.[music]'` and `hil data build chorales` to build the chorales offline"
+    f"put {JSB_FILENAME} in $HIL_DATA_DIR, reinstall the package (it ships the standard "
+    "split), or run `hil data fetch jsb` when online"
+)
+WHERE_TO_BUILD = (
+    "`pip install -e '.[music]'` and `hil data build chorales` build the music21 chorales offline"
 )
 
 Opener = Callable[..., Any]
@@ -63,16 +72,21 @@ class JsbDataConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    dataset: Literal["standard", "chorales"] = "standard"
+    """``standard``: the Boulanger-Lewandowski split (comparable to published numbers);
+    ``chorales``: the Bach chorales built from music21's corpus (a different benchmark)."""
     path: Path | None = None
     """Explicit standard pickle or built chorales folder; when set, nothing else is tried."""
+    shipped: bool = True
+    """Allow the copy of the standard split shipped in the package (step 3)."""
     fetch: bool = True
-    """Allow step 4, the download of the standard file."""
+    """Allow step 5, the download of the standard file."""
     url: str | None = None
     """Download URL; ``None`` means ``$HIL_JSB_URL`` or :data:`JSB_URL`."""
     timeout_s: float = Field(default=10.0, gt=0)
     """Socket timeout of the download, seconds."""
     build: bool = True
-    """Allow step 5, building the music21 chorales."""
+    """Allow building the music21 chorales (``dataset: chorales`` only)."""
     build_limit: int | None = Field(default=None, ge=3)
     """Read only the first N corpus files when building (a quick subset); a cached full
     build with the same seed is used in preference to building a subset."""
@@ -166,6 +180,8 @@ def _load_explicit(path: Path) -> PianoRollSplits:
         raise DataError(f"data path {path} is a folder without a chorales manifest.json")
     if not path.is_file():
         raise DataError(f"data path {path} does not exist; fix the path or unset it")
+    if path.suffix == ".npz":  # the shipped copy's format, with its manifest beside it
+        return standard.load_shipped(path)
     return load_jsb_pickle(path)
 
 
@@ -178,13 +194,17 @@ def cached_chorales_dir(cache_root: Path, seed: int, limit: int | None) -> Path 
     return None
 
 
-def _from_cache(cache_root: Path, config: JsbDataConfig) -> PianoRollSplits | None:
+def _fetched_from_cache(cache_root: Path) -> PianoRollSplits | None:
     fetched = fetched_jsb_path(cache_root)
     if fetched.is_file():
         try:
             return load_jsb_pickle(fetched)
         except DataError as exc:
             log.warning("jsb_cache_invalid", path=str(fetched), reason=str(exc))
+    return None
+
+
+def _built_from_cache(cache_root: Path, config: JsbDataConfig) -> PianoRollSplits | None:
     folder = cached_chorales_dir(cache_root, config.seed, config.build_limit)
     if folder is not None:
         try:
@@ -225,10 +245,27 @@ class _Resolver:
         )
         return None
 
+    def shipped(self) -> PianoRollSplits | None:
+        if not self.config.shipped:
+            self.tried.append("shipped copy disabled")
+            return None
+        try:
+            return standard.load_shipped()
+        except DataError as exc:
+            log.warning("jsb_shipped_unusable", reason=str(exc))
+            self.tried.append(str(exc))
+            return None
+
     def cache(self) -> PianoRollSplits | None:
-        splits = _from_cache(self.cache_root, self.config)
+        splits = _fetched_from_cache(self.cache_root)
         if splits is None:
-            self.tried.append(f"nothing usable in the cache {self.cache_root}")
+            self.tried.append(f"no downloaded standard file in the cache {self.cache_root}")
+        return splits
+
+    def built(self) -> PianoRollSplits | None:
+        splits = _built_from_cache(self.cache_root, self.config)
+        if splits is None:
+            self.tried.append(f"no built chorales set in the cache {self.cache_root}")
         return splits
 
     def download(self) -> PianoRollSplits | None:
@@ -279,10 +316,12 @@ def resolve_jsb(
     r = _Resolver(config, os.environ if env is None else env, opener, progress)
     steps: list[tuple[str, Callable[[], PianoRollSplits | None]]] = [
         ("HIL_DATA_DIR", r.data_dir),
+        ("shipped", r.shipped),
         ("cache", r.cache),
         ("download", r.download),
-        ("build", r.build),
     ]
+    if config.dataset == "chorales":
+        steps = [("cache", r.built), ("build", r.build)]
     if config.path is not None:
         explicit = Path(config.path)
         steps = [("explicit", lambda: _load_explicit(explicit))]
@@ -298,7 +337,8 @@ def resolve_jsb(
         splits = dataclasses.replace(splits, meta={**splits.meta, "origin": origin})
         log.info("data_source", source=splits.source, origin=origin, counts=splits.counts())
         return splits
-    raise DataError("no JSB Chorales data (" + "; ".join(r.tried) + "): " + WHERE_TO_PUT_IT)
+    fix = WHERE_TO_BUILD if config.dataset == "chorales" else WHERE_TO_PUT_IT
+    raise DataError(f"no {config.dataset} JSB Chorales data (" + "; ".join(r.tried) + "): " + fix)
 
 
 def describe_sources(
@@ -306,45 +346,114 @@ def describe_sources(
 ) -> list[dict[str, str]]:
     """Each resolution step with its location and status, without loading or downloading.
 
-    Status is ``available``, ``missing``, ``invalid``, ``disabled`` or ``would try``; the step
-    :func:`resolve_jsb` would use first is marked ``selected: "yes"``.
+    Status is ``available``, ``absent``, ``invalid``, ``disabled`` or ``would try``; the step
+    :func:`resolve_jsb` would use first is marked ``selected: "yes"``. ``what`` says in
+    words what the step looks for.
     """
     config = config or JsbDataConfig()
     env = os.environ if env is None else env
     cache_root = user_cache_dir(env)
     rows: list[dict[str, str]] = []
 
-    def add(origin: str, location: str, status: str) -> None:
-        rows.append({"origin": origin, "location": location, "status": status})
+    def add(origin: str, what: str, location: str, status: str) -> None:
+        rows.append({"origin": origin, "what": what, "location": location, "status": status})
 
     if config.path is not None:
-        add("explicit", str(config.path), "available" if Path(config.path).exists() else "missing")
-    else:
+        there = "available" if Path(config.path).exists() else "absent"
+        add("explicit", "the data.path of the config", str(config.path), there)
+    elif config.dataset == "standard":
         folder = env.get(ENV_DATA_DIR)
         pickle_path = Path(folder) / JSB_FILENAME if folder else None
         add(
             "HIL_DATA_DIR",
+            f"{JSB_FILENAME} in $HIL_DATA_DIR",
             str(pickle_path) if pickle_path else "$HIL_DATA_DIR unset",
-            "available" if pickle_path and pickle_path.is_file() else "missing",
+            "available" if pickle_path and pickle_path.is_file() else "absent",
+        )
+        status = "disabled"
+        if config.shipped:
+            status = "available" if standard.SHIPPED_NPZ.is_file() else "absent"
+        add(
+            "shipped",
+            "the standard split shipped in the package",
+            str(standard.SHIPPED_NPZ),
+            status,
         )
         fetched = fetched_jsb_path(cache_root)
+        there = "available" if fetched.is_file() else "absent"
+        add("cache", "a standard file fetched by `hil data fetch jsb`", str(fetched), there)
+        can_fetch = fetch_allowed(config, env)
+        add(
+            "download",
+            "a download of the standard file",
+            fetch_url(config, env),
+            "would try" if can_fetch else "disabled",
+        )
+    else:
         built = cached_chorales_dir(cache_root, config.seed, config.build_limit)
-        cached = fetched if fetched.is_file() else built
-        status = "available" if cached else "missing"
-        if cached is not None and cached == built:
+        target = chorales.chorales_dir(cache_root, config.seed, config.build_limit)
+        status = "available" if built else "absent"
+        if built is not None:
             try:
                 chorales.load_chorales(built)
             except DataError:
                 status = "invalid"  # resolve_jsb skips it; a build rebuilds it
-        add("cache", str(cached or cache_root), status)
-        can_fetch = fetch_allowed(config, env)
-        add("download", fetch_url(config, env), "would try" if can_fetch else "disabled")
+        add(
+            "cache",
+            "a chorales set built by `hil data build chorales`",
+            str(built or target),
+            status,
+        )
         can_build = config.build and music21_available()
-        target = chorales.chorales_dir(cache_root, config.seed, config.build_limit)
-        add("build", str(target), "would try" if can_build else "disabled")
+        add(
+            "build",
+            "building the chorales from music21's corpus",
+            str(target),
+            "would try" if can_build else ("disabled" if not config.build else "needs music21"),
+        )
     chosen = False
     for row in rows:
         row["selected"] = "no"
         if not chosen and row["status"] in {"available", "would try"}:
             row["selected"], chosen = "yes", True
     return rows
+
+
+def is_standard(splits: PianoRollSplits) -> bool:
+    """The standard JSB split: a ``jsb-standard`` source with 229/76/77 pieces."""
+    sizes = {name: c["sequences"] for name, c in splits.counts().items()}
+    return splits.source.startswith("jsb-standard:") and sizes == STANDARD_SEQUENCES
+
+
+def comparability(splits: PianoRollSplits, eval_limit: int | None = None) -> tuple[bool, str]:
+    """Whether a test NLL on ``splits`` is comparable to published JSB numbers, and why.
+
+    Comparable: the standard split, scored on its whole test split (``eval_limit`` None or
+    at least the 77 test pieces).
+    """
+    if splits.source.startswith("music21-chorales:"):
+        return False, "the music21 chorales are a different set and split than the standard one"
+    if not is_standard(splits):
+        sizes = {name: c["sequences"] for name, c in splits.counts().items()}
+        return False, f"split sizes {sizes} are not the standard {STANDARD_SEQUENCES}"
+    if eval_limit is not None and eval_limit < STANDARD_SEQUENCES["test"]:
+        return (
+            False,
+            f"the test split is cut to {eval_limit} of {STANDARD_SEQUENCES['test']} pieces",
+        )
+    return True, "the standard split, whole test set"
+
+
+def describe(splits: PianoRollSplits) -> str:
+    """One line for the operator: which data set, from where, with counts."""
+    counts = "/".join(str(c["sequences"]) for c in splits.counts().values())
+    origin = splits.meta.get("origin")
+    where = splits.source.split(":", 1)[1]
+    if splits.source.startswith("jsb-standard:"):
+        kind = "JSB Chorales, standard split (Boulanger-Lewandowski et al. 2012)"
+        if origin == "shipped":
+            where = f"the copy shipped in the package ({where})"
+    else:
+        kind = "Bach chorales built from music21's corpus (not the standard JSB split)"
+    via = f" via {origin}" if origin and origin != "shipped" else ""
+    return f"{kind}, {counts} train/valid/test pieces, from {where}{via}"

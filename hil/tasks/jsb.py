@@ -105,14 +105,7 @@ def _rolls(pieces: Any, split: str) -> list[np.ndarray]:
     return rolls
 
 
-def load_jsb_pickle(path: str | Path) -> PianoRollSplits:
-    """Load the standard JSB Chorales pickle into 88-key piano rolls.
-
-    Accepts the original file (plain int notes) and the numpy-scalar variant. Raises
-    :class:`~hil.errors.DataError` naming the problem for a missing file, a pickle with any
-    global other than numpy scalar/dtype, or a structure other than the standard one.
-    """
-    path = Path(path)
+def _read_pickle(path: Path) -> tuple[dict[str, Any], bytes]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -127,6 +120,31 @@ def load_jsb_pickle(path: str | Path) -> PianoRollSplits:
             f"{path}: expected a dict with keys {list(SPLITS)}, got {keys}; "
             "is this the JSB Chorales pickle?"
         )
+    return data, raw
+
+
+def jsb_pickle_notes(path: str | Path) -> dict[str, list[list[tuple[int, ...]]]]:
+    """The pickle's content as plain ints: split -> pieces -> steps -> notes, as stored
+    (same checks as :func:`load_jsb_pickle`; used to verify lossless copies)."""
+    data, _ = _read_pickle(Path(path))
+    return {
+        split: [
+            [tuple(_note(n, f"{split}[{i}][{t}]") for n in step) for t, step in enumerate(piece)]
+            for i, piece in enumerate(data[split])
+        ]
+        for split in SPLITS
+    }
+
+
+def load_jsb_pickle(path: str | Path) -> PianoRollSplits:
+    """Load the standard JSB Chorales pickle into 88-key piano rolls.
+
+    Accepts the original file (plain int notes) and the numpy-scalar variant. Raises
+    :class:`~hil.errors.DataError` naming the problem for a missing file, a pickle with any
+    global other than numpy scalar/dtype, or a structure other than the standard one.
+    """
+    path = Path(path)
+    data, raw = _read_pickle(path)
     rolls = {split: _rolls(data[split], split) for split in SPLITS}
     return PianoRollSplits(
         train=rolls["train"],
@@ -211,6 +229,7 @@ __all__ = [
     "JsbBatch",
     "frame_bce",
     "iter_batches",
+    "jsb_pickle_notes",
     "load_jsb_pickle",
     "make_batch",
     "nll_sum",

@@ -158,7 +158,7 @@ class Loop:
             batch=self.batch,
             order=[int(i) for i in self.order],
             arrays=self._params(),
-            rng_state=self.shuffle.bit_generator.state,
+            rng_state=dict(self.shuffle.bit_generator.state),
             optim=self.opt.state_dict(),
             request_seq=self.ids.seq if self.ids else 0,
             attempt=self.attempt,
@@ -215,7 +215,7 @@ class Loop:
         return self.task.batch_score(o, batch)
 
     def _device_tick(self, batches_done: int) -> None:
-        if self.driver is None:
+        if self.driver is None or self.ids is None:
             return
         dev = self.cfg.device
         if dev.host_time_per_batch_s > 0 and self.driver.info().has(CAP_TIME):
@@ -251,7 +251,7 @@ class Loop:
         """The epoch's evaluation: calibrate, let ``device.eval_delay_s`` pass (simulators),
         compensate drift as configured, then score."""
         dev = self.cfg.device
-        if self.driver is None:
+        if self.driver is None or self.ids is None:
             return self.scores(None, "none")
         refs = self.calibrate() if dev.drift_compensation != "none" else None
         if dev.eval_delay_s > 0 and self.driver.info().has(CAP_TIME):
@@ -262,7 +262,7 @@ class Loop:
         if not self.model.matrices:
             return {}
         mats = self.model.matrices.values()
-        out = {
+        out: dict[str, Any] = {
             "pulses": sum(m.stats.pulses for m in mats),
             "pulse_requests": sum(m.stats.requests for m in mats),
             "refreshes": sum(m.stats.refreshes for m in mats),

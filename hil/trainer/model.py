@@ -13,7 +13,7 @@ matrix gets its own weight↔µS map: ``w_max`` (config, or ``headroom × max|W_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import structlog
@@ -58,7 +58,7 @@ def layer_configs(cfg: RunConfig) -> tuple[list[SNUConfig], ReadoutConfig]:
         )
         for i in range(len(net.hidden))
     ]
-    loss = "bce" if cfg.task == "jsb" else "ce_over_time"
+    loss: Literal["bce", "ce_over_time"] = "bce" if cfg.task == "jsb" else "ce_over_time"
     readout = ReadoutConfig(n_in=widths[-1], n_out=n_out, tau=net.readout_tau, bias=True, loss=loss)
     return layers, readout
 
@@ -101,6 +101,8 @@ def build_model(
         return Model(build_network(layers, readout, rng, dense_factory(np.float32)))
     assert ids is not None
     info = driver.info()
+    assert info.g_net_max_us is not None  # DeviceInfo fills in its default
+    g_net_max_us = info.g_net_max_us
     placement = place(matrix_shapes(cfg), info.chips, info.rows, info.cols)
     dev = cfg.device
     update_cfg = UpdateConfig(
@@ -113,7 +115,7 @@ def build_model(
 
     def factory(name: str, w: np.ndarray, trainable: bool) -> MatrixOp:
         w_max = dev.w_max.get(name) or dev.headroom * float(np.max(np.abs(w)))
-        mapping = CellMapping(w_max, dev.g_net_fraction * info.g_net_max_us)
+        mapping = CellMapping(w_max, dev.g_net_fraction * g_net_max_us)
         m = DeviceMatrix(
             name,
             driver,

@@ -167,11 +167,17 @@ def without_timing(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def list_runs(base: Path) -> list[RunDir]:
-    """Run directories directly below ``base`` (or ``base`` itself), newest first."""
+    """Run directories directly below ``base`` (or ``base`` itself), and the trials of the
+    sweeps directly below it (``hil sweep`` directories: ``.sweep/`` beside the trials),
+    newest first."""
     base = Path(base)
     if not base.exists():
         return []
     candidates = [base] if (base / "config.json").is_file() else []
-    candidates += [p for p in base.iterdir() if (p / "config.json").is_file()]
+    for p in base.iterdir():
+        if (p / "config.json").is_file():
+            candidates.append(p)
+        elif (p / ".sweep").is_dir():
+            candidates += [t for t in p.iterdir() if (t / "config.json").is_file()]
     candidates.sort(key=lambda p: (p / "config.json").stat().st_mtime, reverse=True)
     return [RunDir(p) for p in candidates]

@@ -29,7 +29,7 @@ from drivers.base import Driver
 from hil.errors import ConfigError, HilError
 from hil.fsio import atomic_save_npz
 from hil.tasks.baselines import ConstantPredictor
-from hil.tasks.datasource import resolve_jsb
+from hil.tasks.datasource import describe, resolve_jsb
 from hil.trainer import checkpoint as ckpt
 from hil.trainer.config import RunConfig, load_config
 from hil.trainer.device_matrix import RequestIds
@@ -52,6 +52,8 @@ class TrainRequest:
     config: Path | None = None
     device: str | None = None
     run_dir: Path | None = None
+    data: str | None = None
+    """``standard``, ``chorales`` or the path of a JSB pickle / built chorales folder"""
     resume: bool = False
     seed: int | None = None
     epochs: int | None = None
@@ -66,6 +68,10 @@ def resolve_request(req: TrainRequest) -> RunConfig:
     flags = []
     if req.device is not None:
         flags.append(f"device.url={req.device}")
+    if req.data in ("standard", "chorales"):
+        flags.append(f"data.dataset={req.data}")
+    elif req.data is not None:
+        flags.append(f"data.path={req.data}")
     if req.seed is not None:
         flags.append(f"train.seed={req.seed}")
     if req.epochs is not None:
@@ -110,13 +116,14 @@ def train(req: TrainRequest) -> dict[str, Any]:
     if req.resume:
         if req.run_dir is None:
             raise ConfigError("--resume needs --run-dir RUN (the run to continue)")
-        if req.overrides or req.seed is not None or req.config is not None:
+        if req.overrides or req.seed is not None or req.config is not None or req.data:
             raise ConfigError(
-                "--resume continues a run with its recorded config; drop CONFIG, --seed and "
-                "--set (only --epochs, to extend it, and --device, if the chip moved, apply)"
+                "--resume continues a run with its recorded config; drop CONFIG, --seed, "
+                "--data and --set (only --epochs, to extend it, and --device, if the chip "
+                "moved, apply)"
             )
-        run: RunDir | None = RunDir.open(req.run_dir)
-        cfg = RunConfig.model_validate(run.read_json("config.json"))
+        opened = RunDir.open(req.run_dir)
+        cfg = RunConfig.model_validate(opened.read_json("config.json"))
         if req.epochs is not None:
             cfg = cfg.model_copy(
                 update={"train": cfg.train.model_copy(update={"epochs": req.epochs})}
@@ -125,7 +132,8 @@ def train(req: TrainRequest) -> dict[str, Any]:
             cfg = cfg.model_copy(
                 update={"device": cfg.device.model_copy(update={"url": req.device})}
             )
-        ck, generation = ckpt.load(run.checkpoint_dir)
+        ck, generation = ckpt.load(opened.checkpoint_dir)
+        run: RunDir | None = opened
     else:
         cfg = resolve_request(req)
         run, ck, generation = None, None, 0
@@ -172,10 +180,14 @@ def train(req: TrainRequest) -> dict[str, Any]:
 def check_data(run: RunDir, task: Task, *, new: bool) -> None:
     """Record the run's data source (new run) or refuse data that differ from the record."""
     if new:
-        run.write_json("data.json", {"task": task.name, "source": task.source})
+        run.write_json(
+            "data.json",
+            {"task": task.name, "source": task.source, "sha256": task.fingerprint},
+        )
         return
     recorded = run.read_json("data.json")
-    if recorded["source"] != task.source:
+    same_content = recorded.get("sha256") is not None and recorded["sha256"] == task.fingerprint
+    if recorded["source"] != task.source and not same_content:
         raise HilError(
             f"this run used {recorded['source']}, but the data now resolve to {task.source}; "
             f"point data.path or HIL_DATA_DIR at the run's data to continue or evaluate it"
@@ -190,8 +202,17 @@ def load_task(cfg: RunConfig, progress: bool) -> Task:
             cfg.shd, cfg.train.seed, n_train, n_eval, Path(env_dir) if env_dir else None
         )
     splits = resolve_jsb(cfg.data, progress=progress)
-    print(f"data: {splits.source} (origin: {splits.meta.get('origin')})", flush=True)
-    return jsb_task(splits, n_train, n_eval)
+    task = jsb_task(splits, n_train, n_eval)
+    print(f"data: {describe(splits)}", flush=True)
+    print(f"      {comparable_line(task)}", flush=True)
+    return task
+
+
+def comparable_line(task: Task) -> str:
+    """Whether the run's test metric can be set beside published numbers, in words."""
+    if task.comparable:
+        return f"test {task.metric.upper()} comparable to published numbers ({task.comparable_why})"
+    return f"test {task.metric.upper()} NOT comparable to published numbers: {task.comparable_why}"
 
 
 def _train_on(
@@ -287,7 +308,8 @@ def summarise(
         "rule": cfg.rule.name,
         "device": cfg.device.url,
         "data_source": data.source,
-        "comparable_to_published": data.source.startswith(("jsb-standard:", "shd:")),
+        "comparable_to_published": data.comparable,
+        "comparability": data.comparable_why,
         "metric": m,
         f"test_{m}": last[f"test_{m}"],
         f"valid_{m}": last[f"valid_{m}"],

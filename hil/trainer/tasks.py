@@ -12,14 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hil.errors import DataError
 from hil.tasks import jsb
-from hil.tasks.pianoroll import N_KEYS
+from hil.tasks.datasource import comparability
+from hil.tasks.pianoroll import N_KEYS, PianoRollSplits
+
+if TYPE_CHECKING:  # h5py is imported only when an SHD run loads its data
+    from hil.tasks.shd import ShdBinning, ShdSet
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 """Time-major ``x`` (T, B, m), ``target`` (T, B, k), ``mask`` (T, B)."""
@@ -47,7 +51,14 @@ class Task(Protocol):
     n_in: int
     n_out: int
     source: str
-    n_train: int
+    comparable: bool
+    """the test metric is comparable to published numbers"""
+    comparable_why: str
+    fingerprint: str | None
+    """content identity of the data (sha256 of the source file), the same for two copies"""
+
+    @property
+    def n_train(self) -> int: ...
 
     def train_batch(self, idx: Sequence[int]) -> Batch: ...
     def batch_score(self, o: np.ndarray, batch: Batch) -> tuple[float, int]: ...
@@ -71,6 +82,9 @@ class JsbTask:
     metric: Literal["nll", "accuracy"] = "nll"
     n_in: int = N_KEYS
     n_out: int = N_KEYS
+    comparable: bool = False
+    comparable_why: str = ""
+    fingerprint: str | None = None
 
     @property
     def n_train(self) -> int:
@@ -90,23 +104,26 @@ class JsbTask:
 class ShdTask:
     """SHD with a held-out validation split of the training file."""
 
-    train_set: object
-    valid_set: object
-    test_set: object
-    binning: object
+    train_set: ShdSet
+    valid_set: ShdSet
+    test_set: ShdSet
+    binning: ShdBinning
     source: str
     name: str = "shd"
     metric: Literal["nll", "accuracy"] = "accuracy"
     n_in: int = 700
     n_out: int = 20
     eval_batch: int = 128
+    comparable: bool = True
+    comparable_why: str = "the SHD test file"
+    fingerprint: str | None = None
 
     @property
     def n_train(self) -> int:
-        return len(self.train_set)  # type: ignore[arg-type]
+        return len(self.train_set)
 
     def train_batch(self, idx: Sequence[int]) -> Batch:
-        return self.train_set.batch(np.asarray(idx), self.binning)  # type: ignore[attr-defined]
+        return self.train_set.batch(np.asarray(idx), self.binning)
 
     @staticmethod
     def _correct(o: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -119,23 +136,27 @@ class ShdTask:
 
     def evaluate(self, logits: Logits, split: str) -> float:
         data = {"valid": self.valid_set, "test": self.test_set}[split]
-        n = len(data)  # type: ignore[arg-type]
+        n = len(data)
         correct = 0
         for k in range(0, n, self.eval_batch):
-            x, target, _ = data.batch(np.arange(k, min(k + self.eval_batch, n)), self.binning)  # type: ignore[attr-defined]
+            x, target, _ = data.batch(np.arange(k, min(k + self.eval_batch, n)), self.binning)
             correct += int(self._correct(logits(x), target).sum())
         return correct / max(n, 1)
 
 
-def jsb_task(splits: object, n_train: int | None, n_eval: int | None) -> JsbTask:
+def jsb_task(splits: PianoRollSplits, n_train: int | None, n_eval: int | None) -> JsbTask:
     def cut(rolls: list[np.ndarray], n: int | None) -> list[np.ndarray]:
         return list(rolls[:n] if n else rolls)
 
+    comparable, why = comparability(splits, n_eval)
     return JsbTask(
         cut(splits.train, n_train),
         cut(splits.valid, n_eval),
-        cut(splits.test, n_eval),  # type: ignore[attr-defined]
-        splits.source,  # type: ignore[attr-defined]
+        cut(splits.test, n_eval),
+        splits.source,
+        comparable=comparable,
+        comparable_why=why,
+        fingerprint=splits.meta.get("sha256"),
     )
 
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
+from tests.procs import readline_within
 
 START_TIMEOUT_S = 30.0
 
@@ -32,8 +33,10 @@ class Emulator:
             text=True,
             env=env,
         )
-        line = self.proc.stdout.readline().strip() if self.proc.stdout else ""
+        line = readline_within(self.proc.stdout, START_TIMEOUT_S).strip()
         if not line:
+            self.proc.kill()  # ended, so reading its stderr cannot block
+            self.proc.wait(timeout=10)
             err = self.proc.stderr.read() if self.proc.stderr else ""
             self.stop()
             raise RuntimeError(f"board emulator did not start: {err}")
@@ -46,7 +49,7 @@ class Emulator:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover - defensive
                 self.proc.kill()
-                self.proc.wait()
+                self.proc.wait(timeout=10)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()

@@ -12,6 +12,7 @@ import pytest
 
 from drivers.conformance import REQUIREMENTS, run_conformance
 from tests.conftest import REPO_ROOT
+from tests.procs import readline_within
 
 
 def _assert_all_pass(target: str) -> None:
@@ -26,7 +27,7 @@ def test_conformance_over_a_pty(emulator, setup_file) -> None:
 
 @pytest.mark.slow
 def test_conformance_over_socket(emulator) -> None:
-    # pyserial's socket:// close() sleeps 0.3 s, and every requirement opens a fresh driver.
+    # pyserial's socket:// close() sleeps 0.3 s (the suite opens the driver once).
     _assert_all_pass(f"board://?port={emulator(tcp=True)}")
 
 
@@ -52,7 +53,7 @@ def test_conformance_through_hil_serve(emulator, setup_file) -> None:
         env=env,
     )
     try:
-        line = server.stdout.readline().strip() if server.stdout else ""
+        line = readline_within(server.stdout, 30).strip()
         assert line.startswith("serving on tcp://"), line + (
             server.stderr.read() if server.stderr and server.poll() is not None else ""
         )
@@ -63,7 +64,23 @@ def test_conformance_through_hil_serve(emulator, setup_file) -> None:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:  # pragma: no cover - defensive
             server.kill()
-            server.wait()
+            server.wait(timeout=10)
         for stream in (server.stdout, server.stderr):
             if stream:
                 stream.close()
+
+
+def test_driver_check_on_a_board_connects_once(emulator, setup_file) -> None:
+    """One connection for the whole suite: the simulated-VISA warning appears once."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    url = f"board://{setup_file(emulator())}"
+    res = subprocess.run(
+        [sys.executable, "-m", "hil", "--log-json", "driver", "check", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    assert f"{len(REQUIREMENTS)}/{len(REQUIREMENTS)} requirements met" in res.stdout
+    assert res.stderr.count("board_visa_simulated") == 1

@@ -18,7 +18,6 @@ from structlog.testing import capture_logs
 
 from hil.trainer.runs import RunDir, without_timing
 from hil.trainer.session import TrainRequest, train
-from tests.conftest import require_data_file
 
 SMALL = (
     "network.hidden=[24]",
@@ -31,9 +30,9 @@ SMALL = (
 
 @pytest.mark.slow
 def test_training_over_a_faulty_link_equals_a_clean_link(
-    tmp_path: Path, emulator: Callable[..., str]
+    tmp_path: Path, emulator: Callable[..., str], jsb_path: Path
 ) -> None:
-    data = f"data.path={require_data_file('jsb_chorales.pickle')}"
+    data = f"data.path={jsb_path}"
     runs, retransmits = {}, {}
     for name, rate in (("clean", 0.0), ("faulty", 5e-5)):
         port = emulator(seed=5, fault_rate=rate)

@@ -6,10 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from tests.procs import readline_within
 
 READY_TIMEOUT_S = 30.0
 
@@ -53,18 +54,12 @@ class ServeProcess:
         finally:
             if self.log_path:
                 stderr.close()  # type: ignore[union-attr]
-        line: list[str] = []
-        reader = threading.Thread(
-            target=lambda: line.append(self.proc.stdout.readline()),  # type: ignore[union-attr]
-            daemon=True,
-        )
-        reader.start()
-        reader.join(READY_TIMEOUT_S)
-        if not line or not line[0].startswith("serving on "):
+        line = readline_within(self.proc.stdout, READY_TIMEOUT_S)
+        if not line.startswith("serving on "):
             self.kill()
             log = self.log_path.read_text()[-2000:] if self.log_path else ""
             raise RuntimeError(f"hil serve did not start: {line!r}\n{log}")
-        self.endpoint = line[0].split()[-1]
+        self.endpoint = line.split()[-1]
         return self
 
     def kill(self) -> None:

@@ -25,7 +25,8 @@ def test_driver_check_fails_without_a_server(capsys: pytest.CaptureFixture[str])
     assert main(["--log-level", "critical", "driver", "check", url, "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] is False
-    assert all("DeviceTimeout" in o["detail"] for o in report["outcomes"])
+    assert [o["name"] for o in report["outcomes"]] == ["connect"]  # connects once, one line
+    assert "nothing is listening" in report["outcomes"][0]["detail"]
 
 
 def test_keys_generate_writes_pair_and_refuses_overwrite(tmp_path: Path) -> None:

@@ -123,8 +123,8 @@ def test_remote_leases_and_heartbeats(served: tuple[FakeDriver, str]) -> None:
             alice.release_lease(lease)
 
 
-def test_remote_times_out_without_server(tmp_path: Path) -> None:
-    with pytest.raises(DeviceTimeout, match="2 attempt"):
+def test_remote_says_nothing_listens_without_server(tmp_path: Path) -> None:
+    with pytest.raises(DeviceTimeout, match="nothing is listening at ipc://"):
         RemoteDriver(f"ipc://{tmp_path}/nobody.sock", timeout_s=0.1, retries=1, backoff_s=0.01)
 
 
@@ -137,7 +137,7 @@ def test_server_survives_raw_garbage(served: tuple[FakeDriver, str]) -> None:
         for frames in ([b""], [b"\x00\x01"], [b"{}", b"x"], [b"[]"]):
             sock.send_multipart(frames)
             assert sock.poll(2000)
-            assert decode_reply(sock.recv_multipart())[0].kind == "error"
+            assert decode_reply(sock.recv_multipart(zmq.NOBLOCK))[0].kind == "error"
     finally:
         sock.close()
     with RemoteDriver(endpoint, timeout_s=2) as remote:
@@ -187,7 +187,7 @@ def test_remote_driver_reports_a_server_of_another_protocol_version(tmp_path: Pa
 
     def answer_as_v2() -> None:
         if router.poll(5000):
-            ident, header = router.recv_multipart()[:2]
+            ident, header = router.recv_multipart(zmq.NOBLOCK)[:2]
             rid = json.loads(header)["request_id"]
             body = {"version": other, "kind": "hello_reply", "request_id": rid}
             router.send_multipart([ident, json.dumps(body).encode()])

@@ -14,6 +14,7 @@ from hil.learning import (
     Optimizer,
     clip_grads,
 )
+from tests.conftest import NEEDS_REFERENCE
 
 
 def test_sgd_step_decay_every_five_epochs() -> None:
@@ -31,7 +32,7 @@ def test_sgd_step_decay_every_five_epochs() -> None:
 
 
 def test_adam_matches_torch(rng) -> None:
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     w0 = rng.normal(size=(3, 2))
     w = DenseMatrix(w0, np.float64)
     b = HostVector(np.zeros(2), np.float64)

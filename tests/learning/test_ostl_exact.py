@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hil.learning import RuleConfig, sequence_grads
+from tests.conftest import NEEDS_REFERENCE
 from tests.learning.helpers import rel_err, tiny_batch, tiny_net
 
 TOL = 1e-6
@@ -73,7 +74,7 @@ def test_readout_trace_exact_with_leak(rng, tau) -> None:
 
 
 def _torch_grads(net, batch, reduction="sequence_mean"):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
 
     class Spike(torch.autograd.Function):
         @staticmethod

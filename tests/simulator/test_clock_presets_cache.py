@@ -47,7 +47,7 @@ def test_presets_and_their_errors() -> None:
     assert pcm.g_max_us == 25.0
     ideal = get_preset("ideal")
     assert not ideal.drift and not ideal.read_noise and ideal.dac_bits is None
-    with pytest.raises(PresetError, match="aihwkit-pcm, hermes, ideal"):
+    with pytest.raises(PresetError, match="aihwkit-pcm, aihwkit-pcm-faults, hermes, ideal"):
         get_preset("hermez")
     with pytest.raises(PresetError, match="g_max_us"):
         DeviceParams(g_max_us=-1.0)

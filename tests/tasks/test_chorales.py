@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-music21 = pytest.importorskip("music21")
+from tests.conftest import NEEDS_MUSIC
+
+music21 = pytest.importorskip("music21", reason=NEEDS_MUSIC)
 from music21 import chord, note, stream  # noqa: E402
 
 from hil.errors import DataError  # noqa: E402

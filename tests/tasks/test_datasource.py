@@ -1,4 +1,5 @@
-"""JSB data resolution: explicit > HIL_DATA_DIR > cache > download > music21 build.
+"""JSB data resolution: explicit > HIL_DATA_DIR > shipped copy > cache > download for the
+standard split; explicit > cache > music21 build for ``dataset: chorales``.
 
 Every source is a real file. Downloads go to a ``file://`` URL or to an ``http.server`` the
 test starts on 127.0.0.1; "networking off" is a closed local port. Nothing leaves the host.
@@ -7,6 +8,7 @@ test starts on 127.0.0.1; "networking off" is a closed local port. Nothing leave
 from __future__ import annotations
 
 import http.server
+import json
 import pickle
 import socket
 import threading
@@ -16,10 +18,13 @@ from pathlib import Path
 import pytest
 
 from hil.errors import DataError
-from hil.tasks import chorales, datasource
+from hil.tasks import chorales, datasource, standard
 from hil.tasks.datasource import JsbDataConfig, resolve_jsb
+from tests.conftest import NEEDS_MUSIC
 
 STANDARD = datasource.STANDARD_SEQUENCES
+NO_SHIPPED = JsbDataConfig(shipped=False)
+CHORALES = JsbDataConfig(dataset="chorales")
 
 
 def write_jsb(path: Path, first_note: int, sizes: dict[str, int] = STANDARD) -> Path:
@@ -61,7 +66,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     finally:
         httpd.shutdown()
         httpd.server_close()
-        thread.join()
+        thread.join(10)
 
 
 @pytest.fixture
@@ -108,52 +113,77 @@ def test_data_dir_beats_cache(sources: dict[str, object]) -> None:
     assert (first_note(splits), splits.meta["origin"]) == (50, "HIL_DATA_DIR")
 
 
+def test_data_dir_beats_the_shipped_copy(sources: dict[str, object]) -> None:
+    splits = resolve_jsb(env=env_for(sources))
+    assert (first_note(splits), splits.meta["origin"]) == (50, "HIL_DATA_DIR")
+
+
+def test_shipped_copy_beats_cache_and_download(sources: dict[str, object]) -> None:
+    write_jsb(datasource.fetched_jsb_path(sources["cache"]), 61)  # type: ignore[arg-type]
+    splits = resolve_jsb(env={**env_for(sources, data_dir=False), "HIL_OFFLINE": "1"})
+    assert splits.meta["origin"] == "shipped"
+    assert splits.source == f"jsb-standard:{standard.SHIPPED_NPZ}"
+    assert datasource.is_standard(splits) and sources["requests"] == []
+    assert "copy shipped in the package" in datasource.describe(splits)
+
+
 def test_cache_beats_download(sources: dict[str, object]) -> None:
     write_jsb(datasource.fetched_jsb_path(sources["cache"]), 60)  # type: ignore[arg-type]
-    splits = resolve_jsb(env=env_for(sources, data_dir=False))
+    splits = resolve_jsb(NO_SHIPPED, env=env_for(sources, data_dir=False))
     assert (first_note(splits), splits.meta["origin"]) == (60, "cache")
     assert sources["requests"] == []
 
 
-def test_download_beats_build_and_lands_in_the_cache(sources: dict[str, object]) -> None:
-    splits = resolve_jsb(env=env_for(sources, data_dir=False))
+def test_download_lands_in_the_cache(sources: dict[str, object]) -> None:
+    splits = resolve_jsb(NO_SHIPPED, env=env_for(sources, data_dir=False))
     assert (first_note(splits), splits.meta["origin"]) == (70, "download")
     assert sources["requests"] == ["/JSB%20Chorales.pickle"]
     cached = datasource.fetched_jsb_path(sources["cache"])  # type: ignore[arg-type]
     assert splits.source == f"jsb-standard:{cached}"
-    again = resolve_jsb(env=env_for(sources, data_dir=False))
+    again = resolve_jsb(NO_SHIPPED, env=env_for(sources, data_dir=False))
     assert again.meta["origin"] == "cache" and len(sources["requests"]) == 1  # type: ignore[arg-type]
 
 
+def test_the_standard_split_never_falls_back_to_the_chorales(tmp_path: Path) -> None:
+    chorales_like = chorales.chorales_dir(tmp_path)
+    chorales_like.mkdir(parents=True)
+    (chorales_like / chorales.MANIFEST_FILE).write_text("{}")
+    env = {"HIL_CACHE_DIR": str(tmp_path), "HIL_OFFLINE": "1"}
+    with pytest.raises(DataError, match="no standard JSB Chorales data") as err:
+        resolve_jsb(NO_SHIPPED, env=env)
+    assert "shipped copy disabled" in str(err.value)
+
+
 def test_offline_builds_the_music21_chorales(tmp_path: Path, closed_url: str) -> None:
-    pytest.importorskip("music21")
+    pytest.importorskip("music21", reason=NEEDS_MUSIC)
     env = {"HIL_CACHE_DIR": str(tmp_path), "HIL_JSB_URL": closed_url}
-    splits = resolve_jsb(JsbDataConfig(build_limit=4), env=env)
+    splits = resolve_jsb(JsbDataConfig(dataset="chorales", build_limit=4), env=env)
     assert splits.meta["origin"] == "build"
     folder = chorales.chorales_dir(tmp_path, limit=4)
     assert splits.source == f"music21-chorales:{folder / chorales.DATA_FILE}"
     assert sum(c["sequences"] for c in splits.counts().values()) == 4
     # second time: the built set is found in the cache, nothing is parsed again
     mtime = (folder / chorales.MANIFEST_FILE).stat().st_mtime_ns
-    again = resolve_jsb(JsbDataConfig(build_limit=4), env=env)
+    again = resolve_jsb(JsbDataConfig(dataset="chorales", build_limit=4), env=env)
+    assert datasource.comparability(again)[0] is False
     assert again.meta["origin"] == "cache"
     assert (folder / chorales.MANIFEST_FILE).stat().st_mtime_ns == mtime
 
 
 def test_cached_full_build_serves_a_subset_request(tmp_path: Path) -> None:
-    pytest.importorskip("music21")
+    pytest.importorskip("music21", reason=NEEDS_MUSIC)
     chorales.build_chorales(tmp_path, limit=3)
     full = chorales.chorales_dir(tmp_path)  # stands in for the full build, same layout
     chorales.chorales_dir(tmp_path, limit=3).rename(full)
     env = {"HIL_CACHE_DIR": str(tmp_path), "HIL_OFFLINE": "1"}
-    splits = resolve_jsb(JsbDataConfig(build_limit=40, build=False), env=env)
+    splits = resolve_jsb(JsbDataConfig(dataset="chorales", build_limit=40, build=False), env=env)
     assert splits.meta["origin"] == "cache" and str(full) in splits.source
 
 
 def test_nothing_available_is_one_clear_line(tmp_path: Path, closed_url: str) -> None:
     env = {"HIL_CACHE_DIR": str(tmp_path), "HIL_JSB_URL": closed_url}
     with pytest.raises(DataError) as err:
-        resolve_jsb(JsbDataConfig(build=False), env=env)
+        resolve_jsb(NO_SHIPPED, env=env)
     msg = str(err.value)
     assert "\n" not in msg
     assert "HIL_DATA_DIR" in msg and "hil data fetch jsb" in msg and closed_url in msg
@@ -162,7 +192,7 @@ def test_nothing_available_is_one_clear_line(tmp_path: Path, closed_url: str) ->
 def test_offline_switch_skips_the_download(sources: dict[str, object], tmp_path: Path) -> None:
     env = {**env_for(sources, data_dir=False), "HIL_OFFLINE": "1"}
     with pytest.raises(DataError, match="download disabled"):
-        resolve_jsb(JsbDataConfig(build=False), env=env)
+        resolve_jsb(NO_SHIPPED, env=env)
     assert sources["requests"] == []
 
 
@@ -203,21 +233,30 @@ def test_fetch_reports_http_errors_and_closed_ports(
         datasource.fetch_jsb(tmp_path, url=closed_url, timeout_s=2)
 
 
-def test_fetch_of_the_shared_standard_file(tmp_path: Path, jsb_path: Path) -> None:
-    path = datasource.fetch_jsb(tmp_path, url=jsb_path.as_uri())
-    note = (path.with_suffix(".json")).read_text()
-    assert "be67b1e1d0ea22a0" in note and jsb_path.as_uri() in note
-    assert path.read_bytes() == jsb_path.read_bytes()
+def test_fetch_of_a_full_standard_file(tmp_path: Path, jsb_splits: object) -> None:
+    from tests.tasks.test_shipped_jsb import notes_of
+
+    served = tmp_path / "served.pickle"
+    served.write_bytes(pickle.dumps(notes_of(jsb_splits), protocol=2))  # type: ignore[arg-type]
+    path = datasource.fetch_jsb(tmp_path / "cache", url=served.as_uri())
+    note = json.loads(path.with_suffix(".json").read_text())
+    assert note["sha256"] == standard.sha256_file(served) and note["url"] == served.as_uri()
+    assert path.read_bytes() == served.read_bytes()
 
 
 def test_describe_sources_marks_the_first_usable_step(sources: dict[str, object]) -> None:
     rows = datasource.describe_sources(env=env_for(sources))
-    assert [r["origin"] for r in rows] == ["HIL_DATA_DIR", "cache", "download", "build"]
+    assert [r["origin"] for r in rows] == ["HIL_DATA_DIR", "shipped", "cache", "download"]
     assert [r["selected"] for r in rows] == ["yes", "no", "no", "no"]
+    rows = datasource.describe_sources(env=env_for(sources, data_dir=False))
+    assert [r["selected"] for r in rows] == ["no", "yes", "no", "no"]
     rows = datasource.describe_sources(
-        JsbDataConfig(fetch=False), env=env_for(sources, data_dir=False)
+        JsbDataConfig(fetch=False, shipped=False), env=env_for(sources, data_dir=False)
     )
-    assert rows[2]["status"] == "disabled" and rows[3]["selected"] == "yes"
+    assert [r["status"] for r in rows] == ["absent", "disabled", "absent", "disabled"]
+    assert all(r["selected"] == "no" for r in rows)
+    rows = datasource.describe_sources(CHORALES, env=env_for(sources))
+    assert [r["origin"] for r in rows] == ["cache", "build"]
 
 
 def test_user_cache_dir_override(tmp_path: Path) -> None:
@@ -236,7 +275,7 @@ def test_broken_cached_download_is_skipped(sources: dict[str, object]) -> None:
     cached = datasource.fetched_jsb_path(sources["cache"])  # type: ignore[arg-type]
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"truncated")
-    splits = resolve_jsb(JsbDataConfig(build=False), env=env_for(sources, data_dir=False))
+    splits = resolve_jsb(NO_SHIPPED, env=env_for(sources, data_dir=False))
     assert (first_note(splits), splits.meta["origin"]) == (70, "download")
     fetched = datasource.fetch_jsb(sources["cache"], url=str(sources["url"]))  # type: ignore[arg-type]
     assert fetched == cached and first_note(datasource.load_jsb_pickle(cached)) == 70
@@ -246,12 +285,14 @@ def test_describe_sources_flags_a_corrupt_built_set(tmp_path: Path) -> None:
     folder = chorales.chorales_dir(tmp_path)
     folder.mkdir(parents=True)
     (folder / chorales.MANIFEST_FILE).write_text("{}")
-    rows = datasource.describe_sources(env={"HIL_CACHE_DIR": str(tmp_path), "HIL_OFFLINE": "1"})
-    assert (rows[1]["origin"], rows[1]["status"], rows[1]["selected"]) == ("cache", "invalid", "no")
+    rows = datasource.describe_sources(
+        CHORALES, env={"HIL_CACHE_DIR": str(tmp_path), "HIL_OFFLINE": "1"}
+    )
+    assert (rows[0]["origin"], rows[0]["status"], rows[0]["selected"]) == ("cache", "invalid", "no")
 
 
 def test_explicit_path_may_be_a_built_chorales_folder(tmp_path: Path) -> None:
-    pytest.importorskip("music21")
+    pytest.importorskip("music21", reason=NEEDS_MUSIC)
     chorales.build_chorales(tmp_path, limit=3)
     folder = chorales.chorales_dir(tmp_path, limit=3)
     splits = resolve_jsb(JsbDataConfig(path=folder), env={"HIL_OFFLINE": "1"})

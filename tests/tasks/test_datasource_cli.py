@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hil.tasks import chorales, datasource
+from tests.conftest import NEEDS_MUSIC
 
 
 def hil(args: list[str], cache: Path, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +32,7 @@ def hil(args: list[str], cache: Path, **extra: str) -> subprocess.CompletedProce
 
 
 def test_build_then_info_uses_the_built_set(tmp_path: Path) -> None:
-    pytest.importorskip("music21")
+    pytest.importorskip("music21", reason=NEEDS_MUSIC)
     built = hil(["build", "chorales", "--limit", "4", "--jobs", "2"], tmp_path)
     assert built.returncode == 0, built.stderr
     folder = chorales.chorales_dir(tmp_path, limit=4)
@@ -43,12 +44,19 @@ def test_build_then_info_uses_the_built_set(tmp_path: Path) -> None:
         json.loads((folder / chorales.MANIFEST_FILE).read_text())["sha256"]
         == (serial.meta["sha256"])
     )
-    info = hil(["info", "--limit", "4", "--json"], tmp_path)
+    info = hil(["info", "--data", "chorales", "--limit", "4", "--json"], tmp_path)
     assert info.returncode == 0, info.stderr
     report = json.loads(info.stdout)
     assert report["source"] == built.stdout.split("source: ")[1].split()[0]
     selected = [r["origin"] for r in report["steps"] if r["selected"] == "yes"]
-    assert selected == ["cache"]
+    assert selected == ["cache"] and report["comparable_to_published"] is False
+    # the standard split is still what a run uses by default; the built set is listed
+    text = hil(["info"], tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "-> 2. shipped      available" in text.stdout
+    assert f"(used with --data chorales): {folder}" in text.stdout
+    assert "test NLL on it: comparable to published numbers" in text.stdout
+    assert "missing" not in text.stdout
 
 
 def test_fetch_from_a_local_url_and_offline_error(tmp_path: Path) -> None:

@@ -23,19 +23,6 @@ def _tiny(note_type: type) -> dict:
     return {"train": [piece, piece], "valid": [piece], "test": [piece[:2]]}
 
 
-def test_standard_file_counts(jsb_path: Path) -> None:
-    splits = load_jsb_pickle(jsb_path)
-    assert splits.counts() == {
-        "train": {"sequences": 229, "steps": 13807},
-        "valid": {"sequences": 76, "steps": 4602},
-        "test": {"sequences": 77, "steps": 4725},
-    }
-    assert splits.meta["sha256"].startswith("be67b1e1d0ea")
-    notes = sum(int(r.sum()) for r in splits.train)
-    assert notes == 53824
-    assert all(r.dtype == np.uint8 and r.shape[1] == 88 for r in splits.test)
-
-
 @pytest.mark.parametrize("protocol", [2, 4])
 @pytest.mark.parametrize("note_type", [int, np.int64, np.int32])
 def test_plain_int_and_numpy_scalar_variants(

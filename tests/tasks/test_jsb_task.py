@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from hil.tasks.baselines import ConstantPredictor, LogisticPredictor
-from hil.tasks.jsb import iter_batches, load_jsb_pickle, make_batch, nll_sum, split_nll
+from hil.tasks.jsb import iter_batches, make_batch, nll_sum, split_nll
+from hil.tasks.pianoroll import PianoRollSplits
 
 
 def _roll(T: int, keys: list[list[int]]) -> np.ndarray:
@@ -50,12 +49,12 @@ def test_iter_batches_covers_every_piece_once(rng) -> None:
     assert sorted(seen) == list(range(2, 9))
 
 
-def test_constant_predictor_gives_11_09(jsb_path: Path) -> None:
-    data = load_jsb_pickle(jsb_path)
+def test_constant_predictor_gives_11_09(jsb_splits: PianoRollSplits) -> None:
+    data = jsb_splits
     assert ConstantPredictor.fit(data).nll(data.test) == pytest.approx(11.09, abs=0.005)
 
 
-def test_logistic_regression_gives_about_9_06(jsb_path: Path) -> None:
-    data = load_jsb_pickle(jsb_path)
+def test_logistic_regression_gives_about_9_06(jsb_splits: PianoRollSplits) -> None:
+    data = jsb_splits
     nll = LogisticPredictor.fit(data).nll(data.test)
     assert nll == pytest.approx(9.06, abs=0.05)

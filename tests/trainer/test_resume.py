@@ -25,6 +25,7 @@ def _checkpoint(run_dir: Path) -> dict | None:
         return None
 
 
+@pytest.mark.timeout(900)  # its subprocesses have their own, longer bounds
 @pytest.mark.slow
 @pytest.mark.parametrize("device", ["sim://?preset=hermes&seed=2", "software"])
 def test_resume_after_kill_equals_an_uninterrupted_run(
@@ -107,6 +108,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(
     assert "resume" in {e["event"] for e in resumed.events()}
 
 
+@pytest.mark.timeout(900)  # its subprocesses have their own, longer bounds
 @pytest.mark.slow
 def test_ctrl_c_stops_at_a_batch_boundary_with_a_checkpoint(
     tmp_path: Path, small_overrides: tuple[str, ...]

@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 
 from hil.cli import main
+from hil.errors import HilError
 from hil.trainer.runs import RunDir
-from hil.trainer.session import TrainRequest, train
+from hil.trainer.session import TrainRequest, check_data, train
+from hil.trainer.tasks import JsbTask
+from tests.conftest import NEEDS_MUSIC
+from tests.trainer.conftest import SMALL
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +52,10 @@ def test_software_run_writes_a_complete_run_dir(
     assert summary is not None
     for key in ("test_nll", "best_epoch", "epochs", "wall_s", "data_source"):
         assert key in summary
-    assert summary["comparable_to_published"] is True
+    # the standard split, but its test split cut to 4 pieces: the terminal and summary say so
+    assert summary["comparable_to_published"] is False
+    assert summary["comparability"] == "the test split is cut to 4 of 77 pieces"
+    assert "test NLL NOT comparable to published numbers (the test split is cut" in out
     assert {e["event"] for e in run.events()} >= {"start", "finished"}
     assert (rd / "report.html").is_file() and (rd / "curves.png").is_file()
     assert json.loads((rd / "config.json").read_text())["device"]["url"] == "software"
@@ -196,3 +203,41 @@ def test_per_step_online_updates_train(
     m = RunDir.open(tmp_path / "r").metrics()[0]
     if device != "software":  # one pulse request per time step with a non-zero update
         assert m["pulse_requests"] > 10
+
+
+def test_data_chorales_is_an_explicit_choice_and_says_it_is_not_comparable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("music21", reason=NEEDS_MUSIC)
+    monkeypatch.setenv("HIL_CACHE_DIR", str(tmp_path / "cache"))
+    sets = [a for o in SMALL for a in ("--set", o)]
+    args = ["train", str(REPO / "configs/jsb_osttp_hil.yaml"), "--device", "software"]
+    args += ["--epochs", "1", "--no-progress", *sets, "--set", "data.build_limit=4"]
+    assert main([*args, "--run-dir", str(tmp_path / "c"), "--data", "chorales"]) == 0
+    out = capsys.readouterr().out
+    assert "Bach chorales built from music21's corpus" in out
+    assert "NOT comparable to published numbers: the music21 chorales are a different set" in out
+    summary = RunDir.open(tmp_path / "c").summary()
+    assert summary is not None and summary["data_source"].startswith("music21-chorales:")
+    # the same command without --data trains on the standard split, never on the built set
+    assert main([*args, "--run-dir", str(tmp_path / "s")]) == 0
+    assert "standard split" in capsys.readouterr().out
+    summary = RunDir.open(tmp_path / "s").summary()
+    assert summary is not None and summary["data_source"].startswith("jsb-standard:")
+
+
+def test_resume_accepts_another_copy_of_the_same_data(tmp_path: Path) -> None:
+    """A run may move between copies of the same file (the pickle in HIL_DATA_DIR and the
+    shipped copy carry the same sha256); other data are refused."""
+    run = RunDir.create(tmp_path / "r")
+    rolls = [np.zeros((3, 88), np.uint8)]
+
+    def task(source: str, sha: str | None) -> JsbTask:
+        return JsbTask(rolls, rolls, rolls, source, fingerprint=sha)
+
+    check_data(run, task("jsb-standard:/data/jsb_chorales.pickle", "be67"), new=True)
+    check_data(run, task("jsb-standard:/venv/hil/tasks/data/jsb_standard.npz", "be67"), new=False)
+    with pytest.raises(HilError, match="data now resolve to jsb-standard:/elsewhere"):
+        check_data(run, task("jsb-standard:/elsewhere", "0123"), new=False)
+    with pytest.raises(HilError, match="this run used jsb-standard:/data/jsb_chorales.pickle"):
+        check_data(run, task("music21-chorales:/c", None), new=False)

@@ -25,6 +25,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.timeout(900)  # its subprocesses have their own, longer bounds
 @pytest.mark.slow
 def test_same_run_in_process_and_over_tcp(tmp_path: Path, small_overrides: tuple[str, ...]) -> None:
     sim = "sim://?preset=hermes&seed=4"
@@ -38,6 +39,7 @@ def test_same_run_in_process_and_over_tcp(tmp_path: Path, small_overrides: tuple
     assert remote["test_nll"] == local["test_nll"]
 
 
+@pytest.mark.timeout(900)  # its subprocesses have their own, longer bounds
 @pytest.mark.slow
 def test_server_killed_mid_run_is_restarted_and_nothing_is_applied_twice(
     tmp_path: Path, small_overrides: tuple[str, ...]
