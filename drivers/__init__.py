@@ -76,7 +76,7 @@ class OutcomeUnknown(DriverError):
     """A retry of a request whose reply record was evicted: it may or may not have been
     applied, and the server will not apply it again."""
 
-    code = "outcome_unknown"
+    code: ErrorCode = "outcome_unknown"
 
 
 class VersionMismatch(DriverError):

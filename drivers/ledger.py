@@ -174,7 +174,8 @@ class AuditLog:
     ) -> list[dict[str, Any]]:
         """Rows oldest first; ``region`` keeps rows whose region overlaps it (or the whole
         device: verbs without a region, such as ``advance``)."""
-        sql, args = f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit WHERE 1", []  # noqa: S608
+        sql = f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit WHERE 1"  # noqa: S608
+        args: list[Any] = []
         if since is not None:
             sql, args = sql + " AND time >= ?", [*args, since]
         if identity is not None:
@@ -222,12 +223,24 @@ class WearLedger:
             self._totals[chip] = _Totals(z, z.copy())
         return self._totals[chip]
 
-    def _apply_row(self, wid, verb, chip, r0, r1, c0, c1, header, blob, dg) -> None:  # type: ignore[no-untyped-def]
+    def _apply_row(
+        self,
+        wid: int,
+        verb: str,
+        chip: int,
+        r0: int,
+        r1: int,
+        c0: int,
+        c1: int,
+        header: str | None,
+        blob: bytes | None,
+        dg: str | None,
+    ) -> None:
         t = self._chip(chip)
         if header is None:  # reset / program: one RESET per device of the region
             t.resets[r0:r1, c0:c1] += 1
             return
-        if digest(header, blob) != dg:
+        if blob is None or digest(header, blob) != dg:
             raise StateCorrupt(f"wear record {wid} fails its digest")
         a = unpack_arrays(json.loads(header), bytes(blob), f"wear record {wid}")
         t.set_pulses[r0:r1, c0:c1] += a["counts"]
@@ -272,7 +285,9 @@ class WearLedger:
                     dg,
                 ),
             )
-            self._apply_row(cur.lastrowid, verb, *_region_cols(region), header, blob, dg)
+            r = region
+            wid = int(cur.lastrowid or 0)
+            self._apply_row(wid, verb, r.chip, r.row0, r.row1, r.col0, r.col1, header, blob, dg)
             self._pending += 1
             if self._pending >= self.fold_every:
                 self.fold()

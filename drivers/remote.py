@@ -48,6 +48,7 @@ from protocols.messages import (
     STATE_CHANGING_KINDS,
     AdvanceReply,
     AdvanceRequest,
+    AuditReply,
     AuditRequest,
     ErrorReply,
     Heartbeat,
@@ -75,6 +76,7 @@ from protocols.messages import (
     ResetRequest,
     TimeReply,
     TimeRequest,
+    WearReply,
     WearRequest,
 )
 from protocols.models import (
@@ -354,12 +356,12 @@ class RemoteDriver(Driver):
             region=region,
             limit=limit,
         )
-        return [r.model_dump() for r in self._call(msg)[0].rows]
+        return [r.model_dump() for r in self._call(msg, AuditReply)[0].rows]
 
     def wear(self, region: Region) -> tuple[np.ndarray, np.ndarray]:
         """``(set_pulses, resets)`` per device of ``region`` from the server's wear ledger."""
         region = self._check_region(region)
-        arrays = self._call(WearRequest(request_id=new_request_id(), region=region))[1]
+        arrays = self._call(WearRequest(request_id=new_request_id(), region=region), WearReply)[1]
         return arrays["set_pulses"], arrays["resets"]
 
     # ------------------------------------------------------------ hooks

@@ -291,7 +291,7 @@ class DeviceServer:
             out = encode(
                 ErrorReply(
                     request_id=request_id,
-                    code=code,
+                    code="device_error",
                     message=f"the server could not record this request durably ({exc}); it "
                     f"is stopping; retry with the same request_id once it is back",
                 )

@@ -373,7 +373,7 @@ class StateDB:
         new = {f.name for f in files.values()}
         with self.transaction() as c:
             self._after_commit.append(lambda: self._remove_stray_snapshot_files(new))
-            self._after_rollback.append(lambda: [f.unlink(missing_ok=True) for f in files.values()])
+            self._after_rollback.append(lambda: _unlink_all(files.values()))
             c.execute("DELETE FROM snapshot_file")
             for name, data in blobs.items():
                 c.execute(
@@ -402,6 +402,11 @@ class StateDB:
             assert self.path is not None
             blobs[name] = read_snapshot_file(self.path.parent / file, bdg, gen)
         return int(gen), json.loads(text), blobs
+
+
+def _unlink_all(paths: Any) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
 
 
 def read_snapshot_file(path: Path, expected_digest: str, gen: int) -> bytes:
