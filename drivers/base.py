@@ -32,7 +32,7 @@ with the state. A driver instance is not thread-safe; share it through the serve
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import structlog
@@ -64,6 +64,26 @@ from protocols.models import (
     ResetReport,
 )
 from protocols.region import Region
+
+
+class MvmCodes(NamedTuple):
+    """An integer MVM periphery: 8-bit signed DAC (``x_code = round(127·x)``) and an ADC of
+    ``dtype`` (int8 or int16) codes with ``y_us = code · lsb_us``."""
+
+    lsb_us: float
+    dtype: np.dtype
+
+
+class LinkBytes(NamedTuple):
+    """Counters of a driver's device link (see :meth:`Driver.link_bytes`)."""
+
+    sent: int
+    received: int
+    baud: int | None = None
+
+
+DAC_CODE_MAX = 127
+"""8-bit signed DAC: ``x ∈ [−1, 1]`` is the code ``round(127·x)``."""
 
 
 class Driver(abc.ABC):
@@ -241,6 +261,17 @@ class Driver(abc.ABC):
         if not self.info().has(CAP_TIME):
             raise InvalidRequest(f"{self.info().driver} driver has no device clock")
         return float(self._time_s())
+
+    def mvm_codes(self, chip: int) -> MvmCodes | None:
+        """The integer periphery of ``chip`` when it has one (capability ``mvm_codes``):
+        an MVM's inputs are exactly the DAC codes ``round(127·x)`` and its outputs exactly
+        ``code · lsb_us``, so both can travel as codes. None for a float periphery."""
+        return None
+
+    def link_bytes(self) -> LinkBytes | None:
+        """Bytes sent to and received from the device over its link so far (None: the
+        device is in-process); ``baud`` is the line rate of a serial link."""
+        return None
 
     def recorded_reply(self, request_id: str) -> Report | None:
         """The reply recorded for state-changing ``request_id``, if any (nothing applied)."""

@@ -41,7 +41,8 @@ from drivers import (
     DeviceUnreachable,
     InvalidRequest,
 )
-from drivers.base import Driver, new_request_id
+from drivers.base import Driver, LinkBytes, new_request_id
+from drivers.codes import dac_codes, from_adc_codes
 from drivers.zmq_link import Curve, ZmqLink
 from protocols import encode
 from protocols.messages import (
@@ -80,6 +81,7 @@ from protocols.messages import (
     WearRequest,
 )
 from protocols.models import (
+    CAP_MVM_CODES,
     CAP_SNAPSHOT,
     AdvanceReport,
     DeviceInfo,
@@ -124,6 +126,7 @@ class RemoteDriver(Driver):
         self._curve = self._load_curve(server_key, client_key)
         self._link: ZmqLink | None = None
         self._last_sent = 0.0
+        self._bytes_sent = self._bytes_received = 0
         self._connect()
         try:
             hello = self._probe(client_name)
@@ -200,6 +203,8 @@ class RemoteDriver(Driver):
 
     def _disconnect(self) -> None:
         if self._link is not None:
+            self._bytes_sent += self._link.bytes_sent
+            self._bytes_received += self._link.bytes_received
             self._link.close()
             self._link = None
 
@@ -379,7 +384,19 @@ class RemoteDriver(Driver):
 
     def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:
         msg = MvmRequest(request_id=new_request_id(), region=region, transpose=transpose)
+        if self._hello_info.has(CAP_MVM_CODES):  # 1-byte codes each way (drivers/codes.py)
+            reply, arrays = self._call(msg, MvmReply, {"x_code": dac_codes(x)})
+            if reply.y_lsb_us is None or "y_code" not in arrays:
+                raise DeviceError(f"{self.endpoint} answered MVM codes without y_code/y_lsb_us")
+            return from_adc_codes(arrays["y_code"], reply.y_lsb_us)
         return self._call(msg, MvmReply, {"x": x})[1]["y"]
+
+    def link_bytes(self) -> LinkBytes:
+        """Bytes of every frame sent to and received from the server (retries included)."""
+        sent, received = self._bytes_sent, self._bytes_received
+        if self._link is not None:
+            sent, received = sent + self._link.bytes_sent, received + self._link.bytes_received
+        return LinkBytes(sent, received)
 
     def _read_conductances(self, region: Region) -> np.ndarray:
         msg = ReadRequest(request_id=new_request_id(), region=region)
@@ -392,7 +409,9 @@ class RemoteDriver(Driver):
         reset_mask: np.ndarray | None,
         request_id: str,
     ) -> PulseReport:
-        arrays = {"counts": counts}
+        # pulse counts are small: 1 byte each on the wire when they fit (4 as int32)
+        fits = counts.size == 0 or (int(counts.min()) >= 0 and int(counts.max()) <= 255)
+        arrays = {"counts": counts.astype(np.uint8) if fits else counts}
         if reset_mask is not None:
             arrays["reset_mask"] = reset_mask
         msg = PulseRequest(request_id=request_id, region=region)

@@ -41,6 +41,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from drivers import DeviceError, DriverError, InvalidRequest
 from drivers.auth import KeyRing
 from drivers.base import Driver, Report, fingerprint
+from drivers.codes import mvm_over_codes
 from drivers.conn_log import ConnectionLog
 from drivers.leases import Lease, LeaseTable
 from drivers.ledger import AuditLog, ReplyRecords, WearLedger
@@ -403,6 +404,9 @@ class DeviceServer:
             )
         if isinstance(msg, MvmRequest):
             self.leases.check(client, msg.region, write=False, now=now)
+            if "x_code" in arrays:  # DAC codes in, ADC codes out (drivers/codes.py)
+                y_code, lsb = mvm_over_codes(d, msg.region, arrays["x_code"], msg.transpose)
+                return encode(MvmReply(request_id=rid, y_lsb_us=lsb), {"y_code": y_code})
             y = d.mvm(msg.region, arrays["x"], transpose=msg.transpose)
             return encode(MvmReply(request_id=rid), {"y": y})
         if isinstance(msg, ReadRequest):

@@ -39,10 +39,11 @@ import structlog
 
 import simulator
 from drivers import DeviceError, InvalidRequest
-from drivers.base import Driver
+from drivers.base import DAC_CODE_MAX, Driver, MvmCodes
 from drivers.fsio import atomic_write_bytes, fsync_dir
 from drivers.statedb import StateDB
 from protocols.models import (
+    CAP_MVM_CODES,
     CAP_PROGRAM,
     CAP_SNAPSHOT,
     CAP_TIME,
@@ -351,12 +352,25 @@ class SimDriver(Driver):
             g_max_us=p.g_max_us,
             g_net_max_us=p.g_net_max_us,
             set_step_mean_us=first_set_step_us(p),
-            capabilities=frozenset({CAP_TRANSPOSE, CAP_TIME, CAP_PROGRAM, CAP_SNAPSHOT}),
+            capabilities=frozenset({CAP_TRANSPOSE, CAP_TIME, CAP_PROGRAM, CAP_SNAPSHOT})
+            | ({CAP_MVM_CODES} if self.mvm_codes(0) is not None else set()),
             limits=self.limits,
             driver="sim",
             preset=p.name,
             firmware=f"pcm-hil simulator, seed {self.chips[0].seed}",
         )
+
+    def mvm_codes(self, chip: int) -> MvmCodes | None:
+        """The chip's DAC/ADC as codes (``simulator.Chip``'s MVM computes exactly these)."""
+        c = self.chips[chip]
+        p = c.params
+        if p.dac_bits is None or 2 ** (p.dac_bits - 1) - 1 != DAC_CODE_MAX:
+            return None
+        if p.adc_bits is None or p.adc_bits > 16:
+            return None
+        levels = 2 ** (p.adc_bits - 1) - 1
+        dtype = np.dtype(np.int8 if p.adc_bits <= 8 else np.int16)
+        return MvmCodes(c.adc_full_scale_us / levels, dtype)
 
     def _chip(self, region: Region) -> tuple[simulator.Chip, simulator.Region]:
         return self.chips[region.chip], simulator.Region(

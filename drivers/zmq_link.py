@@ -59,6 +59,8 @@ class ZmqLink:
         """Connection attempts that failed before a TCP/IPC connection existed."""
         self.connections = 0
         self.handshakes = 0
+        self.bytes_sent = self.bytes_received = 0
+        """Bytes of the frames sent and received on this socket."""
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
@@ -104,6 +106,7 @@ class ZmqLink:
         while self._poll(zmq.POLLOUT, deadline):
             try:
                 self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                self.bytes_sent += sum(len(f) for f in frames)
                 return True
             except zmq.Again:  # the pipe went away between poll and send
                 continue
@@ -115,6 +118,7 @@ class ZmqLink:
         Late replies to earlier requests are dropped."""
         while self._poll(zmq.POLLIN, deadline):
             frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+            self.bytes_received += sum(len(f) for f in frames)
             try:
                 reply = decode_reply(frames)
             except VersionMismatchError:

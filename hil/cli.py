@@ -29,6 +29,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.keys",
     "hil.commands.driver",
     "hil.commands.selfcheck",
+    "hil.commands.characterize",
+    "hil.commands.health",
 )
 
 

@@ -34,6 +34,7 @@ class VersionMismatchError(ProtocolError):
 from protocols.framing import decode_reply, decode_request, encode  # noqa: E402
 from protocols.messages import ERROR_CODES, PROTOCOL_VERSION  # noqa: E402
 from protocols.models import (  # noqa: E402
+    CAP_MVM_CODES,
     CAP_PROGRAM,
     CAP_SNAPSHOT,
     CAP_TIME,
@@ -48,6 +49,7 @@ from protocols.models import (  # noqa: E402
 from protocols.region import Region  # noqa: E402
 
 __all__ = [
+    "CAP_MVM_CODES",
     "CAP_PROGRAM",
     "CAP_SNAPSHOT",
     "CAP_TIME",

@@ -98,6 +98,12 @@ def _check_names(msg: AnyMessage, specs: Sequence[ArraySpec]) -> None:
             f"{msg.kind!r} message carries unexpected array(s) {sorted(extra)}; "
             f"allowed: {sorted(allowed)}"
         )
+    one_of = set(msg.ONE_OF_ARRAYS)
+    if one_of and len(one_of & set(names)) != 1:
+        raise MalformedMessage(
+            f"{msg.kind!r} message needs exactly one of the arrays {sorted(one_of)}, "
+            f"got {sorted(one_of & set(names))}"
+        )
 
 
 def _parse_header(raw: bytes | memoryview, adapter: TypeAdapter[M]) -> M:

@@ -29,6 +29,7 @@ PROTOCOL_VERSION = 2
 
 DTYPES: dict[str, str] = {
     "bool": "|b1",
+    "int8": "|i1",
     "uint8": "|u1",
     "int16": "<i2",
     "uint16": "<u2",
@@ -39,7 +40,9 @@ DTYPES: dict[str, str] = {
 }
 """Whitelisted array dtypes on the wire (name -> little-endian numpy dtype string)."""
 
-DTypeName = Literal["bool", "uint8", "int16", "uint16", "int32", "int64", "float32", "float64"]
+DTypeName = Literal[
+    "bool", "int8", "uint8", "int16", "uint16", "int32", "int64", "float32", "float64"
+]
 
 ErrorCode = Literal[
     "bad_request",
@@ -75,6 +78,8 @@ class _Message(BaseModel):
 
     REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ()
     OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ()
+    ONE_OF_ARRAYS: ClassVar[tuple[str, ...]] = ()
+    """when set, exactly one of these (optional) arrays must be present"""
 
     version: int = PROTOCOL_VERSION
     request_id: str = _ID
@@ -94,7 +99,11 @@ class InfoRequest(_Message):
 
 
 class MvmRequest(_Message):
-    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("x",)
+    """Exactly one of ``x`` (float32 inputs in [-1, 1]) or ``x_code`` (int8 DAC codes,
+    ``x = x_code/127``; only to a device with the ``mvm_codes`` capability)."""
+
+    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ("x", "x_code")
+    ONE_OF_ARRAYS: ClassVar[tuple[str, ...]] = ("x", "x_code")
     kind: Literal["mvm"] = "mvm"
     region: Region
     transpose: bool = False
@@ -184,8 +193,13 @@ class InfoReply(_Message):
 
 
 class MvmReply(_Message):
-    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("y",)
+    """``y`` (float32 µS) to an ``x`` request; ``y_code`` (int8 or int16 ADC codes,
+    ``y = y_code·y_lsb_us``) to an ``x_code`` request."""
+
+    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ("y", "y_code")
+    ONE_OF_ARRAYS: ClassVar[tuple[str, ...]] = ("y", "y_code")
     kind: Literal["mvm_reply"] = "mvm_reply"
+    y_lsb_us: float | None = Field(default=None, gt=0, description="µS per ADC code")
 
 
 class ReadReply(_Message):

@@ -18,7 +18,11 @@ CAP_PROGRAM = "program_verify"
 CAP_SNAPSHOT = "snapshot"
 """Capability: in-process ``driver.snapshot(dest)`` saves the complete device state and
 ``restore=dest`` in the driver URL reopens it (the simulator; never over the wire)."""
-KNOWN_CAPABILITIES = frozenset({CAP_TRANSPOSE, CAP_TIME, CAP_PROGRAM, CAP_SNAPSHOT})
+CAP_MVM_CODES = "mvm_codes"
+"""Capability: the device's periphery is integer (8-bit signed DAC, ADC of at most 16 bits),
+so an MVM can travel as DAC codes in and ADC codes out (``Driver.mvm_codes``; on the wire
+``x_code``/``y_code``, docs/protocol.md)."""
+KNOWN_CAPABILITIES = frozenset({CAP_TRANSPOSE, CAP_TIME, CAP_PROGRAM, CAP_SNAPSHOT, CAP_MVM_CODES})
 
 
 class _Frozen(BaseModel):

@@ -5,7 +5,7 @@ Runs ``configs/jsb_osttp_hil_tuned.yaml`` (the full JSB training split, batch 16
 (``board://``), and counts the bytes the serial link wrote and read (``LinkStats``): once
 for opening and programming the chips (``setup_*``) and once per epoch (training, the
 evaluation of valid and test, and the per-epoch saturation reads). Bytes are split by
-command (MVM, pulse, read, ...). ``*_s_at_baud`` is the time these bytes take on a real
+command (MVM, pulse, read, ...; ``<command>#frames`` counts its frames). ``*_s_at_baud`` is the time these bytes take on a real
 line at ``--baud`` (8N1: 10 bits per byte); a pty has no baud limit, so the emulated run
 itself is much faster.
 
@@ -78,6 +78,7 @@ class Meter:
             finally:
                 name = k.get("name") or hex(opcode)
                 meter.by_cmd[name] += (self.stats.bytes_written - w0) + (self.stats.bytes_read - r0)
+                meter.by_cmd[f"{name}#frames"] += 1
 
         serial_link.SerialLink.__init__ = init  # type: ignore[method-assign]
         serial_link.SerialLink.transact = transact  # type: ignore[method-assign]

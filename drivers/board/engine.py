@@ -34,7 +34,7 @@ from drivers.board.protocol import Command, Geometry, PayloadError, Status
 
 log = structlog.get_logger(__name__)
 
-FIRMWARE_VERSION = (1, 2)
+FIRMWARE_VERSION = (1, 3)
 """Firmware version the emulator reports by default (``major.minor``)."""
 ADC_LSB_US = 2.0**-12
 """µS per int32 MVM output code when the chip has no ADC quantisation (``ideal`` preset);
@@ -92,6 +92,7 @@ class BoardEngine:
             P.IDENTIFY.opcode: self._identify,
             P.SELECT_CHIP.opcode: self._select,
             P.MVM.opcode: self._mvm,
+            P.MVM_BITS.opcode: self._mvm_bits,
             P.READ.opcode: self._read,
             P.PULSE.opcode: self._pulse,
             P.PULSE_SPARSE.opcode: self._pulse_sparse,
@@ -138,7 +139,7 @@ class BoardEngine:
 
     def _execute(self, frame: Frame) -> tuple[Status, bytes]:
         cmd: Command | None = P.COMMANDS.get(frame.opcode)
-        if cmd is None:
+        if cmd is None or cmd.min_firmware > self.spec.firmware:
             return Status.BAD_OPCODE, f"unknown opcode 0x{frame.opcode:02x}".encode()
         try:
             fields, arrays = P.unpack(cmd.request, frame.payload)
@@ -213,6 +214,11 @@ class BoardEngine:
         limit = 2 ** (8 * width - 1) - 1
         codes = np.clip(codes, -limit, limit).astype(P.CODE_DTYPES[width])
         return {"batch": f["batch"], "cols": cols, "code_bytes": width}, {"y": codes}
+
+    def _mvm_bits(self, f: dict[str, Any], a: dict[str, np.ndarray]) -> tuple:
+        """MVM_BITS: input bit 1 is code 127 (x = 1), bit 0 is code 0."""
+        codes = a["x"].astype(np.int8) * np.int8(P.INPUT_CODE_MAX)
+        return self._mvm(f, {"x": codes})
 
     def _read(self, f: dict[str, Any], a: dict[str, np.ndarray]) -> tuple:
         g_us = np.asarray(self.chips[f["chip"]].read(_key(f)), np.float64)

@@ -25,7 +25,7 @@ import numpy as np
 import structlog
 
 from drivers import DeviceError
-from drivers.base import Driver
+from drivers.base import Driver, LinkBytes
 from drivers.board import protocol as P
 from drivers.board.client import BoardClient, Identity
 from drivers.board.errors import BoardRestarted, FirmwareMismatch, SafetyLimitError, SetupError
@@ -68,6 +68,7 @@ class HardwareDriver(Driver):
         self.instruments = instruments
         self._payload = min(setup.link.max_payload_bytes, identity.geometry.max_payload)
         self._code_bytes = 4
+        self._binary_inputs = _version(identity.firmware) >= P.MVM_BITS.min_firmware
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -201,6 +202,10 @@ class HardwareDriver(Driver):
             )
         x_code = np.clip(np.rint(x * P.INPUT_CODE_MAX), -P.INPUT_CODE_MAX, P.INPUT_CODE_MAX)
         x_code = x_code.astype(np.int8)
+        cmd, x_send, fit = P.MVM, x_code, room // rows
+        if self._binary_inputs and not np.any((x_code != 0) & (x_code != P.INPUT_CODE_MAX)):
+            # spikes and piano rolls: one bit per input instead of one byte (firmware >= 1.3)
+            cmd, x_send, fit = P.MVM_BITS, x_code != 0, 8 * room // rows
         width = min(cols, (self._payload - MVM_REPLY_HEAD) // 4)
         y = np.empty((x.shape[0], cols), np.float32)
         for c0 in range(0, cols, width):
@@ -209,16 +214,21 @@ class HardwareDriver(Driver):
             while b0 < x.shape[0]:
                 # Reply size bound from the code width the board used last (4 until known).
                 per_vector = self._code_bytes * (c1 - c0)
-                batch = max(1, min(room // rows, (self._payload - MVM_REPLY_HEAD) // per_vector))
-                xb = x_code[b0 : b0 + min(batch, 0xFFFF)]
+                batch = max(1, min(fit, (self._payload - MVM_REPLY_HEAD) // per_vector))
+                xb = x_send[b0 : b0 + min(batch, 0xFFFF)]
                 f = {**self._fields(region, 0, rows, c0, c1), "batch": xb.shape[0]}
-                head, a = self._call(P.MVM, f, {"x": xb}, reply_bytes_hint=per_vector * xb.shape[0])
+                head, a = self._call(cmd, f, {"x": xb}, reply_bytes_hint=per_vector * xb.shape[0])
                 self._code_bytes = head["code_bytes"]
                 y[b0 : b0 + xb.shape[0], c0:c1] = (
                     a["y"].reshape(xb.shape[0], c1 - c0) * self.identity.adc_lsb_us
                 )
                 b0 += xb.shape[0]
         return y
+
+    def link_bytes(self) -> LinkBytes:
+        """Bytes written to and read from the serial line, and its baud rate."""
+        s = self.link.stats
+        return LinkBytes(s.bytes_written, s.bytes_read, self.setup.link.baudrate)
 
     def _read_conductances(self, region: Region) -> np.ndarray:
         g = np.empty((*region.shape, DEVICES), np.float32)
@@ -382,3 +392,9 @@ def check_identity(setup: LabSetup, ident: Identity, port: str) -> None:
         )
     if ident.geometry.devices != DEVICES:
         raise FirmwareMismatch(f"board reports {ident.geometry.devices} devices per cell, not 4")
+
+
+def _version(text: str) -> tuple[int, int]:
+    """``"1.3"`` -> ``(1, 3)`` (identify reports the firmware as ``major.minor``)."""
+    major, _, minor = text.partition(".")
+    return int(major), int(minor or 0)

@@ -84,6 +84,8 @@ class Command:
     validate: Validator | None = None
     timeout_scale: float = 1.0
     """Multiplies the link's reply timeout: the board answers only after executing."""
+    min_firmware: tuple[int, int] = (1, 0)
+    """Oldest firmware (major, minor) that knows the command; older boards answer BAD_OPCODE."""
 
     @property
     def needs_session(self) -> bool:
@@ -127,7 +129,7 @@ def _check_mvm(f: Mapping[str, Any], a: Mapping[str, np.ndarray], g: Geometry) -
     _check_region(f, a, g)
     if f["batch"] < 1:
         raise PayloadError("MVM batch must be >= 1")
-    if a["x"].size and int(np.min(a["x"])) < -INPUT_CODE_MAX:
+    if a["x"].dtype != np.bool_ and a["x"].size and int(np.min(a["x"])) < -INPUT_CODE_MAX:
         raise PayloadError(f"MVM input code {int(np.min(a['x']))} < -{INPUT_CODE_MAX}")
 
 
@@ -230,6 +232,21 @@ MVM = Command(
     idempotent=True,
     validate=_check_mvm,
 )
+MVM_BITS = Command(
+    "mvm_bits",
+    0x0A,
+    Layout(
+        "<" + REGION_HEAD + "H",
+        (*REGION, "batch"),
+        (ArraySpec("x", "bits", lambda f: f["batch"] * max(f["row1"] - f["row0"], 0)),),
+    ),
+    MVM.reply,
+    idempotent=True,
+    validate=_check_mvm,
+    min_firmware=(1, 3),
+)
+"""MVM with binary inputs (spikes, piano rolls): each input is one bit, ``x ∈ {0, 1}``
+(code 0 or 127), packed 8 per byte LSB first; the reply is MVM's. Firmware ≥ 1.3."""
 READ = Command(
     "read",
     0x04,
@@ -310,7 +327,18 @@ STATUS = Command(
 
 COMMANDS: dict[int, Command] = {
     c.opcode: c
-    for c in (IDENTIFY, SELECT_CHIP, MVM, READ, PULSE, PROGRAM, TEMPERATURE, STATUS, PULSE_SPARSE)
+    for c in (
+        IDENTIFY,
+        SELECT_CHIP,
+        MVM,
+        READ,
+        PULSE,
+        PROGRAM,
+        TEMPERATURE,
+        STATUS,
+        PULSE_SPARSE,
+        MVM_BITS,
+    )
 }
 """The one command table, by opcode."""
 

@@ -125,7 +125,11 @@ class Optimizer:
         """Compute and apply the updates; returns them."""
         deltas = self.deltas(grads)
         for k, dlt in deltas.items():
-            self.params[k].update(dlt.astype(self.params[k].value().dtype, copy=False))
+            p = self.params[k]
+            # the parameter's dtype without reading it back (a device matrix's value() is a
+            # full conductance read of its region)
+            dtype = getattr(p, "dtype", None) or p.value().dtype
+            p.update(dlt.astype(dtype, copy=False))
         return deltas
 
     def state_dict(self) -> dict[str, Any]:

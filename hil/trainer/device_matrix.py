@@ -5,11 +5,13 @@ requests (``hil`` reaches chips only through the driver contract).
 
 Forward (``matmul``), for ``x`` of shape ``(..., m)`` flattened to rows ``x_k``:
 
-    s_k   = max_i |x_k,i|                      (per-row input scale; 0-rows give 0)
+    s_k   = max_i |x_k,i|                      (per-row input scale)
     y_k   = s_k · mvm(x_k / s_k) / scale · c    (µS → weight units, c: drift compensation)
 
 so one MVM request carries a whole time-major batch (split only at the device's
-``max_batch``). The DAC quantises ``x_k / s_k`` to 8 bits; binary spikes and piano rolls are
+``max_batch``). Rows with ``s_k = 0`` (sequence padding, silent spike vectors, empty
+frames) are not sent: their output is exactly 0 (no input current, and the read noise
+``sqrt(x² @ V)`` of a zero row is 0). The DAC quantises ``x_k / s_k`` to 8 bits; binary spikes and piano rolls are
 exact.
 
 Update (``update``), the mixed-precision scheme of Nandakumar et al. 2020:
@@ -26,7 +28,8 @@ applied twice.
 
 Refresh (``refresh``): read the cells, find those whose both sides have climbed
 (:func:`simulator.mapping.plan_refresh`), RESET them and re-program their net weight with
-SET pulses and verify reads (contract verbs only, so every driver supports it).
+SET pulses and verify reads (contract verbs only, so every driver supports it). A verify
+read covers only the row runs and column span of the cells just pulsed, not the region.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class PulseStats:
     refreshes: int = 0
     clipped: int = 0
     mvm_requests: int = 0
+    mvm_rows: int = 0
+    mvm_rows_skipped: int = 0
 
     def reset(self) -> None:
         for f in fields(self):
@@ -126,6 +131,11 @@ class DeviceMatrix:
     def shape(self) -> tuple[int, int]:
         return self.region.shape
 
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of :meth:`value` and of the accumulator χ (float64), without a device read."""
+        return np.dtype(np.float64)
+
     def matmul(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         m, n = self.shape
@@ -136,14 +146,22 @@ class DeviceMatrix:
         lead = x.shape[:-1]
         rows = x.reshape(-1, m).astype(np.float32, copy=False)
         s = np.max(np.abs(rows), axis=1, keepdims=True)
-        s_safe = np.where(s > 0, s, 1.0).astype(np.float32)
-        scaled = rows / s_safe
-        out = np.empty((rows.shape[0], n), dtype=np.float32)
-        for k in range(0, rows.shape[0], self.max_batch):
-            out[k : k + self.max_batch] = self.driver.mvm(
-                self.region, scaled[k : k + self.max_batch]
-            )
+        sent = np.flatnonzero(s[:, 0] != 0)  # all-zero rows give exactly 0: not sent
+        if sent.size == rows.shape[0]:
+            scaled = rows / s
+            out = np.empty((rows.shape[0], n), dtype=np.float32)
+        else:
+            scaled = rows[sent] / s[sent]
+            out = np.zeros((rows.shape[0], n), dtype=np.float32)
+        for k in range(0, sent.size, self.max_batch):
+            y_us = self.driver.mvm(self.region, scaled[k : k + self.max_batch])
+            if sent.size == rows.shape[0]:
+                out[k : k + self.max_batch] = y_us
+            else:
+                out[sent[k : k + self.max_batch]] = y_us
             self.stats.mvm_requests += 1
+            self.stats.mvm_rows += y_us.shape[0]
+        self.stats.mvm_rows_skipped += rows.shape[0] - sent.size
         out *= s * np.float32(1.0 / self.mapping.scale)  # µS -> weight units, undo row scale
         if not (np.isscalar(self.compensation) and self.compensation == 1.0):
             out *= self.compensation
@@ -234,9 +252,25 @@ class DeviceMatrix:
             )
             self.stats.pulses += int(counts.sum())
             reset[:] = False
-            g = self.driver.read_conductances(self.region)
+            self._reread(g, todo)
         self.stats.refreshes += n_cells
         return n_cells
+
+    def _reread(self, g: np.ndarray, cells: np.ndarray) -> None:
+        """Read again only the cells in ``cells`` (rows, cols) bool, into ``g`` in place:
+        one read per run of consecutive rows holding such cells, over the columns they
+        span (the other cells were not pulsed, their last read stands)."""
+        rows = np.flatnonzero(cells.any(axis=1))
+        if not rows.size:
+            return
+        breaks = np.flatnonzero(np.diff(rows) > 1) + 1
+        for run in np.split(rows, breaks):
+            r0, r1 = int(run[0]), int(run[-1]) + 1
+            cols = np.flatnonzero(cells[r0:r1].any(axis=0))
+            c0, c1 = int(cols[0]), int(cols[-1]) + 1
+            reg = self.region
+            sub = Region(reg.chip, reg.row0 + r0, reg.row0 + r1, reg.col0 + c0, reg.col0 + c1)
+            g[r0:r1, c0:c1] = self.driver.read_conductances(sub)
 
     def saturated_cells(self) -> int:
         """Cells with a device above ``SATURATED_FRACTION·g_max`` (one read of the region)."""
@@ -278,5 +312,6 @@ class DeviceMatrix:
         self.chi[:] = state["chi"]
         self.counter = int(state["counter"])
         if "stats" in state:  # checkpoints before the counters were saved lack them
-            for f, v in zip(self.STAT_FIELDS, state["stats"], strict=True):
+            stats = state["stats"]  # older checkpoints hold a prefix of today's fields
+            for f, v in zip(self.STAT_FIELDS[: len(stats)], stats, strict=True):
                 setattr(self.stats, f, int(v))

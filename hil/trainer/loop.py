@@ -268,6 +268,8 @@ class Loop:
             "refreshes": sum(m.stats.refreshes for m in mats),
             "clipped_updates": sum(m.stats.clipped for m in mats),
             "mvm_requests": sum(m.stats.mvm_requests for m in mats),
+            "mvm_rows": sum(m.stats.mvm_rows for m in mats),
+            "mvm_rows_skipped": sum(m.stats.mvm_rows_skipped for m in mats),
             "saturated_cells": sum(m.saturated_cells() for m in mats if m.trainable),
         }
         if self.driver is not None and self.driver.info().has(CAP_TIME):

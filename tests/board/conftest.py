@@ -68,8 +68,11 @@ def emulator() -> Iterator[Callable[..., str]]:
         faults: str | None = None,
         firmware: str | None = None,
         state_dir: Path | None = None,
+        clock: str | None = None,
     ) -> str:
         args = ["--tcp", "0"] if tcp else ["--pty"]
+        if clock is not None:
+            args += ["--clock", clock]
         if state_dir is not None:
             args += ["--state-dir", str(state_dir)]
         args += ["--preset", preset, "--seed", str(seed), "--fault-rate", str(fault_rate)]
@@ -99,7 +102,7 @@ def setup_file(tmp_path: Path) -> Callable[..., Path]:
     def write(port: str, name: str = "lab.yaml", **sections: dict[str, Any]) -> Path:
         data: dict[str, Any] = {
             "link": {"port": port, "timeout_s": 0.5, "retries": 3},
-            "board": {"chip_ids": [0, 1], "firmware": ["1.2"]},
+            "board": {"chip_ids": [0, 1], "firmware": ["1.2", "1.3"]},
             "visa": {"backend": "@sim"},
         }
         for key, values in sections.items():

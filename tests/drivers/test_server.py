@@ -15,7 +15,7 @@ from drivers import DeviceTimeout, InvalidRequest, LeaseConflict, NotFound
 from drivers.remote import RemoteDriver
 from drivers.server import DeviceServer
 from protocols import Region, decode_reply, encode
-from protocols.messages import LeaseAcquire, MvmRequest, PulseRequest
+from protocols.messages import PROTOCOL_VERSION, LeaseAcquire, MvmRequest, PulseRequest
 from tests.drivers.fakes import G_MIN_US, STEP_US, FakeDriver
 
 R = Region(0, 0, 4, 0, 3)
@@ -176,23 +176,22 @@ def test_internal_errors_become_typed_replies() -> None:
 
 def test_remote_driver_reports_a_server_of_another_protocol_version(tmp_path: Path) -> None:
     from drivers import VersionMismatch
-    from protocols import PROTOCOL_VERSION
 
     ctx = zmq.Context.instance()
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
+    endpoint = f"ipc://{tmp_path}/vnext.sock"
     other = PROTOCOL_VERSION + 1
-    endpoint = f"ipc://{tmp_path}/v{other}.sock"
     router.bind(endpoint)
 
-    def answer_as_v2() -> None:
+    def answer_as_next_version() -> None:
         if router.poll(5000):
             ident, header = router.recv_multipart(zmq.NOBLOCK)[:2]
             rid = json.loads(header)["request_id"]
             body = {"version": other, "kind": "hello_reply", "request_id": rid}
             router.send_multipart([ident, json.dumps(body).encode()])
 
-    thread = threading.Thread(target=answer_as_v2)
+    thread = threading.Thread(target=answer_as_next_version)
     thread.start()
     try:
         with pytest.raises(VersionMismatch, match=f"version {other}"):

@@ -81,7 +81,10 @@ def _header(**over: object) -> bytes:
         ([], "empty"),
         ([b"\xff\xfe"], "UTF-8"),
         ([b"[1, 2]"], "JSON object"),
-        ([b'{"version": %d, "kind": "nope", "request_id": "x"}' % PROTOCOL_VERSION], "invalid"),
+        (
+            [json.dumps({"version": PROTOCOL_VERSION, "kind": "nope", "request_id": "x"}).encode()],
+            "invalid",
+        ),
         ([_header(extra_field=1), b"\0" * 12], "invalid"),
         ([_header()], "buffer frame"),
         ([_header(), b"\0" * 11], "frame has 11"),
@@ -103,7 +106,7 @@ def _header(**over: object) -> bytes:
             [
                 _header(arrays=[]),
             ],
-            "lacks",
+            "exactly one of",
         ),
         ([_header(request_id=""), b"\0" * 12], "invalid"),
         ([b"{" * 100_000], "exceeds"),
@@ -177,3 +180,15 @@ def test_device_info_json_is_deterministic() -> None:
         "transpose_mvm",
     ]
     assert DeviceInfo.model_validate_json(info.model_dump_json()) == info
+
+
+def test_mvm_carries_exactly_one_of_x_and_x_code() -> None:
+    x = np.zeros((1, 3), np.float32)
+    codes = np.zeros((1, 3), np.int8)
+    msg, arrays = decode_request(encode(MvmRequest(request_id="m", region=R), {"x_code": codes}))
+    assert arrays["x_code"].dtype == np.int8
+    for bad in ({}, {"x": x, "x_code": codes}):
+        with pytest.raises(MalformedMessage, match="exactly one of"):
+            encode(MvmRequest(request_id="m", region=R), bad)
+    with pytest.raises(MalformedMessage, match="exactly one of"):
+        encode(MvmReply(request_id="r"), {})

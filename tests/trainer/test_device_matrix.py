@@ -119,3 +119,46 @@ def test_drift_compensation_restores_the_output_scale(rng: np.random.Generator) 
         gain = lambda y: float(np.abs(y).mean() / np.abs(fresh).mean())  # noqa: E731
         assert gain(drifted) < 0.85  # a day of drift shrinks the outputs
         assert abs(gain(compensated) - 1.0) < 0.05
+
+
+def test_all_zero_rows_are_not_sent_and_give_exactly_zero(rng: np.random.Generator) -> None:
+    """Zero rows (padding, silent spike vectors) skip the device; the other rows get exactly
+    what sending only them gives (same chip seed, same read-noise stream)."""
+    w = rng.normal(0, 0.2, size=(30, 17))
+    x = (rng.random((6, 8, 30)) < 0.3).astype(np.float32)
+    x[:, 5:] = 0.0  # padding
+    x[2, 1] = 0.0  # a silent step
+    nonzero = np.abs(x).max(axis=-1) > 0
+    with SimDriver("hermes", seed=3) as a, SimDriver("hermes", seed=3) as b:
+        ma, mb = _matrix(a, w), _matrix(b, w)
+        y = ma.matmul(x)
+        assert y.shape == (6, 8, 17)
+        assert np.all(y[~nonzero] == 0.0)
+        assert ma.stats.mvm_rows == nonzero.sum() and ma.stats.mvm_rows_skipped == (~nonzero).sum()
+        np.testing.assert_array_equal(y[nonzero], mb.matmul(x[nonzero]))
+        assert np.abs(y[nonzero]).max() > 0
+        with pytest.raises(Exception, match="NaN"):
+            ma.matmul(np.full((2, 30), np.nan, np.float32))
+
+
+def test_an_optimiser_step_does_not_read_the_device_back(rng: np.random.Generator) -> None:
+    """The update path sends pulses only: no conductance read per step (a full read of the
+    region costs 8 bytes per cell on a board's serial link)."""
+    from hil.learning import OptimConfig, Optimizer
+
+    class CountingSim(SimDriver):
+        reads = 0
+
+        def _read_conductances(self, region):  # type: ignore[no-untyped-def]
+            CountingSim.reads += 1
+            return super()._read_conductances(region)
+
+    w = rng.normal(0, 0.2, size=(12, 9))
+    with CountingSim("hermes", seed=1) as drv:
+        m = _matrix(drv, w)
+        before = CountingSim.reads
+        opt = Optimizer({"W": m}, OptimConfig("sgd", lr=1.0))
+        for _ in range(3):
+            opt.step({"W": rng.normal(0, 0.5, size=w.shape)})
+        assert CountingSim.reads == before
+        assert m.stats.pulses > 0

@@ -29,8 +29,10 @@ def test_drift_evaluation_restores_the_trained_chips(
     assert set(out["modes"]) == {"none", "global"}
     for rows in out["modes"].values():
         assert [r["delay_s"] for r in rows] == [0.0, 86400.0]
-    # right after training, the restored chips score what the run scored (fresh read noise)
-    assert out["modes"]["none"][0]["test_nll"] == pytest.approx(s["test_nll"], abs=0.05)
+    # right after training, the restored chips score what the run scored up to fresh read
+    # noise: on 4 test sequences that moves the NLL by up to ~0.1 (seeds 1-3 measured
+    # 0.001-0.09); wrong or missing weights move it by whole units
+    assert out["modes"]["none"][0]["test_nll"] == pytest.approx(s["test_nll"], abs=0.15)
     # a day of drift changes what the uncompensated chips compute
     assert out["modes"]["none"][1]["test_nll"] != out["modes"]["none"][0]["test_nll"]
     assert json.loads((tmp_path / "r" / "drift_eval.json").read_text())["delays_s"] == [0, 86400]
