@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.selfcheck",
     "hil.commands.characterize",
     "hil.commands.health",
+    "hil.commands.dashboard",
 )
 
 
