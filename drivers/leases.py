@@ -94,6 +94,10 @@ class LeaseTable:
         self.expire(now)
         self._check(client, region, write=write, what="a write" if write else "a read")
 
+    def all(self) -> list[Lease]:
+        """Every lease, in the order granted."""
+        return list(self._leases.values())
+
     def held_by(self, client: str) -> list[Lease]:
         return [lease for lease in self._leases.values() if lease.client == client]
 

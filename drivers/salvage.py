@@ -11,7 +11,7 @@ journal, wear) must match it. What is kept must be *provable*:
   at most the snapshot's, or a kept journal record has it); the others are dropped and
   named, so a retry of such a request is applied again instead of being answered with a
   reply for pulses the chips no longer hold;
-- audit, wear, leases and reservations keep every readable row.
+- audit, wear, leases, reservations and sessions keep every readable row.
 
 The damaged file is kept beside it as ``state.db.damaged-<UTC time>``; the report says
 what was kept and lost per table.
@@ -51,6 +51,7 @@ TABLES = (
     "wear_totals",
     "wear",
     "audit",
+    "sessions",
 )
 MAX_UNREADABLE_RUN = 2000  # consecutive unreadable rowids after which a table is given up
 

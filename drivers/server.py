@@ -23,10 +23,13 @@ is the socket loop. The driver is only touched from the loop's thread.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import signal
 import sqlite3
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,16 +41,17 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from drivers import DeviceError, DriverError, InvalidRequest
+from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded
 from drivers.auth import KeyRing
 from drivers.base import Driver, Report, fingerprint
 from drivers.codes import mvm_over_codes
 from drivers.conn_log import ConnectionLog
 from drivers.leases import Lease, LeaseTable
 from drivers.ledger import AuditLog, ReplyRecords, WearLedger
+from drivers.sessions import Sessions
 from drivers.statedb import StateDB
 from drivers.zmq_link import COPY_THRESHOLD
-from protocols import ProtocolError, encode
+from protocols import PROTOCOL_VERSION, ProtocolError, encode
 from protocols.framing import MAX_ARRAY_BYTES, MAX_HEADER_BYTES, decode_request
 from protocols.messages import (
     STATE_CHANGING_KINDS,
@@ -56,6 +60,8 @@ from protocols.messages import (
     AuditReply,
     AuditRequest,
     AuditRow,
+    ChipUse,
+    ClientStatus,
     ErrorReply,
     Heartbeat,
     HeartbeatReply,
@@ -67,6 +73,7 @@ from protocols.messages import (
     LeaseRelease,
     LeaseReleased,
     LeaseReply,
+    LeaseStatus,
     MvmReply,
     MvmRequest,
     ProgramReply,
@@ -78,6 +85,8 @@ from protocols.messages import (
     RequestMessage,
     ResetReply,
     ResetRequest,
+    StatusReply,
+    StatusRequest,
     TimeReply,
     TimeRequest,
     WearReply,
@@ -89,6 +98,14 @@ from protocols.region import Region
 log = structlog.get_logger(__name__)
 
 SERVER_NAME = "pcm-hil device server"
+SERVER_VERSION = "0.1.0"
+MAX_BODY_FRAMES = 5
+"""Frames after the routing id: a header and at most 4 arrays. A message with more is
+refused; its extra frames are received one at a time and dropped unkept."""
+MAX_MESSAGE_BYTES = 64 * 2**20
+"""Bound on a message's frames in total (and, via ZMQ_MAXMSGSIZE, on any one frame); the
+largest valid request (a batch-4096 float64 MVM input) is 8 MiB."""
+RATE_WINDOW_S = 60.0
 AUDITED_KINDS = STATE_CHANGING_KINDS | {"lease_acquire", "lease_release"}
 
 
@@ -122,6 +139,7 @@ class DeviceServer:
         context: zmq.Context | None = None,
         state_db: StateDB | None = None,
         reply_records: int = 4096,
+        max_leases: int = 256,
     ) -> None:
         self.driver = driver
         self.binds = [bind] if isinstance(bind, str) else list(bind)
@@ -135,6 +153,11 @@ class DeviceServer:
         self.replies = ReplyRecords(self.db, reply_records)
         self.audit = AuditLog(self.db)
         self.wear = WearLedger(self.db, (info.rows, info.cols, info.devices_per_cell))
+        self.sessions = Sessions(self.db, None if auth_keys_dir is None else Path(auth_keys_dir))
+        self.max_leases = max_leases
+        self._started = time.monotonic()
+        self._clients: dict[str, list[float]] = {}  # identity -> [last seen, requests]
+        self._recent: deque[tuple[float, str]] = deque(maxlen=200_000)
         self._restore_leases(time.monotonic())
         self.heartbeat_interval_s = heartbeat_interval_s
         self._ctx = context or zmq.Context.instance()
@@ -172,7 +195,7 @@ class DeviceServer:
         sock.setsockopt(zmq.SNDTIMEO, 0)
         sock.copy_threshold = COPY_THRESHOLD  # copying is cheaper than pyzmq's zero-copy GC
         # a peer sending a frame larger than any valid array is disconnected by libzmq
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_ARRAY_BYTES + MAX_HEADER_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, min(MAX_MESSAGE_BYTES, MAX_ARRAY_BYTES + MAX_HEADER_BYTES))
         if self._keyring is not None and self._server_keys is not None:
             self._auth = ThreadAuthenticator(self._ctx)
             self._auth.start()
@@ -211,19 +234,53 @@ class DeviceServer:
                     self._sweep(time.monotonic())
                     continue
                 try:
-                    frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+                    routing, body, user_id, refusal = self._receive(sock)
                 except zmq.Again:
                     continue
-                if len(frames) < 2:
+                if refusal is not None:
+                    reply = encode(ErrorReply(request_id="-", code="bad_request", message=refusal))
+                    log.warning("request_refused", client=client_name(routing), reason=refusal)
+                elif not body:
                     continue  # an identity with no body: nothing to answer
-                reply = self.handle(frames[0], frames[1:], time.monotonic())
-                self._send(sock, frames[0], reply)
+                else:
+                    reply = self.handle(routing, body, time.monotonic(), user_id)
+                self._send(sock, routing, reply)
         finally:
             conn_log.close()
             sock.close()
             if self._auth is not None:
                 self._auth.stop()
             log.info("server_stopped")
+
+    def _receive(self, sock: zmq.Socket) -> tuple[bytes, list[bytes], str | None, str | None]:
+        """``(routing id, body frames, CURVE user id, refusal)``, read one frame at a time:
+        beyond :data:`MAX_BODY_FRAMES` frames or :data:`MAX_MESSAGE_BYTES` bytes the rest
+        is received and dropped without being kept (``refusal`` says why)."""
+        routing = sock.recv(flags=zmq.NOBLOCK, copy=False)
+        body: list[zmq.Frame] = []
+        total, n, refusal = 0, 0, None
+        while sock.getsockopt(zmq.RCVMORE):
+            frame = sock.recv(copy=False)
+            n += 1
+            total += len(frame)
+            if refusal is not None:
+                continue
+            if n > MAX_BODY_FRAMES:
+                refusal = f"message has more than {MAX_BODY_FRAMES} frames (a header and at most 4 arrays)"
+            elif total > MAX_MESSAGE_BYTES:
+                refusal = f"message exceeds {MAX_MESSAGE_BYTES} bytes"
+            if refusal is not None:
+                body = []
+                continue
+            body.append(frame)
+        user_id = None
+        if body and self._keyring is not None:
+            try:
+                uid = body[0].get("User-Id")
+                user_id = uid if isinstance(uid, str) else None
+            except zmq.ZMQError:
+                user_id = None
+        return routing.bytes, [f.bytes for f in body], user_id, refusal
 
     @staticmethod
     def _send(sock: zmq.Socket, identity: bytes, reply: list[Any]) -> None:
@@ -271,19 +328,27 @@ class DeviceServer:
 
     # ------------------------------------------------------------ request logic
     def handle(
-        self, identity: bytes, frames: Sequence[bytes], now: float
+        self, routing: bytes, frames: Sequence[bytes], now: float, user_id: str | None = None
     ) -> list[bytes | memoryview]:
-        """Reply frames for one request ``frames`` from ``identity``. Never raises."""
-        client = client_name(identity)
+        """Reply frames for one request ``frames`` from peer ``routing`` (whose CURVE key is
+        ``user_id``). Never raises. The client's identity comes from its key or session
+        token (:mod:`drivers.sessions`), never from ``routing``."""
+        client = f"peer:{client_name(routing)}"
         t0 = time.perf_counter()
         request_id, verb, region = "-", "?", None
         try:
             msg, arrays = decode_request(frames)
             request_id, verb = msg.request_id, msg.kind
             region = getattr(msg, "region", None)
+            token = ""
+            if isinstance(msg, Hello):
+                client, token = self.sessions.hello(msg.session, msg.client, user_id)
+            else:
+                client = self.sessions.identify(msg.session, user_id)
+            self._seen(client, verb, now)
             self.leases.touch(client, now)
             self._expired(self.leases.expire(now))
-            out = self._dispatch(client, msg, arrays, now)
+            out = self._dispatch(client, msg, arrays, now, token)
             code = "ok"
         except sqlite3.Error as exc:  # the state could not be made durable: stop serving
             code = "device_error"
@@ -320,7 +385,8 @@ class DeviceServer:
             log.info("request", **fields)
         else:
             log.warning("request", **fields)
-            if verb in AUDITED_KINDS and code != "device_error" or verb in STATE_CHANGING_KINDS:
+            identified = not client.startswith("peer:")
+            if identified and verb in AUDITED_KINDS:
                 self._audit_refusal(client, verb, region, code, request_id)
         return out
 
@@ -333,8 +399,19 @@ class DeviceServer:
             log.critical("state_db_failed", error=str(exc), verb=verb, request_id=request_id)
             self.stop()
 
+    def _seen(self, client: str, verb: str, now: float) -> None:
+        entry = self._clients.setdefault(client, [now, 0.0])
+        entry[0] = now
+        entry[1] += 1
+        self._recent.append((now, verb))
+
     def _dispatch(
-        self, client: str, msg: RequestMessage, arrays: dict[str, np.ndarray], now: float
+        self,
+        client: str,
+        msg: RequestMessage,
+        arrays: dict[str, np.ndarray],
+        now: float,
+        token: str = "",
     ) -> list[bytes | memoryview]:
         d, rid = self.driver, msg.request_id
         if isinstance(msg, Hello):
@@ -344,6 +421,7 @@ class DeviceServer:
                     request_id=rid,
                     server=SERVER_NAME,
                     client_id=client,
+                    session=token,
                     info=d.info(),
                     heartbeat_interval_s=self.heartbeat_interval_s,
                     lease_ttl_s=self.leases.ttl_s,
@@ -355,7 +433,14 @@ class DeviceServer:
             return encode(HeartbeatReply(request_id=rid, leases=len(self.leases.held_by(client))))
         if isinstance(msg, TimeRequest):
             return encode(TimeReply(request_id=rid, time_s=d.time_s()))
+        if isinstance(msg, StatusRequest):
+            return encode(self._status(rid, now))
         if isinstance(msg, LeaseAcquire):
+            d._check_region(msg.region)  # noqa: SLF001 - regions checked against the chips
+            if len(self.leases.held_by(client)) >= self.max_leases:
+                raise LimitExceeded(
+                    f"this client holds {self.max_leases} leases, its quota; release some"
+                )
             lease = self.leases.acquire(client, msg.region, msg.mode, now)
             r = lease.region
             with self.db.transaction() as c:
@@ -416,6 +501,71 @@ class DeviceServer:
         if isinstance(msg, PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest):
             return encode(self._state_changing(client, msg, arrays, now))
         raise InvalidRequest(f"request kind {msg.kind!r} is not served")  # pragma: no cover
+
+    def _status(self, rid: str, now: float) -> StatusReply:
+        info = self.driver.info()
+        while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
+            self._recent.popleft()
+        counts: dict[str, int] = {}
+        for _, verb in self._recent:
+            counts[verb] = counts.get(verb, 0) + 1
+        window = max(1e-9, min(RATE_WINDOW_S, now - self._started))
+        leases = self.leases.all()
+        held: dict[str, int] = {}
+        for x in leases:
+            held[x.client] = held.get(x.client, 0) + 1
+        chips = []
+        for chip in range(info.chips):
+            mask = np.zeros((info.rows, info.cols), bool)
+            for x in leases:
+                if x.region.chip == chip:
+                    mask[x.region.slices()] = True
+            set_p, resets = self.wear.device_totals(chip)
+            chips.append(
+                ChipUse(
+                    chip=chip,
+                    leased_fraction=float(mask.mean()),
+                    set_pulses=int(set_p.sum()),
+                    resets=int(resets.sum()),
+                )
+            )
+        return StatusReply(
+            request_id=rid,
+            server=SERVER_NAME,
+            server_version=SERVER_VERSION,
+            protocol=PROTOCOL_VERSION,
+            uptime_s=now - self._started,
+            driver=info.driver,
+            preset=info.preset,
+            state_dir=None if self.db.path is None else str(self.db.path.parent),
+            clients=tuple(
+                ClientStatus(
+                    identity=c,
+                    last_seen_s=max(0.0, now - seen),
+                    requests=int(n),
+                    leases=held.get(c, 0),
+                )
+                for c, (seen, n) in sorted(self._clients.items())
+            ),
+            leases=tuple(
+                LeaseStatus(lease_id=x.lease_id, identity=x.client, region=x.region, mode=x.mode)  # type: ignore[arg-type]
+                for x in leases
+            ),
+            request_rates={v: n / window for v, n in sorted(counts.items())},
+            chips=tuple(chips),
+            temperatures_c=self._temperatures(),
+        )
+
+    def _temperatures(self) -> dict[str, float]:
+        out = {}
+        for key, attr in (("board", "temperature_c"), ("lab", "lab_temperature_c")):
+            fn = getattr(self.driver, attr, None)
+            if callable(fn):
+                try:
+                    out[key] = float(fn())
+                except Exception:  # noqa: BLE001 - a thermometer failing must not fail status
+                    continue
+        return out
 
     def _state_changing(
         self,
@@ -524,6 +674,20 @@ def with_state_dir(driver_url: str, state_dir: str | Path | None) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
 
 
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// binds on a loopback address."""
+    parts = urlsplit(endpoint)
+    if parts.scheme != "tcp":
+        return True
+    host = (parts.hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', an interface name or a host name: assume reachable
+
+
 def run_server(
     driver_url: str,
     binds: Sequence[str],
@@ -535,6 +699,8 @@ def run_server(
     server_secret_key: str | Path | None = None,
     lease_ttl_s: float = 10.0,
     heartbeat_interval_s: float = 1.0,
+    insecure: bool = False,
+    max_leases: int = 256,
     on_ready: Any = None,
 ) -> None:
     """Open the driver, serve it until SIGINT/SIGTERM, then close it (persisting state).
@@ -553,6 +719,16 @@ def run_server(
         report = run_salvage(state_dir)
         if on_salvaged is not None:
             on_salvaged(report)
+    if auth_keys_dir is None and not insecure:
+        exposed = [b for b in binds if not is_loopback(b)]
+        if exposed:
+            print(
+                f"hil serve: warning: {', '.join(exposed)} is reachable from other machines "
+                f"without authentication: anyone there can pulse the chips. Use --auth-keys "
+                f"(CURVE), bind 127.0.0.1 or ipc://, or pass --insecure to silence this.",
+                file=sys.stderr,
+                flush=True,
+            )
     url = with_state_dir(driver_url, state_dir)
     own_db = None
     if state_dir is not None and url == driver_url:  # a driver without chip state of ours
@@ -572,6 +748,7 @@ def run_server(
             auth_keys_dir=auth_keys_dir,
             server_secret_key=server_secret_key,
             state_db=own_db,
+            max_leases=max_leases,
         )
         previous = {}
         if threading.current_thread() is threading.main_thread():

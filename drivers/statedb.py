@@ -21,6 +21,7 @@ the server runs. Tables (schema version in ``PRAGMA user_version``, :data:`MIGRA
 ``wear``,           the wear ledger: pulses per request and region (per-device arrays
 ``wear_totals``     until folded into per-chip totals), see :mod:`drivers.ledger`
 ``audit``           time, identity, run id, verb, region, pulse count, outcome
+``sessions``        SHA-256 digests of session tokens and the identities they stand for
 ==================  ==============================================================
 
 Writes happen in :meth:`StateDB.transaction` blocks; blocks nest (the outermost one
@@ -102,6 +103,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "NULL, request_id TEXT NOT NULL)",
         "CREATE INDEX audit_by_time ON audit(time)",
         "CREATE INDEX audit_by_identity ON audit(identity, time)",
+    ),
+    (  # 3: client sessions (digests of the tokens handed out by hello)
+        "CREATE TABLE sessions(token_hash TEXT PRIMARY KEY, identity TEXT NOT NULL UNIQUE, "
+        "created REAL NOT NULL)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

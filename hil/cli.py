@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.board",
     "hil.commands.serve",
     "hil.commands.audit",
+    "hil.commands.status",
     "hil.commands.keys",
     "hil.commands.driver",
     "hil.commands.selfcheck",

@@ -89,16 +89,27 @@ class _Message(BaseModel):
 # ---------------------------------------------------------------- requests
 
 
-class Hello(_Message):
+class _Request(_Message):
+    session: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the session token of hello_reply (servers without CURVE): it, not the "
+        "routing id, says who the client is; omitted under CURVE",
+    )
+
+
+class Hello(_Request):
+    """Opens (or, with ``session``, resumes) a session."""
+
     kind: Literal["hello"] = "hello"
     client: str = Field(default="", max_length=128, description="free-form client name")
 
 
-class InfoRequest(_Message):
+class InfoRequest(_Request):
     kind: Literal["info"] = "info"
 
 
-class MvmRequest(_Message):
+class MvmRequest(_Request):
     """Exactly one of ``x`` (float32 inputs in [-1, 1]) or ``x_code`` (int8 DAC codes,
     ``x = x_code/127``; only to a device with the ``mvm_codes`` capability)."""
 
@@ -109,24 +120,24 @@ class MvmRequest(_Message):
     transpose: bool = False
 
 
-class ReadRequest(_Message):
+class ReadRequest(_Request):
     kind: Literal["read_conductances"] = "read_conductances"
     region: Region
 
 
-class PulseRequest(_Message):
+class PulseRequest(_Request):
     REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("counts",)
     OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ("reset_mask",)
     kind: Literal["apply_pulses"] = "apply_pulses"
     region: Region
 
 
-class ResetRequest(_Message):
+class ResetRequest(_Request):
     kind: Literal["reset"] = "reset"
     region: Region
 
 
-class ProgramRequest(_Message):
+class ProgramRequest(_Request):
     REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("target_us",)
     kind: Literal["program"] = "program"
     region: Region
@@ -134,31 +145,31 @@ class ProgramRequest(_Message):
     max_iterations: int
 
 
-class AdvanceRequest(_Message):
+class AdvanceRequest(_Request):
     kind: Literal["advance"] = "advance"
     dt_s: float
 
 
-class TimeRequest(_Message):
+class TimeRequest(_Request):
     kind: Literal["time"] = "time"
 
 
-class LeaseAcquire(_Message):
+class LeaseAcquire(_Request):
     kind: Literal["lease_acquire"] = "lease_acquire"
     region: Region
     mode: LeaseMode = "write"
 
 
-class LeaseRelease(_Message):
+class LeaseRelease(_Request):
     kind: Literal["lease_release"] = "lease_release"
     lease_id: str = Field(min_length=1, max_length=64)
 
 
-class Heartbeat(_Message):
+class Heartbeat(_Request):
     kind: Literal["heartbeat"] = "heartbeat"
 
 
-class AuditRequest(_Message):
+class AuditRequest(_Request):
     """The server's audit trail, oldest first, filtered (all filters optional)."""
 
     kind: Literal["audit"] = "audit"
@@ -168,7 +179,11 @@ class AuditRequest(_Message):
     limit: int = Field(default=10_000, ge=1, le=10_000)
 
 
-class WearRequest(_Message):
+class StatusRequest(_Request):
+    kind: Literal["status"] = "status"
+
+
+class WearRequest(_Request):
     """Per-device wear of ``region`` (SET pulses and RESETs since the ledger began)."""
 
     kind: Literal["wear"] = "wear"
@@ -181,7 +196,10 @@ class WearRequest(_Message):
 class HelloReply(_Message):
     kind: Literal["hello_reply"] = "hello_reply"
     server: str
-    client_id: str = Field(description="how the server names this client in logs and leases")
+    client_id: str = Field(description="this client's identity (key:NAME or NAME-N)")
+    session: str = Field(
+        default="", description="token to send in every request ('' under CURVE); secret"
+    )
     info: DeviceInfo
     heartbeat_interval_s: float = Field(gt=0)
     lease_ttl_s: float = Field(gt=0)
@@ -273,6 +291,49 @@ class AuditReply(_Message):
     rows: tuple[AuditRow, ...]
 
 
+class ClientStatus(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    identity: str
+    last_seen_s: float = Field(description="seconds since its last message")
+    requests: int = Field(ge=0)
+    leases: int = Field(ge=0)
+
+
+class LeaseStatus(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lease_id: str
+    identity: str
+    region: Region
+    mode: LeaseMode
+
+
+class ChipUse(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chip: int
+    leased_fraction: float = Field(ge=0, le=1, description="share of cells under a lease")
+    set_pulses: int = Field(ge=0, description="SET pulses in the wear ledger")
+    resets: int = Field(ge=0, description="RESETs in the wear ledger")
+
+
+class StatusReply(_Message):
+    kind: Literal["status_reply"] = "status_reply"
+    server: str
+    server_version: str = Field(description="pcm-hil version of the server")
+    protocol: int
+    uptime_s: float
+    driver: str
+    preset: str
+    state_dir: str | None
+    clients: tuple[ClientStatus, ...]
+    leases: tuple[LeaseStatus, ...]
+    request_rates: dict[str, float] = Field(description="verb -> requests/s, last 60 s")
+    chips: tuple[ChipUse, ...]
+    temperatures_c: dict[str, float] = Field(description="board/lab thermometers, if any")
+
+
 class WearReply(_Message):
     REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("set_pulses", "resets")
     kind: Literal["wear_reply"] = "wear_reply"
@@ -301,6 +362,7 @@ RequestMessage = (
     | Heartbeat
     | AuditRequest
     | WearRequest
+    | StatusRequest
 )
 """Every request model (the static type of a decoded request)."""
 ReplyMessage = (
@@ -318,6 +380,7 @@ ReplyMessage = (
     | HeartbeatReply
     | AuditReply
     | WearReply
+    | StatusReply
     | ErrorReply
 )
 """Every reply model (the static type of a decoded reply)."""

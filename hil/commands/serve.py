@@ -58,6 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="heartbeat period clients are told to use (default 1)",
     )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not warn about a tcp:// bind reachable from other machines without --auth-keys",
+    )
+    p.add_argument(
+        "--max-leases",
+        type=int,
+        default=256,
+        metavar="N",
+        help="leases one client identity may hold at once (default 256)",
+    )
     p.set_defaults(func=run)
 
 
@@ -84,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
             server_secret_key=args.server_key,
             lease_ttl_s=args.lease_ttl,
             heartbeat_interval_s=args.heartbeat_interval,
+            insecure=args.insecure,
+            max_leases=args.max_leases,
             on_ready=_announce,
         )
     except DriverError as exc:

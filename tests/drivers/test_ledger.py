@@ -14,15 +14,20 @@ from drivers.ledger import AuditLog, WearLedger, open_read_only
 from drivers.server import DeviceServer
 from drivers.sim import SimDriver
 from hil.cli import main
-from protocols import Region, decode_reply, encode
+from protocols import Region, encode
 from protocols.messages import LeaseAcquire, PulseRequest, ResetRequest
+from tests.drivers.fakes import Sessions
 
 R = Region(0, 0, 4, 0, 3)
 OTHER = Region(1, 8, 12, 8, 11)
 
 
+_CLIENTS: dict[int, Sessions] = {}
+
+
 def _call(server: DeviceServer, who: bytes, frames: list, now: float = 0.0):  # type: ignore[no-untyped-def]
-    return decode_reply(server.handle(who, frames, now))[0]
+    clients = _CLIENTS.setdefault(id(server), Sessions(server))
+    return clients.call(who, frames, now)[0]
 
 
 def _pulses(rid: str, counts: np.ndarray, region: Region = R) -> list:  # type: ignore[type-arg]
@@ -70,12 +75,12 @@ def test_audit_and_wear_record_every_request_with_its_outcome(tmp_path: Path) ->
     db = open_read_only(tmp_path)
     rows = AuditLog(db).query()
     assert [(r["identity"], r["verb"], r["outcome"], r["pulses"]) for r in rows] == [
-        ("alice", "apply_pulses", "ok", int(counts.sum())),  # the retry applied nothing
-        ("bob", "lease_acquire", "ok", 0),
-        ("alice", "reset", "lease_conflict", 0),
-        ("bob", "reset", "ok", 0),
+        ("alice-1", "apply_pulses", "ok", int(counts.sum())),  # the retry applied nothing
+        ("bob-2", "lease_acquire", "ok", 0),
+        ("alice-1", "reset", "lease_conflict", 0),
+        ("bob-2", "reset", "ok", 0),
     ]
-    assert [r["request_id"] for r in AuditLog(db).query(identity="bob")] == ["l1", "r2"]
+    assert [r["request_id"] for r in AuditLog(db).query(identity="bob-2")] == ["l1", "r2"]
     assert [r["request_id"] for r in AuditLog(db).query(region=Region(0, 3, 4, 2, 3))] == ["p1"]
     assert AuditLog(db).query(since=rows[-1]["time"] + 1) == []
     wear = WearLedger(db, (256, 256, 4))  # rebuilt from the database
@@ -114,10 +119,10 @@ def test_hil_audit_reads_a_state_dir(tmp_path: Path, capsys: pytest.CaptureFixtu
         _call(server, b"bob", encode(ResetRequest(request_id="r1", region=OTHER)))
         server.close()
     capsys.readouterr()
-    assert main(["audit", str(tmp_path), "--json", "--identity", "bob"]) == 0
+    assert main(["audit", str(tmp_path), "--json", "--identity", "bob-2"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["identity"], r["verb"], r["chip"], r["row0"]) for r in rows] == [
-        ("bob", "reset", 1, 8)
+        ("bob-2", "reset", 1, 8)
     ]
     assert main(["audit", str(tmp_path), "--region", "0,0,1,0,1", "--since", "1h"]) == 0
     out = capsys.readouterr().out
