@@ -117,9 +117,9 @@ class StateCorrupt(DeviceError):
 
 
 def fault_point(name: str) -> None:
-    """Tests only: ``HIL_FAULT=name[:N]`` SIGKILLs this process the N-th time (default 1st)
+    """Tests only: ``HIL_STATE_FAULT=name[:N]`` SIGKILLs this process the N-th time (default 1st)
     execution reaches ``name`` (``compaction``, ``migration``, ``commit``)."""
-    spec = os.environ.get("HIL_FAULT")
+    spec = os.environ.get("HIL_STATE_FAULT")
     if not spec:
         return
     want, _, nth = spec.partition(":")

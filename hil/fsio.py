@@ -4,8 +4,7 @@ A run directory must survive ``kill -9`` at any instant: every whole-file write 
 temporary file in the same directory, is fsync'ed, then renamed over the target (rename is
 atomic on POSIX), and the directory is fsync'ed so the rename itself is durable. Line logs
 (``metrics.jsonl``, ``events.jsonl``) are appended one complete line per write and fsync'ed;
-a reader ignores a torn last line. The atomic write itself is the project's one helper,
-:func:`drivers.fsio.atomic_write_bytes`, re-exported here.
+a reader ignores a torn last line.
 """
 
 from __future__ import annotations
@@ -13,22 +12,26 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from drivers.fsio import atomic_write_bytes
+from drivers.fsio import atomic_write_bytes as _atomic_write_bytes
+from drivers.fsio import fsync_dir
+from hil.faults import fault_point
 
-__all__ = [
-    "append_jsonl",
-    "atomic_save_npz",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "dumps",
-    "read_jsonl",
-]
+
+def _fsync_dir(path: Path) -> None:
+    fsync_dir(path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: the one helper, :func:`drivers.fsio.atomic_write_bytes`,
+    with the run directory's fault point between the fsync'ed temp file and the rename."""
+    _atomic_write_bytes(path, data, before_replace=lambda: fault_point("fsio.temp_written"))
 
 
 def _json_default(obj: Any) -> Any:
@@ -51,12 +54,36 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it."""
+    """Append one JSON line and fsync it; a torn last line (a crash mid-append) is cut off
+    first, so it cannot glue itself to the new line."""
     line = dumps(record) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                f.truncate(f.read().rfind(b"\n") + 1)
+        f.write(line.encode())
         f.flush()
         os.fsync(f.fileno())
+
+
+TEMP_GLOB = ".*.tmp"
+"""Names of what an interrupted write leaves behind: the temp files of
+:func:`atomic_write_bytes` and the temp folders of a chip snapshot being written."""
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the leftovers of interrupted writes in ``folder`` (files and folders named
+    :data:`TEMP_GLOB`); returns them."""
+    stale = sorted(Path(folder).glob(TEMP_GLOB)) if Path(folder).is_dir() else []
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

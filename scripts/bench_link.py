@@ -37,9 +37,10 @@ sys.path.insert(0, str(REPO))
 import numpy as np
 
 import drivers.board.serial_link as serial_link
-import hil.trainer.loop as loop
 from hil.logging import configure_logging
+from hil.trainer.chip_backend import ChipBackend
 from hil.trainer.session import TrainRequest, train
+from hil.trainer.trainer import Trainer
 
 CONFIG = REPO / "configs" / "jsb_osttp_hil_tuned.yaml"
 
@@ -82,7 +83,7 @@ class Meter:
 
         serial_link.SerialLink.__init__ = init  # type: ignore[method-assign]
         serial_link.SerialLink.transact = transact  # type: ignore[method-assign]
-        orig_run, orig_metrics = loop.Loop.run_epochs, loop.Loop._device_metrics
+        orig_run, orig_metrics = Trainer.run_epochs, ChipBackend.epoch_metrics
 
         def run_epochs(self, epochs: int):  # type: ignore[no-untyped-def]
             meter.mark("setup")
@@ -93,8 +94,8 @@ class Meter:
             meter.mark(f"epoch{len(meter.marks)}")
             return out
 
-        loop.Loop.run_epochs = run_epochs  # type: ignore[method-assign]
-        loop.Loop._device_metrics = device_metrics  # type: ignore[method-assign]
+        Trainer.run_epochs = run_epochs  # type: ignore[method-assign]
+        ChipBackend.epoch_metrics = device_metrics  # type: ignore[method-assign]
 
 
 def start_emulator(seed: int) -> tuple[subprocess.Popen[str], str]:

@@ -1,7 +1,7 @@
 """The SQLite state database with real ``hil serve`` processes: kills at chosen points
 (inside a compaction, inside a schema migration), a damaged page refused at start and
 ``--salvage`` recovering the rest. Kills are SIGKILLs the server sends itself at a named
-fault point (``HIL_FAULT``), so they land exactly where the test wants them."""
+fault point (``HIL_STATE_FAULT``), so they land exactly where the test wants them."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_kill9_inside_a_compaction_loses_and_doubles_nothing(tmp_path: Path) -> 
     # the server kills itself inside its third compaction (the first one creates the state,
     # the second folds requests 1-16), before that transaction commits: request 32's reply
     # was never sent
-    server = ServeProcess(*args, log_path=log, env={"HIL_FAULT": "compaction:3"}).start()
+    server = ServeProcess(*args, log_path=log, env={"HIL_STATE_FAULT": "compaction:3"}).start()
     worker = threading.Thread(target=_client, args=(server.endpoint, stream, done, errors))
     worker.start()
     assert server.proc is not None
@@ -114,7 +114,7 @@ def test_kill9_inside_a_schema_migration_keeps_the_old_schema_then_migrates(
 
     args = ("sim://?preset=hermes&seed=5", sock, ["--state-dir", str(state)])
     with pytest.raises(RuntimeError, match="did not start"):
-        ServeProcess(*args, log_path=log, env={"HIL_FAULT": "migration"}).start()
+        ServeProcess(*args, log_path=log, env={"HIL_STATE_FAULT": "migration"}).start()
     with sqlite3.connect(state / DB_NAME) as conn:  # the migration rolled back whole
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
