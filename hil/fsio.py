@@ -13,25 +13,40 @@ import io
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from drivers.fsio import atomic_write_bytes as _atomic_write_bytes
-from drivers.fsio import fsync_dir
 from hil.faults import fault_point
 
 
 def _fsync_dir(path: Path) -> None:
-    fsync_dir(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: the one helper, :func:`drivers.fsio.atomic_write_bytes`,
-    with the run directory's fault point between the fsync'ed temp file and the rename."""
-    _atomic_write_bytes(path, data, before_replace=lambda: fault_point("fsio.temp_written"))
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fault_point("fsio.temp_written")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _json_default(obj: Any) -> Any:
