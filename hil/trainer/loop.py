@@ -111,6 +111,7 @@ class Loop:
         progress: Any = None,
     ) -> None:
         self.cfg, self.run, self.model, self.driver, self.ids = cfg, run, model, driver, ids
+        self._link_mark: tuple[int, int] | None = None
         self.net = model.net
         self.rule = RuleConfig(cfg.rule.name, cfg.rule.traces, cfg.rule.reduction)
         o = cfg.optim
@@ -278,10 +279,32 @@ class Loop:
             m.stats.reset()
         return out
 
+    def _link_metrics(self) -> dict[str, Any]:
+        """Bytes on the device link since the last epoch's record (training, evaluation and
+        the per-epoch reads) and, for a serial link, their time at its baud rate (8N1:
+        10 bits per byte). Nothing for an in-process device. A resumed epoch counts from
+        the resume."""
+        link = None if self.driver is None else self.driver.link_bytes()
+        if link is None:
+            return {}
+        sent0, recv0 = self._link_mark or (0, 0)
+        self._link_mark = (link.sent, link.received)
+        sent, recv = link.sent - sent0, link.received - recv0
+        out: dict[str, Any] = {
+            "link_bytes": sent + recv,
+            "link_bytes_sent": sent,
+            "link_bytes_received": recv,
+        }
+        if link.baud:
+            out["link_s_est"] = 10.0 * (sent + recv) / link.baud
+        return out
+
     # ------------------------------------------------------------------- run
     def run_epochs(self, epochs: int) -> list[dict[str, Any]]:
         bs = self.cfg.train.batch_size
         n_batches = -(-self.task.n_train // bs)
+        link = None if self.driver is None else self.driver.link_bytes()
+        self._link_mark = None if link is None else (link.sent, link.received)
         with StopFlag() as stop:
             while self.epoch < epochs:
                 self.opt.set_epoch(self.epoch)
@@ -311,12 +334,18 @@ class Loop:
                         )
                     if self.checkpoint_every and self.batch % self.checkpoint_every == 0:
                         self.save_checkpoint()
+                train_s = time.perf_counter() - t0
+                scores = self.evaluate()
+                eval_s = time.perf_counter() - t0 - train_s
                 record = {
                     "epoch": self.epoch + 1,
                     f"train_{self.metric}": self.partial.score_sum / max(self.partial.count, 1),
-                    **self.evaluate(),
+                    **scores,
                     "lr": self.opt.lr,
                     **self._device_metrics(),
+                    **self._link_metrics(),
+                    "train_s": train_s,
+                    "eval_s": eval_s,
                     "epoch_s": time.perf_counter() - t0,
                     "time": time.time(),
                 }
