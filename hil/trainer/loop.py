@@ -311,7 +311,7 @@ class Loop:
                 if self.batch == 0:
                     self.order = [int(i) for i in self.shuffle.permutation(self.task.n_train)]
                     self.partial = EpochStats()
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 if self.progress is not None:
                     self.progress.start_epoch(self.epoch, epochs, n_batches, self.batch)
                 while self.batch < n_batches:
@@ -335,6 +335,7 @@ class Loop:
                     if self.checkpoint_every and self.batch % self.checkpoint_every == 0:
                         self.save_checkpoint()
                 train_s = time.perf_counter() - t0
+                train_cpu_s = time.process_time() - c0
                 scores = self.evaluate()
                 eval_s = time.perf_counter() - t0 - train_s
                 record = {
@@ -345,6 +346,7 @@ class Loop:
                     **self._device_metrics(),
                     **self._link_metrics(),
                     "train_s": train_s,
+                    "train_cpu_s": train_cpu_s,
                     "eval_s": eval_s,
                     "epoch_s": time.perf_counter() - t0,
                     "time": time.time(),

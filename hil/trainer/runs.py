@@ -34,6 +34,7 @@ from hil.fsio import append_jsonl, atomic_write_json, read_jsonl
 TIMING_KEYS = (
     "epoch_s",
     "train_s",
+    "train_cpu_s",
     "eval_s",
     "time",
     "wall_s",
