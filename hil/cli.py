@@ -28,6 +28,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.keys",
     "hil.commands.driver",
     "hil.commands.selfcheck",
+    "hil.commands.characterize",
+    "hil.commands.health",
+    "hil.commands.dashboard",
 )
 
 

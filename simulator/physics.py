@@ -21,6 +21,10 @@ Programming noise (§3): ``sigma_prog = max(0.26348 + 1.9650 g - 1.1731 g^2, 0) 
 Read noise (§5, 1/f): ``Q_s = min(0.0088 / max(g_prog^0.65, 1e-3), 0.2)``,
 ``sigma_rel = Q_s sqrt(ln((t + t_read)/(2 t_read)))`` with ``t = (t_now - t_prog) + t0``,
 and ``G_read = G(t) (1 + sigma_rel xi)``.
+
+The coefficients (shown with their PCMLikeNoiseModel defaults) are ``DeviceParams`` fields
+(``set_*``, ``prog_c*``, ``nu_mu_*``, ``nu_sigma_*``, ``read_q_*``), so a fitted chip (``hil
+characterize``) can change them.
 """
 
 from __future__ import annotations
@@ -29,15 +33,16 @@ import numpy as np
 
 from simulator.presets import DeviceParams
 
-NU_MU = (-0.0155, 0.0244, 0.049, 0.1)
-"""(slope, offset, lower clip, upper clip) of mu_nu (PCMLikeNoiseModel, §4)."""
-NU_SIGMA = (-0.0125, -0.0059, 0.008, 0.045)
-"""(slope, offset, lower clip, upper clip) of sigma_nu (PCMLikeNoiseModel, §4)."""
-PROG_POLY = (0.26348, 1.9650, -1.1731)
-"""sigma_prog polynomial in g at g_max = 25 µS (Joshi 2020 via PCMLikeNoiseModel, §3)."""
 PROG_G_MAX_REF_US = 25.0
-READ_Q = (0.0088, 0.65, 1e-3, 0.2)
-"""(amplitude, exponent, floor of g^exp, cap) of Q_s (PCMLikeNoiseModel, §5)."""
+"""g_max at which the sigma_prog polynomial is expressed (µS; aihwkit's reference)."""
+
+
+def _nu_coeffs(params: DeviceParams) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    p = params
+    return (
+        (p.nu_mu_slope, p.nu_mu_offset, p.nu_mu_min, p.nu_mu_max),
+        (p.nu_sigma_slope, p.nu_sigma_offset, p.nu_sigma_min, p.nu_sigma_max),
+    )
 
 
 def set_step(
@@ -77,20 +82,21 @@ def reset_conductance(n: int, rng: np.random.Generator, params: DeviceParams) ->
     return np.maximum(g, 0.0, dtype=np.float32)
 
 
-def nu_moments(g_us: np.ndarray, g_max_us: float) -> tuple[np.ndarray, np.ndarray]:
+def nu_moments(g_us: np.ndarray, params: DeviceParams) -> tuple[np.ndarray, np.ndarray]:
     """``(mu_nu, sigma_nu)`` of the drift exponent for conductance ``g_us`` (§4)."""
-    lng = np.asarray(g_us, dtype=np.float32) * np.float32(1.0 / g_max_us)
+    nu_mu, nu_sigma = _nu_coeffs(params)
+    lng = np.asarray(g_us, dtype=np.float32) * np.float32(1.0 / params.g_max_us)
     np.maximum(lng, np.float32(1e-7), out=lng)
     np.log(lng, out=lng)
-    mu = lng * np.float32(NU_MU[0])
-    mu += np.float32(NU_MU[1])
-    np.maximum(mu, np.float32(NU_MU[2]), out=mu)
-    np.minimum(mu, np.float32(NU_MU[3]), out=mu)
+    mu = lng * np.float32(nu_mu[0])
+    mu += np.float32(nu_mu[1])
+    np.maximum(mu, np.float32(nu_mu[2]), out=mu)
+    np.minimum(mu, np.float32(nu_mu[3]), out=mu)
     sigma = lng
-    sigma *= np.float32(NU_SIGMA[0])
-    sigma += np.float32(NU_SIGMA[1])
-    np.maximum(sigma, np.float32(NU_SIGMA[2]), out=sigma)
-    np.minimum(sigma, np.float32(NU_SIGMA[3]), out=sigma)
+    sigma *= np.float32(nu_sigma[0])
+    sigma += np.float32(nu_sigma[1])
+    np.maximum(sigma, np.float32(nu_sigma[2]), out=sigma)
+    np.minimum(sigma, np.float32(nu_sigma[3]), out=sigma)
     return mu, sigma
 
 
@@ -99,7 +105,7 @@ def sample_nu(g_us: np.ndarray, rng: np.random.Generator, params: DeviceParams) 
     n = np.asarray(g_us).shape[0]
     if not params.drift:
         return np.zeros(n, dtype=np.float32)
-    mu, sigma = nu_moments(g_us, params.g_max_us)
+    mu, sigma = nu_moments(g_us, params)
     sigma *= fast_normal(rng, (n,))
     mu += sigma
     return np.abs(mu, out=mu)
@@ -120,7 +126,7 @@ def drift_factor(age_s: np.ndarray, nu: np.ndarray, t0_s: float) -> np.ndarray:
 def prog_sigma(g_target_us: np.ndarray, params: DeviceParams) -> np.ndarray:
     """Programming-error std ``sigma_prog`` (µS) for targets ``g_target_us`` (§3)."""
     g = np.asarray(g_target_us, dtype=np.float32) / np.float32(params.g_max_us)
-    a, b, c = PROG_POLY
+    a, b, c = params.prog_c0, params.prog_c1, params.prog_c2
     poly = np.maximum(a + b * g + c * g * g, 0.0)
     scale = params.prog_noise_scale * params.g_max_us / PROG_G_MAX_REF_US
     return (poly * np.float32(scale)).astype(np.float32)
@@ -131,7 +137,8 @@ def read_sigma_rel(g_prog_us: np.ndarray, age_s: np.ndarray, params: DeviceParam
     g_prog = np.asarray(g_prog_us, dtype=np.float32)
     if not params.read_noise:
         return np.zeros(g_prog.shape, dtype=np.float32)
-    amp, expo, floor, cap = READ_Q
+    amp, expo = params.read_q_amp, params.read_q_exp
+    floor, cap = params.read_q_floor, params.read_q_cap
     g = np.maximum(g_prog / np.float32(params.g_max_us), 0.0)
     q_s = np.minimum(amp / np.maximum(g ** np.float32(expo), np.float32(floor)), np.float32(cap))
     t = np.maximum(np.asarray(age_s, dtype=np.float64), 0.0) + params.t0_s

@@ -85,6 +85,52 @@ class DeviceParams:
     prog_noise_scale: float = 1.0
     """Multiplier of sigma_prog of §3 (1 = Joshi 2020 fit; 0 = exact programming)."""
 
+    prog_c0: float = 0.26348
+    """sigma_prog polynomial ``(c0 + c1 g + c2 g^2) g_max/25`` (µS at g_max = 25 µS), g =
+    G_target/g_max: constant term. Joshi 2020 via aihwkit PCMLikeNoiseModel (§3)."""
+
+    prog_c1: float = 1.9650
+    """sigma_prog polynomial, linear term (µS at g_max = 25 µS). §3."""
+
+    prog_c2: float = -1.1731
+    """sigma_prog polynomial, quadratic term (µS at g_max = 25 µS). §3."""
+
+    nu_mu_slope: float = -0.0155
+    """Drift exponent mean ``mu_nu = clip(slope ln g + offset, min, max)`` (1). §4."""
+
+    nu_mu_offset: float = 0.0244
+    """mu_nu offset (1). PCMLikeNoiseModel (§4)."""
+
+    nu_mu_min: float = 0.049
+    """mu_nu lower clip (1). PCMLikeNoiseModel (§4)."""
+
+    nu_mu_max: float = 0.1
+    """mu_nu upper clip (1). PCMLikeNoiseModel (§4)."""
+
+    nu_sigma_slope: float = -0.0125
+    """Drift exponent spread ``sigma_nu = clip(slope ln g + offset, min, max)`` (1). §4."""
+
+    nu_sigma_offset: float = -0.0059
+    """sigma_nu offset (1). PCMLikeNoiseModel (§4)."""
+
+    nu_sigma_min: float = 0.008
+    """sigma_nu lower clip (1). PCMLikeNoiseModel (§4)."""
+
+    nu_sigma_max: float = 0.045
+    """sigma_nu upper clip (1). PCMLikeNoiseModel (§4)."""
+
+    read_q_amp: float = 0.0088
+    """1/f read noise ``Q_s = min(amp / max(g^exp, floor), cap)`` (1). §5."""
+
+    read_q_exp: float = 0.65
+    """Q_s exponent of g (1). PCMLikeNoiseModel (§5)."""
+
+    read_q_floor: float = 1e-3
+    """Q_s floor of g^exp (1). PCMLikeNoiseModel (§5)."""
+
+    read_q_cap: float = 0.2
+    """Q_s cap (1). PCMLikeNoiseModel (§5)."""
+
     drift: bool = True
     """Whether devices drift ``G(t) = G_prog ((t - t_prog + t0)/t0)^(-nu)`` (§4)."""
 
@@ -180,6 +226,13 @@ class DeviceParams:
         if not 0 < self.fill_fraction <= 1:
             raise PresetError(
                 f"DeviceParams.fill_fraction must be in (0, 1], got {self.fill_fraction!r}"
+            )
+        for lo, hi in (("nu_mu_min", "nu_mu_max"), ("nu_sigma_min", "nu_sigma_max")):
+            if not 0 <= getattr(self, lo) <= getattr(self, hi):
+                raise PresetError(f"DeviceParams needs 0 <= {lo} <= {hi}")
+        if not (self.read_q_amp >= 0 and self.read_q_floor > 0 and self.read_q_cap >= 0):
+            raise PresetError(
+                "DeviceParams needs read_q_amp >= 0, read_q_floor > 0, read_q_cap >= 0"
             )
         if self.g_reset_us >= self.g_max_us:
             raise PresetError("DeviceParams.g_reset_us must be below g_max_us")

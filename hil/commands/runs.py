@@ -1,4 +1,5 @@
-"""``hil runs list [DIR]`` and ``hil runs show RUN``: summaries of training runs."""
+"""``hil runs list [DIR]``, ``hil runs show RUN``, ``hil runs eval RUN`` and
+``hil runs export RUN… --to mlflow``: summaries, drift evaluation and export of runs."""
 
 from __future__ import annotations
 
@@ -81,9 +82,22 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from hil.trainer.mlflow_export import export_runs
+
+    done = export_runs(args.runs, args.tracking_uri, args.experiment, replace=args.replace)
+    for item in done:
+        what = "already exported as" if item.skipped else "exported as"
+        print(f"{item.run}: {what} MLflow run {item.mlflow_run_id}")
+    if any(item.skipped for item in done):
+        print("(pass --replace to export those again)")
+    print(f"store: {args.tracking_uri}, experiment {args.experiment!r}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list and show training runs")
-    rs = p.add_subparsers(dest="runs_command", metavar="{list,show,eval}", required=True)
+    rs = p.add_subparsers(dest="runs_command", metavar="{list,show,eval,export}", required=True)
     pl = rs.add_parser("list", help="one line per run")
     pl.add_argument("dir", nargs="?", type=Path, default=Path("runs"))
     pl.set_defaults(func=_list)
@@ -113,3 +127,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["none", "global", "per_column"],
     )
     pe.set_defaults(func=_eval)
+    px = rs.add_parser(
+        "export",
+        help="export runs to an MLflow tracking store (extra 'mlflow')",
+        description="Log each run's config (params), per-epoch metrics and files (artifacts) "
+        "as one MLflow run. The default store is offline: a SQLite file in the current "
+        "directory, artifacts beside it.",
+    )
+    px.add_argument("runs", nargs="+", type=Path, metavar="RUN")
+    px.add_argument("--to", required=True, choices=["mlflow"], help="export target")
+    px.add_argument(
+        "--tracking-uri",
+        default="sqlite:///mlflow.db",
+        metavar="URI",
+        help="MLflow tracking URI (default sqlite:///mlflow.db; also http://host:port)",
+    )
+    px.add_argument("--experiment", default="pcm-hil", help="experiment name (default pcm-hil)")
+    px.add_argument("--replace", action="store_true", help="re-export runs exported before")
+    px.set_defaults(func=_export)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,13 @@ from hil.tasks.datasource import describe, resolve_jsb
 from hil.trainer import checkpoint as ckpt
 from hil.trainer.config import RunConfig, load_config
 from hil.trainer.device_matrix import RequestIds
-from hil.trainer.loop import Loop
+from hil.trainer.loop import Interrupted, Loop
 from hil.trainer.model import Model, build_model, matrix_shapes
 from hil.trainer.placement import place
 from hil.trainer.progress import TrainingProgress
 from hil.trainer.report import write_report
 from hil.trainer.runs import RunDir, environment
+from hil.trainer.status import RunLock
 from hil.trainer.tasks import Task, jsb_task, shd_task
 from protocols.models import CAP_SNAPSHOT
 
@@ -112,6 +114,40 @@ def train(req: TrainRequest) -> dict[str, Any]:
     Everything that can be refused (config, data, device, placement) is checked before a
     new run directory is created, so a refused run leaves nothing behind.
     """
+    with ExitStack() as stack:
+        guard = _RunGuard(stack)
+        try:
+            return _train(req, guard)
+        except Interrupted:
+            raise  # the loop recorded the stop with its checkpoint
+        except KeyboardInterrupt:
+            guard.record_end("interrupted", msg="stopped at once (second Ctrl-C)")
+            raise
+        except Exception as exc:
+            guard.record_end("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+
+class _RunGuard:
+    """Holds the run's lock (:class:`RunLock`) for this process and, once training has
+    started, records an abnormal end in ``events.jsonl`` (the run's status reads it)."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.stack = stack
+        self.run: RunDir | None = None
+
+    def lock(self, run: RunDir) -> None:
+        self.stack.enter_context(RunLock(run.path))
+
+    def started(self, run: RunDir) -> None:
+        self.run = run
+
+    def record_end(self, name: str, **fields: Any) -> None:
+        if self.run is not None:
+            self.run.event(name, **fields)
+
+
+def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
     t_start = time.time()
     if req.resume:
         if req.run_dir is None:
@@ -123,6 +159,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
                 "moved, apply)"
             )
         opened = RunDir.open(req.run_dir)
+        guard.lock(opened)  # refuses a run that another process trains
         cfg = RunConfig.model_validate(opened.read_json("config.json"))
         if req.epochs is not None:
             cfg = cfg.model_copy(
@@ -155,15 +192,18 @@ def train(req: TrainRequest) -> dict[str, Any]:
                 req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
             )
             run = RunDir.create(path)
+            guard.lock(run)
             run.write_json("config.json", cfg.model_dump(mode="json"))
             run.write_json("environment.json", environment())
         check_data(run, data, new=ck is None)
         run.event(
             "resume" if ck else "start",
             epoch=ck.epoch if ck else 0,
+            epochs=cfg.train.epochs,
             device=cfg.device.url,
             data_source=data.source,
         )
+        guard.started(run)
         history = _train_on(cfg, req, run, data, driver, ck, generation)
     finally:
         if driver is not None:

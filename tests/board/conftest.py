@@ -68,8 +68,11 @@ def emulator() -> Iterator[Callable[..., str]]:
         faults: str | None = None,
         firmware: str | None = None,
         state_dir: Path | None = None,
+        clock: str | None = None,
     ) -> str:
         args = ["--tcp", "0"] if tcp else ["--pty"]
+        if clock is not None:
+            args += ["--clock", clock]
         if state_dir is not None:
             args += ["--state-dir", str(state_dir)]
         args += ["--preset", preset, "--seed", str(seed), "--fault-rate", str(fault_rate)]

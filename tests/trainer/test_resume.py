@@ -13,6 +13,7 @@ import pytest
 
 from hil.trainer.runs import RunDir, without_timing
 from hil.trainer.session import TrainRequest, train
+from hil.trainer.status import RunStatus, run_status
 from tests.drivers.serve_proc import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +81,8 @@ def test_resume_after_kill_equals_an_uninterrupted_run(
         proc.wait(10)
     stopped_at = _checkpoint(tmp_path / "run")
     assert stopped_at is not None and stopped_at["epoch"] < 3
+    killed = run_status(tmp_path / "run")
+    assert killed.status is RunStatus.FAILED and "without a final event" in killed.reason
 
     res = subprocess.run(
         [
@@ -106,6 +109,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(
     )
     assert resumed.summary()["test_nll"] == ref["test_nll"]  # type: ignore[index]
     assert "resume" in {e["event"] for e in resumed.events()}
+    assert run_status(resumed.path).status is RunStatus.FINISHED
 
 
 @pytest.mark.timeout(900)  # its subprocesses have their own, longer bounds
@@ -151,6 +155,7 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_checkpoint(
     ck = _checkpoint(tmp_path / "run")
     assert ck is not None and ck["epoch"] < 3
     assert "interrupted" in {e["event"] for e in RunDir.open(tmp_path / "run").events()}
+    assert run_status(tmp_path / "run").status is RunStatus.STOPPED
     res = subprocess.run(
         [
             sys.executable,
