@@ -59,17 +59,6 @@ N_CHIPS = 2
 DEFAULT_LIMITS = Limits(max_pulses_per_device=100, max_batch=4096, max_program_iterations=200)
 
 
-def first_set_step_us(p: simulator.DeviceParams) -> float:
-    """Noise-free mean step of the first SET pulse after RESET (µS), pcm-physics §2.
-
-    ``P = exp(-1/2.6)`` after the pre-pulse decay, ``G = g_reset``; with scale ``s``:
-    ``ε = s·(μ_g·G/s + μ_0 + μ_p·P)``.
-    """
-    p_hist = float(np.exp(-1.0 / p.set_history_decay_pulses))
-    s = p.set_scale_us
-    return s * (p.set_mu_g * p.g_reset_us / s + p.set_mu_0 + p.set_mu_p * p_hist)
-
-
 def _sim_errors(fn: F) -> F:
     """Map simulator errors to the driver error tree (bad input vs device failure)."""
 
@@ -345,7 +334,7 @@ class SimDriver(Driver):
             g_min_us=p.g_min_us,
             g_max_us=p.g_max_us,
             g_net_max_us=p.g_net_max_us,
-            set_step_mean_us=first_set_step_us(p),
+            set_step_mean_us=simulator.physics.first_set_step_us(p),
             capabilities=frozenset({CAP_TRANSPOSE, CAP_TIME, CAP_PROGRAM, CAP_SNAPSHOT})
             | ({CAP_MVM_CODES} if self.mvm_codes(0) is not None else set()),
             limits=self.limits,
@@ -482,3 +471,5 @@ class SimDriver(Driver):
 
 
 __all__ = ["DEFAULT_LIMITS", "SimDriver", "first_set_step_us"]
+
+first_set_step_us = simulator.physics.first_set_step_us  # the one definition, re-exported

@@ -40,13 +40,15 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from drivers.registry import schemes as driver_schemes
 from hil.errors import ConfigError
 from hil.trainer.config import load_config, read_config_file
 
 SCHEMES = ("software", "sim", "tcp", "ipc", "board")
 CHIP_SCHEMES = ("tcp", "ipc", "board")
 """schemes whose device is a shared physical or served chip (a Ray resource); ``sim://`` is
-in-process (one per trial) and ``software`` has no chip"""
+in-process (one per trial) and ``software`` has no chip. A scheme of a driver plug-in
+(:mod:`drivers.registry`) counts as a chip."""
 RESERVED = {
     "train.seed": "seeds",
     "train.epochs": "epochs",
@@ -75,10 +77,11 @@ class DeviceEntry(_Strict):
     @classmethod
     def _scheme(cls, url: str) -> str:
         scheme = url_scheme(url)
-        if scheme not in SCHEMES or (scheme != "software" and "://" not in url):
+        known = scheme in SCHEMES or scheme in driver_schemes()
+        if not known or (scheme != "software" and "://" not in url):
             raise ValueError(
                 f"unknown device scheme {scheme!r} in {url!r} (expected software, sim://, "
-                f"tcp://, ipc:// or board://)"
+                f"tcp://, ipc://, board:// or a driver plug-in's scheme)"
             )
         try:
             url.format(seed=0)
@@ -96,7 +99,8 @@ class DeviceEntry(_Strict):
 
     @property
     def needs_chip(self) -> bool:
-        return url_scheme(self.url) in CHIP_SCHEMES
+        scheme = url_scheme(self.url)
+        return scheme in CHIP_SCHEMES or scheme not in (*SCHEMES, "inproc")
 
     @property
     def resource_name(self) -> str | None:

@@ -48,7 +48,7 @@ def _curves(run: RunDir, metrics: list[dict[str, Any]], metric: str) -> str | No
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper right")  # loc='best' warns when it is slow
     fig.tight_layout()
     fig.savefig(run.path / "curves.png", dpi=100)
     plt.close(fig)
@@ -87,7 +87,7 @@ def _hist(run: RunDir) -> str | None:
             ax.set_title(name)
             ax.set_xlabel("G (µS)")
             ax.set_yscale("log")
-            ax.legend()
+            ax.legend(loc="upper right")  # loc='best' warns when it is slow
     fig.tight_layout()
     fig.savefig(run.path / "conductance_hist.png", dpi=100)
     plt.close(fig)
