@@ -72,6 +72,13 @@ class Unauthorised(DriverError):
     code: ErrorCode = "unauthorised"
 
 
+class OutcomeUnknown(DriverError):
+    """A retry of a request whose reply record was evicted: it may or may not have been
+    applied, and the server will not apply it again."""
+
+    code: ErrorCode = "outcome_unknown"
+
+
 class VersionMismatch(DriverError):
     """Client and server speak different protocol versions."""
 
@@ -86,46 +93,27 @@ ERROR_BY_CODE: dict[ErrorCode, type[DriverError]] = {
     "device_error": DeviceError,
     "version_mismatch": VersionMismatch,
     "unauthorised": Unauthorised,
+    "outcome_unknown": OutcomeUnknown,
     "internal": DeviceError,
 }
 """Wire error code -> the exception a client raises for it."""
 
-SCHEMES = ("sim", "tcp", "ipc", "inproc", "board")
-
 
 def open_driver(url: str) -> Driver:
-    """Open the driver a URL names.
+    """Open the driver a URL names (its scheme is looked up in :mod:`drivers.registry`).
 
     - ``sim://?preset=hermes&seed=0&state_dir=DIR``: in-process :class:`drivers.sim.SimDriver`
       (a bare ``sim://`` is preset ``hermes``, seed 0, no persistence);
     - ``tcp://host:port``, ``ipc://path``, ``inproc://name``: :class:`drivers.remote.RemoteDriver`
       to a ``hil serve`` server (query options: ``timeout_s``, ``retries``,
       ``server_key``, ``client_key``);
-    - ``board://SETUP_FILE``: the real board, via ``drivers.board.open_board(url)``.
+    - ``board://SETUP_FILE``: the real board, via ``drivers.board.open_board(url)``;
+    - any scheme registered with :func:`drivers.registry.register_scheme` or provided by an
+      installed package (entry-point group ``pcm_hil.drivers``).
     """
-    scheme = urlsplit(url).scheme
-    if scheme == "sim":
-        from drivers.sim import SimDriver
+    from drivers.registry import opener
 
-        return SimDriver.from_url(url)
-    if scheme in ("tcp", "ipc", "inproc"):
-        from drivers.remote import RemoteDriver
-
-        return RemoteDriver.from_url(url)
-    if scheme == "board":
-        try:
-            from drivers.board import open_board  # type: ignore[attr-defined]
-        except ImportError as exc:
-            raise NotFound(
-                f"cannot open {url!r}: the board driver (drivers.board.open_board) is not "
-                f"available ({exc}). Use sim:// for the simulator or tcp:// for a server."
-            ) from exc
-        return open_board(url)
-    raise InvalidRequest(
-        f"unknown driver URL scheme {scheme!r} in {url!r}; expected one of "
-        + ", ".join(f"{s}://" for s in SCHEMES)
-        + " (e.g. sim://?preset=hermes&seed=0 or tcp://127.0.0.1:5555)"
-    )
+    return opener(urlsplit(url).scheme, url)(url)
 
 
 __all__ = [
@@ -138,6 +126,7 @@ __all__ = [
     "LeaseConflict",
     "LimitExceeded",
     "NotFound",
+    "OutcomeUnknown",
     "Unauthorised",
     "VersionMismatch",
     "open_driver",

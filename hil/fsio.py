@@ -12,12 +12,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hil.faults import fault_point
 
 
 def _fsync_dir(path: Path) -> None:
@@ -38,6 +41,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("fsio.temp_written")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -65,12 +69,36 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it."""
+    """Append one JSON line and fsync it; a torn last line (a crash mid-append) is cut off
+    first, so it cannot glue itself to the new line."""
     line = dumps(record) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                f.truncate(f.read().rfind(b"\n") + 1)
+        f.write(line.encode())
         f.flush()
         os.fsync(f.fileno())
+
+
+TEMP_GLOB = ".*.tmp"
+"""Names of what an interrupted write leaves behind: the temp files of
+:func:`atomic_write_bytes` and the temp folders of a chip snapshot being written."""
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the leftovers of interrupted writes in ``folder`` (files and folders named
+    :data:`TEMP_GLOB`); returns them."""
+    stale = sorted(Path(folder).glob(TEMP_GLOB)) if Path(folder).is_dir() else []
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from hil.logging import configure_logging
+from protocols.cell import net_conductance
 from simulator import Chip, Region, physics
-from simulator.mapping import net_conductance
 
 
 def median_s(fn: Callable[[], object], reps: int) -> float:

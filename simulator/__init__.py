@@ -20,7 +20,6 @@ class SimulatorError(Exception):
     """Root of the simulator's error tree."""
 
 
-from simulator import mapping  # noqa: E402
 from simulator.chip import Chip, ProgramResult, PulseResult  # noqa: E402
 from simulator.clock import Clock  # noqa: E402
 from simulator.errors import (  # noqa: E402
@@ -50,5 +49,4 @@ __all__ = [
     "ShapeError",
     "SimulatorError",
     "get_preset",
-    "mapping",
 ]

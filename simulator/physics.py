@@ -45,6 +45,17 @@ def _nu_coeffs(params: DeviceParams) -> tuple[tuple[float, ...], tuple[float, ..
     )
 
 
+def first_set_step_us(p: DeviceParams) -> float:
+    """Noise-free mean step of the first SET pulse after RESET (µS), pcm-physics §2.
+
+    ``P = exp(-1/2.6)`` after the pre-pulse decay, ``G = g_reset``; with scale ``s``:
+    ``ε = s·(μ_g·G/s + μ_0 + μ_p·P)``.
+    """
+    p_hist = float(np.exp(-1.0 / p.set_history_decay_pulses))
+    s = p.set_scale_us
+    return s * (p.set_mu_g * p.g_reset_us / s + p.set_mu_0 + p.set_mu_p * p_hist)
+
+
 def set_step(
     g_us: np.ndarray,
     p: np.ndarray,

@@ -78,7 +78,7 @@ def check_targets(target: object, region: Region, limit_us: float) -> np.ndarray
             raise InputRangeError(
                 f"program targets must be finite with |G_net| <= {limit_us:.4g} µS "
                 f"(g_max - g_reset of the preset), got max |target| {worst:.4g}; "
-                "reduce the mapping scale (simulator.mapping.CellMapping)"
+                "reduce the mapping scale (hil.trainer.cells.CellMapping)"
             )
     return arr
 

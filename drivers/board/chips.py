@@ -25,14 +25,8 @@ class SimChipBackend:
         self.g_min_us = float(p.g_min_us)
         self.g_max_us = float(p.g_max_us)
         self.g_net_max_us = float(p.g_net_max_us)
-        # Mean conductance step of the first SET pulse after RESET: the simulator's own
-        # SET kernel with zero noise (xi = 0), from G = g_reset, P = 1 (pcm-physics §2).
-        one = np.ones(1, np.float32)
-        g0 = np.full(1, p.g_reset_us, np.float32)
-        g1, _ = physics.set_step(
-            g0, one, one * np.float32(p.g_max_us), one, np.zeros(1, np.float32), p
-        )
-        self.set_step_mean_us = float(g1[0] - g0[0])
+        # mean conductance step of the first SET pulse after RESET (pcm-physics §2)
+        self.set_step_mean_us = physics.first_set_step_us(p)
         if p.adc_bits is not None:
             self.adc_levels: int | None = 2 ** (p.adc_bits - 1) - 1
             self.adc_lsb_us: float | None = chip.adc_full_scale_us / self.adc_levels

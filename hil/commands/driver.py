@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check",
         help="check a driver against the contract; exit 1 if any requirement fails",
         description="Run every conformance requirement against URL (sim://..., "
-        "tcp://host:port, ipc://path, board://setup.yaml). It RESETs and writes the "
+        "tcp://host:port, ipc://path, board://setup.yaml, or a scheme of an installed "
+        "driver plug-in, docs/writing-a-driver.md). It RESETs and writes the "
         "test region: keep it away from cells holding weights you need.",
     )
     c.add_argument("url")

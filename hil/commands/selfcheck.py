@@ -8,7 +8,7 @@ read at t = 1 s and at t; outputs are scaled by the ratio of the mean |output|).
 ``selfcheck.json`` and ``selfcheck.png`` to ``--out`` (default ``./runs/selfcheck``).
 
 Only the driver contract (``drivers.open_driver``), ``protocols.region.Region`` and the
-pure helpers of ``simulator.mapping`` are used, as everywhere in ``hil``.
+pure helpers of ``hil.trainer.cells`` are used, as everywhere in ``hil``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 
 from drivers import DriverError, open_driver
 from hil.errors import ConfigError, HilError
+from hil.trainer.cells import CellMapping
 from protocols.region import Region
-from simulator.mapping import CellMapping
 
 TIMES_S = (1.0, 3600.0, 86400.0)
 TIME_LABELS = ("1 s", "1 h", "1 day")

@@ -20,7 +20,8 @@ def add_train_arguments(p: argparse.ArgumentParser, *, config_required: bool) ->
     p.add_argument(
         "--device",
         help="software | sim://?preset=hermes&seed=0 (default, in-process simulator) | "
-        "tcp://host:port | ipc://path | board://setup.yaml",
+        "tcp://host:port | ipc://path | board://setup.yaml | a driver plug-in's scheme "
+        "(docs/writing-a-driver.md)",
     )
     p.add_argument("--run-dir", type=Path, help="run directory (default: runs/<name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")

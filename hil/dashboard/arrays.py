@@ -11,7 +11,7 @@ Sources, each used when present:
 - ``programming.npz``: target and achieved weights at placement.
 
 Heat maps show each cell's net conductance
-``G_net = ((G_A+ + G_B+) − (G_A− + G_B−))/2`` (µS, :func:`simulator.mapping.net_conductance`).
+``G_net = ((G_A+ + G_B+) − (G_A− + G_B−))/2`` (µS, :func:`protocols.cell.net_conductance`).
 Results are cached per file version (path, size, mtime), so polling a page is cheap.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from simulator.mapping import net_conductance
+from protocols.cell import net_conductance
 
 HIST_BINS = 60
 SCATTER_POINTS = 2000

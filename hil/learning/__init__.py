@@ -9,7 +9,7 @@ Public API (see each module's docstring for the equations):
 - :class:`PseudoDerivative`, :data:`TANH`, :data:`FAST_SIGMOID_100`
 """
 
-from hil.learning.fit import UpdateMode, train_epoch
+from hil.learning.fit import StepOutcome, UpdateMode, train_epoch, train_step
 from hil.learning.matrix import DenseMatrix, HostVector, MatrixOp
 from hil.learning.network import (
     LayerRecord,
@@ -72,5 +72,7 @@ __all__ = [
     "sequence_grads",
     "snu_step",
     "train_epoch",
+    "train_step",
+    "StepOutcome",
     "UpdateMode",
 ]

@@ -48,7 +48,7 @@ def layer_bptt(
     p = partials(shifted(rec.s), shifted(rec.y), params, reset, layer.cfg.detach_reset)
     P = np.broadcast_to(p.P, rec.s.shape)
     R = np.broadcast_to(p.R, rec.s.shape)
-    Ht = None if layer.H is None else layer.H.value().T
+    Ht = None if layer.H is None else layer.H.read_weights().T
     T = rec.s.shape[0]
     gy = np.empty_like(rec.s)
     ds = np.empty_like(rec.s)
@@ -68,7 +68,7 @@ def layer_bptt(
         grads["H"] = _outer_sum(shifted(rec.y), ds)
     grads["b"] = (-(gy * hp) + ds * p.Qb).sum(axis=(0, 1))
     grads["d"] = (ds * p.Qd).sum(axis=(0, 1))
-    return grads, ds @ layer.W.value().T
+    return grads, ds @ layer.W.read_weights().T
 
 
 def network_bptt(net: Network, traj, g: np.ndarray) -> dict[str, np.ndarray]:
@@ -79,7 +79,7 @@ def network_bptt(net: Network, traj, g: np.ndarray) -> dict[str, np.ndarray]:
     grads = {"out.W": _outer_sum(y_top, d_o)}
     if ro.c is not None:
         grads["out.c"] = d_o.sum(axis=(0, 1))
-    L = d_o @ ro.W.value().T
+    L = d_o @ ro.W.read_weights().T
     for li in range(len(net.hidden) - 1, -1, -1):
         lg, L = layer_bptt(net.hidden[li], traj.layers[li], L)
         for k, v in lg.items():

@@ -3,9 +3,13 @@
 A :class:`MatrixOp` holds an ``(m, n)`` weight matrix ``W`` in the row-vector convention of
 learning-rules.md: ``matmul(x) = x W`` for ``x`` of shape ``(..., m)``, giving ``(..., n)``.
 Learning code only calls ``matmul`` (forward currents, learning-signal projections ``y*·B``),
-``value`` (weight transport and BPTT, which need ``Wᵀ``) and ``update`` (``W += delta``).
-:class:`DenseMatrix` keeps ``W`` in host memory; a device-backed implementation (weights on a
-PCM chip) implements the same four members and the learning code does not change.
+``read_weights`` (weight transport and BPTT, which need ``Wᵀ``) and ``update``
+(``W += delta``); ``shape`` and ``dtype`` are plain attributes. :class:`DenseMatrix` keeps
+``W`` in host memory; a device-backed implementation (weights on a PCM chip) implements the
+same members and the learning code does not change. There, ``read_weights`` is the only
+member that reads the chip's conductances (a noisy read of the whole region, one request),
+so its name says so: ``shape``, ``dtype``, ``matmul`` and ``update`` never read weights
+back, and OSTTP/DRTP without a recurrent ``H`` never call ``read_weights`` at all.
 
 Batching contract: a layer without on-chip recurrence calls ``matmul`` once on a time-major
 ``(T, B, m)`` array for a whole batch; the recurrent ``H`` is called once per step on
@@ -27,15 +31,22 @@ class MatrixOp(Protocol):
 
     @property
     def shape(self) -> tuple[int, int]:
-        """``(m, n)``: input width, output width."""
+        """``(m, n)``: input width, output width (no device access)."""
+        ...
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of the weights :meth:`read_weights` returns and updates are given in (no
+        device access)."""
         ...
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
         """``x W`` for ``x`` of shape ``(..., m)``; returns ``(..., n)``."""
         ...
 
-    def value(self) -> np.ndarray:
-        """The current weights as an ``(m, n)`` array (a copy or a read-only view)."""
+    def read_weights(self) -> np.ndarray:
+        """The current weights as an ``(m, n)`` array (a copy or a read-only view). On a
+        device this reads the chip (one noisy read of the region)."""
         ...
 
     def update(self, delta: np.ndarray) -> None:
@@ -83,9 +94,14 @@ class DenseMatrix:
         return np.asarray(x, dtype=self._w.dtype) @ self._w
 
     def value(self) -> np.ndarray:
+        """The weights, a read-only view of host memory."""
         view = self._w.view()
         view.flags.writeable = False
         return view
+
+    def read_weights(self) -> np.ndarray:
+        """:meth:`value`: on the host, reading the weights costs nothing."""
+        return self.value()
 
     def update(self, delta: np.ndarray) -> None:
         if not self.trainable:
@@ -119,6 +135,10 @@ class HostVector:
     @property
     def shape(self) -> tuple[int]:
         return (int(self._v.shape[0]),)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._v.dtype
 
     def value(self) -> np.ndarray:
         view = self._v.view()

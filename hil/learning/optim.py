@@ -27,7 +27,11 @@ class NonFiniteGradientError(HilError):
 
 
 class Param(Protocol):
-    def value(self) -> np.ndarray: ...
+    """What the optimiser needs of a parameter: its dtype and ``update``; it never reads the
+    weights (on a chip that would be a device read)."""
+
+    @property
+    def dtype(self) -> np.dtype: ...
     def update(self, delta: np.ndarray) -> None: ...
 
 
@@ -125,11 +129,7 @@ class Optimizer:
         """Compute and apply the updates; returns them."""
         deltas = self.deltas(grads)
         for k, dlt in deltas.items():
-            p = self.params[k]
-            # the parameter's dtype without reading it back (a device matrix's value() is a
-            # full conductance read of its region)
-            dtype = getattr(p, "dtype", None) or p.value().dtype
-            p.update(dlt.astype(dtype, copy=False))
+            self.params[k].update(dlt.astype(self.params[k].dtype, copy=False))
         return deltas
 
     def state_dict(self) -> dict[str, Any]:

@@ -105,11 +105,11 @@ def hidden_signals(
     if kind == "random":
         return [net.feedback[li].matmul(g) for li in range(K)]
     out: list[np.ndarray] = [np.empty(0)] * K
-    L = g @ net.readout.W.value().T
+    L = g @ net.readout.W.read_weights().T
     for li in range(K - 1, -1, -1):
         out[li] = L
         if li > 0:
-            L = (L * hps[li]) @ net.hidden[li].W.value().T
+            L = (L * hps[li]) @ net.hidden[li].W.read_weights().T
     return out
 
 
@@ -192,7 +192,7 @@ def sequence_grads(
         p = partials(
             shifted(rec.s), shifted(rec.y), layer.params(), layer.cfg.reset, layer.cfg.detach_reset
         )
-        h_val = None if layer.H is None else layer.H.value()
+        h_val = None if layer.H is None else layer.H.read_weights()
         args = (rec.x, shifted(rec.y), hps[li], shifted(hps[li]), p, h_val, signals[li])
         names = _trace_names(net, li)
         if form == "reverse":
@@ -273,11 +273,11 @@ class OnlineLearner:
             p = partials(prev.s, prev.y, layer.params(), layer.cfg.reset, layer.cfg.detach_reset)
             recursive = rule.name != "drtp"
             if rule.traces == "complete":
-                h_val = None if layer.H is None else layer.H.value()
+                h_val = None if layer.H is None else layer.H.read_weights()
                 tr = complete_step(state.traces[li], x, prev.y, state.hp[li], p, h_val, recursive)
                 gt = complete_grads(tr, signals[li], hps[li])
             else:
-                h_diag = 0.0 if layer.H is None else np.diagonal(layer.H.value()).copy()
+                h_diag = 0.0 if layer.H is None else np.diagonal(layer.H.read_weights()).copy()
                 tr = diag_step(state.traces[li], x, prev.y, state.hp[li], p, h_diag, recursive)
                 gt = diag_grads(tr, signals[li], hps[li])
             new_traces.append(tr)

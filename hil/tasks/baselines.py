@@ -12,11 +12,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from hil.tasks.jsb import frame_bce, split_nll
 from hil.tasks.pianoroll import N_KEYS, PianoRollSplits
+
+
+class Rolls(Protocol):
+    """Training and validation piano rolls (:class:`PianoRollSplits`, a JSB task's data)."""
+
+    @property
+    def train(self) -> list[np.ndarray]: ...
+
+    @property
+    def valid(self) -> list[np.ndarray]: ...
 
 
 def _frames(rolls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +47,7 @@ class ConstantPredictor:
     p: np.ndarray
 
     @classmethod
-    def fit(cls, data: PianoRollSplits) -> ConstantPredictor:
+    def fit(cls, data: Rolls) -> ConstantPredictor:
         _, y = _frames(data.train)
         return cls((y.sum(axis=0) + 0.5) / (y.shape[0] + 1.0))
 
@@ -57,7 +68,7 @@ class LogisticPredictor:
     @classmethod
     def fit(
         cls,
-        data: PianoRollSplits,
+        data: Rolls,
         iterations: int = 150,
         lr: float = 0.1,
         l2: float = 1e-4,

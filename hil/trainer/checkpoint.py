@@ -11,13 +11,16 @@ sequence, and the metrics history.
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hil.fsio import atomic_save_npz, atomic_write_json
+from hil.faults import fault_point
+from hil.fsio import atomic_save_npz, atomic_write_json, remove_temp_files
 from hil.trainer.runs import RunError
 
 STATE_FILE = "state.json"
@@ -58,6 +61,7 @@ def save(directory: Path, ck: Checkpoint, generation: int) -> None:
     optim_meta = _flatten_optim(ck.optim, arrays)
     arrays_name = f"arrays-{generation:06d}.npz"
     atomic_save_npz(directory / arrays_name, arrays)
+    fault_point("checkpoint.arrays_written")
     atomic_write_json(
         directory / STATE_FILE,
         {
@@ -75,9 +79,23 @@ def save(directory: Path, ck: Checkpoint, generation: int) -> None:
             "chip_snapshot": ck.chip_snapshot,
         },
     )
+    fault_point("checkpoint.committed")
+    remove_stale(directory, arrays_name, ck.chip_snapshot)
+
+
+def remove_stale(directory: Path, arrays_name: str | None, snapshot: str | None) -> list[str]:
+    """Delete every generation's files but ``arrays_name`` and ``snapshot`` (older ones, and
+    half-written newer ones a crash left uncommitted) and temp files; returns their names."""
+    stale = [p.name for p in remove_temp_files(directory)]
     for old in directory.glob("arrays-*.npz"):
         if old.name != arrays_name:
             old.unlink(missing_ok=True)
+            stale.append(old.name)
+    for old in directory.glob("chips-*"):
+        if old.name != snapshot:
+            shutil.rmtree(old, ignore_errors=True)
+            stale.append(old.name)
+    return stale
 
 
 def load(directory: Path) -> tuple[Checkpoint, int]:
@@ -109,3 +127,40 @@ def load(directory: Path) -> tuple[Checkpoint, int]:
         chip_snapshot=meta["chip_snapshot"],
     )
     return ck, int(meta["generation"])
+
+
+class Checkpointer:
+    """Commits a run's checkpoints in ``directory``, numbered by generation.
+
+    :meth:`save` first saves the chips' state beside it (``chips-<n>/``, when the backend
+    can snapshot), then the arrays, then the commit record; only then are older
+    generations removed.
+    """
+
+    def __init__(self, directory: Path, generation: int = 0) -> None:
+        self.directory = directory
+        self.generation = generation
+
+    def save(self, ck: Checkpoint, snapshot: Callable[[Path], str | None]) -> None:
+        """Commit ``ck`` as the next generation; ``snapshot(dest)`` saves the chips."""
+        self.generation += 1
+        self.directory.mkdir(parents=True, exist_ok=True)
+        dest = self.directory / f"chips-{self.generation:06d}"
+        if dest.exists():  # an uncommitted snapshot of a crashed attempt
+            shutil.rmtree(dest)
+        ck.chip_snapshot = snapshot(dest)
+        if ck.chip_snapshot is not None:
+            fault_point("checkpoint.snapshot_written")
+        save(self.directory, ck, self.generation)
+
+    def load(self) -> Checkpoint | None:
+        """The last committed checkpoint (None if there is none), after deleting what a
+        crash left uncommitted; later saves continue its numbering."""
+        if not (self.directory / STATE_FILE).is_file():
+            shutil.rmtree(self.directory, ignore_errors=True)  # nothing was ever committed
+            self.generation = 0
+            return None
+        ck, self.generation = load(self.directory)
+        arrays = json.loads((self.directory / STATE_FILE).read_text())["arrays"]
+        remove_stale(self.directory, arrays, ck.chip_snapshot)
+        return ck

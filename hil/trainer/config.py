@@ -13,12 +13,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from hil.errors import ConfigError
-from hil.tasks.datasource import JsbDataConfig
-from hil.trainer.tasks import ShdDataConfig
+from hil.tasks.spec import TaskSpec, get_task, task_names
 
 SOFTWARE = "software"
 
@@ -45,9 +53,13 @@ class NetworkSection(_Strict):
     train_decay: bool = False
     w_scale: float = Field(default=1.0, gt=0)
     """initial Glorot range multiplier"""
-    readout_bias_init: Literal["zero", "key_frequency"] = "zero"
-    """readout bias at the start: 0, or the log-odds of each key's training frequency (JSB),
-    so that training starts from the constant predictor instead of from chance"""
+    readout_bias_init: str = "zero"
+    """readout bias at the start: ``zero``, or an initialisation the task offers (JSB:
+    ``key_frequency``, the log-odds of each key's training frequency, so that training
+    starts from the constant predictor instead of from chance)"""
+    detach_reset: bool = False
+    """no gradient through the reset's use of ``y_{t−1}`` (a heuristic, not the exact
+    gradient; :class:`hil.learning.SNUConfig`)"""
     readout_tau: float = Field(default=0.0, ge=0.0, lt=1.0)
     """readout leak τ: 0 is a dense sigmoid layer (JSB), SHD uses a leaky integrator 0.98–0.99"""
 
@@ -76,6 +88,24 @@ class TrainSection(_Strict):
     """use only the first N training sequences (short runs, demos)"""
     max_eval_sequences: int | None = Field(default=None, ge=1)
     """evaluate on the first N valid/test sequences only"""
+    streams: Literal["spawned", "legacy"] = "spawned"
+    """how ``seed`` seeds the initial weights and the epochs' shuffle: ``spawned`` —
+    ``default_rng([seed, 0])`` and ``default_rng([seed, 1])``; ``legacy`` —
+    ``default_rng(seed)`` and ``default_rng(1000 + seed)``, the streams of the software
+    reproduction before the trainer ran it (kept so its recorded figures regenerate
+    bit-identically)"""
+
+    def init_rng(self) -> np.random.Generator:
+        """The generator of the initial weights."""
+        if self.streams == "legacy":
+            return np.random.default_rng(self.seed)
+        return np.random.default_rng([self.seed, 0])
+
+    def shuffle_rng(self) -> np.random.Generator:
+        """The generator of every epoch's order of the training items."""
+        if self.streams == "legacy":
+            return np.random.default_rng(1000 + self.seed)
+        return np.random.default_rng([self.seed, 1])
 
 
 class DeviceSection(_Strict):
@@ -116,30 +146,108 @@ class DeviceSection(_Strict):
         return self.url == SOFTWARE
 
 
+CORE_SECTIONS = ("name", "task", "network", "rule", "optim", "train", "device")
+
+
 class RunConfig(_Strict):
-    """A training run: task, data, network, rule, optimiser, schedule and device."""
+    """A training run: task, the task's settings, network, rule, optimiser, schedule, device.
+
+    Every other top-level key of a config file is the settings section of a task
+    (:class:`hil.tasks.spec.TaskSpec.section`: ``data`` for ``jsb``, ``shd`` for ``shd``),
+    validated with that task's model and kept in :attr:`task_settings`; the active task's
+    section is filled with its defaults when absent. Dumped, the sections are top-level
+    keys again, so a dumped config loads back unchanged.
+    """
 
     name: str = "run"
-    task: Literal["jsb", "shd"] = "jsb"
-    data: JsbDataConfig = Field(default_factory=JsbDataConfig)
-    """JSB data sources (task jsb)"""
-    shd: ShdDataConfig = Field(default_factory=ShdDataConfig)
-    """SHD files and binning (task shd)"""
+    task: str = "jsb"
+    """a task name (``jsb``, ``shd``, a registered or entry-point task) or an import path
+    ``package.module:TASK`` (see :mod:`hil.tasks.spec`)"""
     network: NetworkSection = Field(default_factory=NetworkSection)
     rule: RuleSection = Field(default_factory=RuleSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     train: TrainSection = Field(default_factory=TrainSection)
     device: DeviceSection = Field(default_factory=DeviceSection)
+    task_settings: dict[str, Any] = Field(default_factory=dict)
+    """task settings by section key (validated models)"""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_task_sections(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or "task_settings" in raw:
+            return raw
+        out = {k: v for k, v in raw.items() if k in CORE_SECTIONS}
+        out["task_settings"] = {k: v for k, v in raw.items() if k not in CORE_SECTIONS}
+        return out
+
+    @model_validator(mode="after")
+    def _validate_task_sections(self) -> RunConfig:
+        spec = get_task(self.task)
+        owners = section_owners()
+        owners[spec.section] = spec
+        settings: dict[str, BaseModel] = {}
+        for key, value in self.task_settings.items():
+            owner = owners.get(key)
+            if owner is None:
+                raise ValueError(
+                    f"{key}: unknown section; expected {', '.join(CORE_SECTIONS[2:])} or a "
+                    f"task's settings ({', '.join(sorted(owners))})"
+                )
+            if isinstance(value, owner.settings):
+                settings[key] = value
+                continue
+            try:
+                settings[key] = owner.settings.model_validate(value)
+            except ValidationError as exc:
+                raise ValueError(_format_errors(exc, prefix=f"{key}.")) from None
+        if spec.section not in settings:
+            settings[spec.section] = spec.settings()
+        bias = self.network.readout_bias_init
+        if bias != "zero" and bias not in spec.readout_bias:
+            raise ValueError(
+                f"network.readout_bias_init: {bias!r} is not offered by task {spec.name!r}; "
+                f"expected one of {['zero', *spec.readout_bias]}"
+            )
+        object.__setattr__(self, "task_settings", settings)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _flatten_task_sections(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        sections = out.pop("task_settings", {})
+        return {**out, **sections}
+
+    @property
+    def task_spec(self) -> TaskSpec:
+        """The run's task."""
+        return get_task(self.task)
+
+    def settings_of(self, spec: TaskSpec) -> Any:
+        """The settings section of ``spec`` (the run's task always has one)."""
+        found = self.task_settings.get(spec.section)
+        return spec.settings() if found is None else found
+
+
+def section_owners() -> dict[str, TaskSpec]:
+    """Settings section key -> task, for every task found by name."""
+    return {spec.section: spec for spec in map(get_task, task_names())}
+
+
+def _format_errors(exc: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if not loc and err["type"] == "value_error":  # a section's own message
+            parts.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        parts.append(f"{prefix}{loc or '(top level)'}: {err['msg']}{shown}")
+    return "; ".join(parts)
 
 
 def _format_error(exc: ValidationError, origin: str) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        parts.append(f"{loc}: {err['msg']}{shown}")
-    return f"invalid run config {origin}: " + "; ".join(parts)
+    return f"invalid run config {origin}: " + _format_errors(exc)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

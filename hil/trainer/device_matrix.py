@@ -1,7 +1,9 @@
 """A :class:`~hil.learning.matrix.MatrixOp` whose weights live on a PCM chip region.
 
-The learning code calls the same four members as on a host matrix; here they become driver
-requests (``hil`` reaches chips only through the driver contract).
+The learning code calls the same members as on a host matrix; here they become driver
+requests (``hil`` reaches chips only through the driver contract). ``shape`` and ``dtype``
+touch nothing, ``matmul`` is MVM requests, ``update`` is at most one pulse request, and
+:meth:`DeviceMatrix.read_weights` is the one member that reads the conductances.
 
 Forward (``matmul``), for ``x`` of shape ``(..., m)`` flattened to rows ``x_k``:
 
@@ -22,12 +24,12 @@ Update (``update``), the mixed-precision scheme of Nandakumar et al. 2020:
     ε = ΔG_set / (2 · scale)            (one SET pulse on one device moves G_net by ΔG_set/2)
 
 ``n > 0`` goes to the ``+`` side, ``n < 0`` to the ``−`` side; which of the A/B devices gets
-it is chosen by a global round-robin counter (Boybat 2018, :func:`simulator.mapping.arbitrate`).
+it is chosen by a global round-robin counter (Boybat 2018, :func:`hil.trainer.cells.arbitrate`).
 Every pulse request carries a deterministic request id, so a retried request is never
 applied twice.
 
 Refresh (``refresh``): read the cells, find those whose both sides have climbed
-(:func:`simulator.mapping.plan_refresh`), RESET them and re-program their net weight with
+(:func:`hil.trainer.cells.plan_refresh`), RESET them and re-program their net weight with
 SET pulses and verify reads (contract verbs only, so every driver supports it). A verify
 read covers only the row runs and column span of the cells just pulsed, not the region.
 """
@@ -40,8 +42,8 @@ import numpy as np
 
 from drivers.base import Driver
 from hil.errors import ConfigError
+from hil.trainer.cells import CellMapping, RefreshConfig, arbitrate, net_conductance, plan_refresh
 from protocols.region import Region
-from simulator.mapping import CellMapping, RefreshConfig, arbitrate, net_conductance, plan_refresh
 
 SATURATED_FRACTION = 0.95
 """a device read above this fraction of g_max counts as saturated (metrics only)"""
@@ -133,7 +135,7 @@ class DeviceMatrix:
 
     @property
     def dtype(self) -> np.dtype:
-        """dtype of :meth:`value` and of the accumulator χ (float64), without a device read."""
+        """float64: weights read back and the accumulator χ are host float64."""
         return np.dtype(np.float64)
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
@@ -168,8 +170,9 @@ class DeviceMatrix:
         y = out.reshape(*lead, n)
         return y.astype(x.dtype, copy=False) if x.dtype.kind == "f" else y
 
-    def value(self) -> np.ndarray:
-        """Current weights read back from the device (one noisy read), weight units."""
+    def read_weights(self) -> np.ndarray:
+        """Current weights read back from the chip (one noisy read of the region), weight
+        units. The only member that reads conductances for the learning code."""
         return self.mapping.to_weight(net_conductance(self.driver.read_conductances(self.region)))
 
     def update(self, delta: np.ndarray) -> None:
@@ -220,7 +223,7 @@ class DeviceMatrix:
         deficit's sign: to device A until it nears g_max, then to B (Le Gallo 2023's
         fill-then-trim); it stops when every deficit is within the program tolerance.
         """
-        g = self.driver.read_conductances(self.region)
+        g = np.array(self.driver.read_conductances(self.region))  # own copy: updated below
         plan = plan_refresh(g, self.g_max_us, self.cfg.refresh)
         n_cells = int(plan.sum())
         if not n_cells:

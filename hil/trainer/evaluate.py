@@ -18,12 +18,10 @@ from typing import Any
 
 from hil.errors import HilError
 from hil.trainer import checkpoint as ckpt
+from hil.trainer.chip_backend import ChipBackend
 from hil.trainer.config import RunConfig
-from hil.trainer.device_matrix import RequestIds
-from hil.trainer.loop import Loop
-from hil.trainer.model import build_model
 from hil.trainer.runs import RunDir
-from hil.trainer.session import check_data, load_task, open_device
+from hil.trainer.session import build_trainer, check_data, load_task
 from protocols.models import CAP_TIME
 
 MODES = ("none", "global", "per_column")
@@ -51,28 +49,30 @@ def drift_evaluation(
     out: dict[str, Any] = {
         "run": str(run.path),
         "epoch": ck.epoch,
-        "metric": task.metric,
+        "metric": cfg.task_spec.metric,
         "delays_s": sorted(delays_s),
         "modes": {},
     }
     for mode in modes:
-        driver = open_device(cfg.device.url, run.checkpoint_dir / ck.chip_snapshot)
+        backend = ChipBackend.open(
+            cfg.device,
+            f"{run.path.name}-drift-{mode}",
+            cfg.train.seed,
+            restore=run.checkpoint_dir / ck.chip_snapshot,
+        )
         try:
-            if not driver.info().has(CAP_TIME):
+            if not backend.driver.info().has(CAP_TIME):
                 raise HilError(f"{cfg.device.url} has no device clock to advance")
-            ids = RequestIds(f"{run.path.name}-drift-{mode}")
-            loop = Loop(cfg, run, build_model(cfg, driver, ids, program=False), task, driver, ids)
-            loop.load_weights(ck)
-            t_end = driver.time_s()
-            refs = loop.calibrate() if mode != "none" else None
+            trainer = build_trainer(cfg, task, backend, program=False)
+            trainer.load_weights(ck)
+            t_end = backend.time_s()
+            refs = backend.drift_reference() if mode != "none" else None
             rows = []
             for delay in sorted(delays_s):
-                dt = t_end + delay - driver.time_s()
-                if dt > 0:
-                    driver.advance(dt, request_id=ids.next("drift"))
-                rows.append({"delay_s": delay, **loop.scores(refs, mode)})
+                backend.let_time_pass(t_end + delay - backend.time_s(), "drift")
+                rows.append({"delay_s": delay, **trainer.evaluator.scores(refs, mode)})
             out["modes"][mode] = rows
         finally:
-            driver.close()
+            backend.close()
     run.write_json("drift_eval.json", out)
     return out

@@ -8,6 +8,10 @@ Plots (each only when its data exists in the run directory):
   (``conductances_before.npz`` / ``conductances_after.npz``, one array per placed matrix);
 - ``weights_programmed.png``: programmed against target weights at placement
   (``programming.npz``: ``<name>_target`` and ``<name>_achieved``).
+
+A "Cost per epoch" table lists ``train_s``, ``eval_s``, ``epoch_s`` and, when the device is
+behind a link, ``link_bytes`` and (serial board) ``link_s_est``, the serial time of those
+bytes at the board's baud rate.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def _curves(run: RunDir, metrics: list[dict[str, Any]], metric: str) -> str | No
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper right")  # loc='best' warns when it is slow
     fig.tight_layout()
     fig.savefig(run.path / "curves.png", dpi=100)
     plt.close(fig)
@@ -83,7 +87,7 @@ def _hist(run: RunDir) -> str | None:
             ax.set_title(name)
             ax.set_xlabel("G (µS)")
             ax.set_yscale("log")
-            ax.legend()
+            ax.legend(loc="upper right")  # loc='best' warns when it is slow
     fig.tight_layout()
     fig.savefig(run.path / "conductance_hist.png", dpi=100)
     plt.close(fig)
@@ -112,6 +116,31 @@ def _programmed(run: RunDir) -> str | None:
     return "weights_programmed.png"
 
 
+COST_KEYS = ("train_s", "eval_s", "epoch_s", "link_bytes", "link_s_est")
+"""Per-epoch costs the report tabulates when the metrics have them: host time of training and
+of evaluation, and the bytes the epoch moved over the device link with their serial time
+at the board's baud rate."""
+
+
+def _costs(metrics: list[dict[str, Any]]) -> str:
+    """HTML table of :data:`COST_KEYS` per epoch (only the keys the run recorded)."""
+    keys = [k for k in COST_KEYS if any(k in m for m in metrics)]
+    if not keys:
+        return ""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return "" if v is None else str(v)
+
+    head = "".join(f"<th>{k}</th>" for k in ("epoch", *keys))
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{cell(m.get(k))}</td>" for k in ("epoch", *keys)) + "</tr>"
+        for m in metrics
+    )
+    return f"<h2>Cost per epoch</h2><table><tr>{head}</tr>{rows}</table>"
+
+
 def write_report(run: RunDir, metric: str) -> Path:
     """Write ``report.html`` (and its PNGs) for ``run``; returns the HTML path."""
     metrics = run.metrics()
@@ -134,6 +163,7 @@ def write_report(run: RunDir, metric: str) -> Path:
     body = [
         f"<h1>Run {html.escape(run.path.name)}</h1>",
         f"<table>{rows}</table>",
+        _costs(metrics),
         *(f'<p><img src="{img}" alt="{img}"></p>' for img in images),
     ]
     page = (

@@ -23,16 +23,33 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hil.errors import HilError
+from hil.faults import fault_point
 from hil.fsio import append_jsonl, atomic_write_json, read_jsonl
 
-TIMING_KEYS = ("epoch_s", "time", "wall_s", "device_time_s")
-"""Metric keys that depend on the machine's speed (and, for the device clock, on MVM timing)."""
+TIMING_KEYS = (
+    "epoch_s",
+    "train_s",
+    "train_cpu_s",
+    "eval_s",
+    "time",
+    "wall_s",
+    "device_time_s",
+    "link_bytes",
+    "link_bytes_sent",
+    "link_bytes_received",
+    "link_s_est",
+)
+"""Metric keys that depend on the machine's speed (and, for the device clock, on MVM
+timing) or on the transport to the device (link bytes: none in-process)."""
 
 PACKAGES = ("numpy", "pyzmq", "pydantic", "structlog", "pcm-hil", "torch", "music21")
 
@@ -115,6 +132,7 @@ class RunDir:
                 f"or choose another --run-dir"
             )
         path.mkdir(parents=True, exist_ok=True)
+        fault_point("run.created")
         return cls(path)
 
     @classmethod
@@ -122,7 +140,11 @@ class RunDir:
         """An existing run directory (for --resume, ``hil runs show``)."""
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise RunError(f"{path} is not a run directory (no config.json)")
+            raise RunError(
+                f"{path} is not a run directory (no config.json): if a run was stopped "
+                f"before it recorded its config, start it again with "
+                f"hil train CONFIG --run-dir {path}"
+            )
         return cls(path)
 
     def event(self, name: str, **fields: Any) -> None:
@@ -164,6 +186,13 @@ class RunDir:
 def without_timing(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Metric records minus :data:`TIMING_KEYS`: what must match between equivalent runs."""
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value) of ``values``:
+    the spread every figure over seeds reports."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
 def list_runs(base: Path) -> list[RunDir]:

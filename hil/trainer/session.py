@@ -22,29 +22,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import structlog
 
-from drivers import DriverError, open_driver
-from drivers.base import Driver
 from hil.errors import ConfigError, HilError
-from hil.fsio import atomic_save_npz
-from hil.tasks.baselines import ConstantPredictor
-from hil.tasks.datasource import describe, resolve_jsb
+from hil.faults import fault_point
+from hil.fsio import atomic_save_npz, remove_temp_files
+from hil.tasks.spec import LoadContext, TaskData
 from hil.trainer import checkpoint as ckpt
+from hil.trainer.backend import Backend, SoftwareBackend
+from hil.trainer.chip_backend import ChipBackend
 from hil.trainer.config import RunConfig, load_config
-from hil.trainer.device_matrix import RequestIds
-from hil.trainer.loop import Interrupted, Loop
-from hil.trainer.model import Model, build_model, matrix_shapes
-from hil.trainer.placement import place
+from hil.trainer.model import layer_configs, matrix_shapes
 from hil.trainer.progress import TrainingProgress
 from hil.trainer.report import write_report
 from hil.trainer.runs import RunDir, environment
 from hil.trainer.status import RunLock
-from hil.trainer.tasks import Task, jsb_task, shd_task
-from protocols.models import CAP_SNAPSHOT
+from hil.trainer.trainer import Interrupted, Trainer
 
 log = structlog.get_logger(__name__)
+
+ATTEMPT_EVENTS = frozenset({"start", "resume", "restart"})
+"""Events that open an attempt of a run (their count numbers the next attempt)."""
 
 
 @dataclass(frozen=True)
@@ -85,29 +83,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
 
 
-def open_device(url: str, restore: Path | None) -> Driver:
-    """Open ``url``; for a snapshot-capable simulator, restore from ``restore`` if given."""
-    if restore is not None:
-        sep = "&" if "?" in url else "?"
-        url = f"{url}{sep}restore={restore}"
-    try:
-        return open_driver(url)
-    except DriverError as exc:
-        raise HilError(f"cannot open device {url!r}: {exc}") from exc
-    except OSError as exc:
-        raise HilError(f"cannot open device {url!r}: {exc}") from exc
-
-
-def _identity(driver: Driver) -> dict[str, Any]:
-    info = driver.info()
-    return info.model_dump(mode="json")
-
-
-def _save_conductances(run: RunDir, model: Model, name: str) -> None:
-    arrays = {k: m.driver.read_conductances(m.region) for k, m in model.matrices.items()}
-    atomic_save_npz(run.path / name, arrays)
-
-
 def train(req: TrainRequest) -> dict[str, Any]:
     """Run (or resume) a training run; returns the summary (also in ``summary.json``).
 
@@ -119,7 +94,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
         try:
             return _train(req, guard)
         except Interrupted:
-            raise  # the loop recorded the stop with its checkpoint
+            raise  # the trainer recorded the stop with its checkpoint
         except KeyboardInterrupt:
             guard.record_end("interrupted", msg="stopped at once (second Ctrl-C)")
             raise
@@ -169,7 +144,10 @@ def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
             cfg = cfg.model_copy(
                 update={"device": cfg.device.model_copy(update={"url": req.device})}
             )
-        ck, generation = ckpt.load(opened.checkpoint_dir)
+        remove_temp_files(opened.path)
+        checkpointer = ckpt.Checkpointer(opened.checkpoint_dir)
+        ck = checkpointer.load()  # None: stopped before its first checkpoint: start afresh
+        generation = checkpointer.generation
         run: RunDir | None = opened
     else:
         cfg = resolve_request(req)
@@ -178,51 +156,49 @@ def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
     data = load_task(cfg, progress=req.progress is not False)
     log.info("data", task=cfg.task, source=data.source, train_items=data.n_train)
 
-    driver: Driver | None = None
+    restore = None
+    if run is not None and ck is not None and ck.chip_snapshot:
+        restore = run.checkpoint_dir / ck.chip_snapshot
+    path = req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    backend = build_backend(cfg, _slug(path.name), restore)
     try:
-        if not cfg.device.is_software:
-            restore = None
-            if run is not None and ck is not None and ck.chip_snapshot:
-                restore = run.checkpoint_dir / ck.chip_snapshot
-            driver = open_device(cfg.device.url, restore)
-            info = driver.info()
-            place(matrix_shapes(cfg), info.chips, info.rows, info.cols)  # refuse before writing
         if run is None:
-            path = (
-                req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
-            )
             run = RunDir.create(path)
             guard.lock(run)
             run.write_json("config.json", cfg.model_dump(mode="json"))
+            fault_point("run.config_written")
             run.write_json("environment.json", environment())
-        check_data(run, data, new=ck is None)
+        attempt = sum(e.get("event") in ATTEMPT_EVENTS for e in run.events())
+        check_data(run, data, new=ck is None, task_name=cfg.task_spec.name)
+        fault_point("run.data_recorded")
         run.event(
-            "resume" if ck else "start",
+            ("resume" if ck else "restart") if req.resume else "start",
             epoch=ck.epoch if ck else 0,
             epochs=cfg.train.epochs,
+            attempt=attempt,
             device=cfg.device.url,
             data_source=data.source,
         )
         guard.started(run)
-        history = _train_on(cfg, req, run, data, driver, ck, generation)
+        history = _train_on(cfg, req, run, data, backend, ck, generation, attempt)
     finally:
-        if driver is not None:
-            driver.close()
+        backend.close()
+    fault_point("run.trained")
     summary = summarise(cfg, history, data, time.time() - t_start, run)
     run.write_json("summary.json", summary)
-    write_report(run, data.metric)
-    run.event(
-        "finished", **{k: summary[k] for k in (f"test_{data.metric}", "best_epoch", "epochs")}
-    )
+    fault_point("run.summary_written")
+    metric = cfg.task_spec.metric
+    write_report(run, metric)
+    run.event("finished", **{k: summary[k] for k in (f"test_{metric}", "best_epoch", "epochs")})
     return summary
 
 
-def check_data(run: RunDir, task: Task, *, new: bool) -> None:
+def check_data(run: RunDir, task: TaskData, *, new: bool, task_name: str | None = None) -> None:
     """Record the run's data source (new run) or refuse data that differ from the record."""
     if new:
         run.write_json(
             "data.json",
-            {"task": task.name, "source": task.source, "sha256": task.fingerprint},
+            {"task": task_name, "source": task.source, "sha256": task.fingerprint},
         )
         return
     recorded = run.read_json("data.json")
@@ -234,42 +210,84 @@ def check_data(run: RunDir, task: Task, *, new: bool) -> None:
         )
 
 
-def load_task(cfg: RunConfig, progress: bool) -> Task:
-    n_train, n_eval = cfg.train.max_train_sequences, cfg.train.max_eval_sequences
-    if cfg.task == "shd":
-        env_dir = os.environ.get("HIL_DATA_DIR")
-        return shd_task(
-            cfg.shd, cfg.train.seed, n_train, n_eval, Path(env_dir) if env_dir else None
-        )
-    splits = resolve_jsb(cfg.data, progress=progress)
-    task = jsb_task(splits, n_train, n_eval)
-    print(f"data: {describe(splits)}", flush=True)
-    print(f"      {comparable_line(task)}", flush=True)
-    return task
+def load_task(cfg: RunConfig, progress: bool) -> TaskData:
+    """The run's task data, loaded by its task's loader with the run's settings."""
+    spec = cfg.task_spec
+    env_dir = os.environ.get("HIL_DATA_DIR")
+    ctx = LoadContext(
+        seed=cfg.train.seed,
+        max_train=cfg.train.max_train_sequences,
+        max_eval=cfg.train.max_eval_sequences,
+        data_dir=Path(env_dir) if env_dir else None,
+        progress=progress,
+    )
+    return spec.load(cfg.settings_of(spec), ctx)
 
 
-def comparable_line(task: Task) -> str:
-    """Whether the run's test metric can be set beside published numbers, in words."""
-    if task.comparable:
-        return f"test {task.metric.upper()} comparable to published numbers ({task.comparable_why})"
-    return f"test {task.metric.upper()} NOT comparable to published numbers: {task.comparable_why}"
+def build_backend(cfg: RunConfig, run_id: str, restore: Path | None = None) -> Backend:
+    """The run's backend: software, or the chips at ``cfg.device.url`` (restored from a
+    snapshot when given), with the network's placement checked before anything is written."""
+    if cfg.device.is_software:
+        return SoftwareBackend()
+    backend = ChipBackend.open(cfg.device, run_id, cfg.train.seed, restore)
+    try:
+        backend.place(matrix_shapes(cfg))  # refuse before writing
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
+def build_trainer(
+    cfg: RunConfig,
+    task: TaskData,
+    backend: Backend,
+    *,
+    program: bool = True,
+    run: RunDir | None = None,
+    checkpointer: ckpt.Checkpointer | None = None,
+    checkpoint_every: int = 0,
+    progress: Any = None,
+) -> Trainer:
+    """The network of ``cfg`` built on ``backend`` (programmed unless ``program`` is False:
+    a resumed or restored run) and its :class:`Trainer`."""
+    layers, readout = layer_configs(cfg)
+    net = backend.build_network(
+        layers, readout, cfg.train.init_rng(), w_scale=cfg.network.w_scale, program=program
+    )
+    bias = cfg.network.readout_bias_init
+    if bias != "zero" and net.readout.c is not None:
+        net.readout.c.assign(cfg.task_spec.readout_bias[bias](task))
+    return Trainer(
+        cfg,
+        task,
+        net,
+        backend,
+        run=run,
+        checkpointer=checkpointer,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+    )
 
 
 def _train_on(
     cfg: RunConfig,
     req: TrainRequest,
     run: RunDir,
-    data: Task,
-    driver: Driver | None,
+    data: TaskData,
+    backend: Backend,
     ck: ckpt.Checkpoint | None,
     generation: int,
+    attempt: int,
 ) -> list[dict[str, Any]]:
-    ids: RequestIds | None = None
-    if driver is not None:
-        ids = RequestIds(_slug(run.path.name))
-        identity = _identity(driver)
+    # request ids of this attempt differ from every earlier attempt's (a device that keeps
+    # an idempotency record would otherwise answer them from it and apply nothing)
+    backend.resume_requests(attempt, ck.request_seq if ck else 0)
+    identity = backend.identity()
+    if identity is not None:
         if ck is None:
             run.write_json("device.json", {"url": cfg.device.url, "info": identity})
+            fault_point("run.device_recorded")
         else:
             recorded = run.read_json("device.json")["info"]
             if recorded != identity:
@@ -280,66 +298,48 @@ def _train_on(
                 )
             if not ck.chip_snapshot:
                 run.event("chip_not_restorable", msg="continuing on the non-volatile chip as it is")
-    model = build_model(cfg, driver, ids, program=ck is None)
-    if cfg.network.readout_bias_init == "key_frequency":
-        if cfg.task != "jsb":
-            raise ConfigError("network.readout_bias_init=key_frequency is for the jsb task only")
-        p = ConstantPredictor.fit(data).p  # type: ignore[arg-type]
-        model.net.readout.c.assign(np.log(p) - np.log1p(-p))  # type: ignore[union-attr]
-    if ck is None and model.on_device:
-        run.write_json(
-            "placement.json",
-            {
-                "placement": {k: str(r) for k, r in model.placement.items()},
-                "regions": {k: r.model_dump() for k, r in model.placement.items()},
-                "programming": model.programming,
-            },
-        )
-        run.event("programmed", report=model.programming)
-        _save_conductances(run, model, "conductances_before.npz")
-        atomic_save_npz(
-            run.path / "programming.npz",
-            {
-                **{f"{k}_target": model.targets[k] for k in model.matrices},
-                **{f"{k}_achieved": m.value() for k, m in model.matrices.items()},
-            },
-        )
-    snapshot = None
-    if driver is not None and driver.info().has(CAP_SNAPSHOT):
-
-        def snapshot(dest: Path) -> str:
-            driver.snapshot(dest)  # type: ignore[attr-defined]
-            return dest.name
-
     with TrainingProgress(req.progress) as progress:
-        loop = Loop(
+        trainer = build_trainer(
             cfg,
-            run,
-            model,
             data,
-            driver,
-            ids,
-            snapshot=snapshot,
+            backend,
+            program=ck is None,
+            run=run,
+            checkpointer=ckpt.Checkpointer(run.checkpoint_dir, generation),
             checkpoint_every=req.checkpoint_every,
             progress=progress,
         )
+        if ck is None and isinstance(backend, ChipBackend):
+            run.write_json("placement.json", backend.placement_record())
+            fault_point("run.programmed")
+            run.event("programmed", report=backend.programming)
+            atomic_save_npz(run.path / "conductances_before.npz", backend.read_conductances())
+            atomic_save_npz(
+                run.path / "programming.npz",
+                {
+                    **{f"{k}_target": v for k, v in backend.targets.items()},
+                    **{f"{k}_achieved": v for k, v in backend.read_weights().items()},
+                },
+            )
+        trainer.attempt = attempt
         if ck is not None:
-            loop.restore(ck, generation)
-        elif snapshot is not None or driver is None:
-            loop.save_checkpoint()  # the initial state, chips included
-        history = loop.run_epochs(cfg.train.epochs)
-    if model.on_device:
-        _save_conductances(run, model, "conductances_after.npz")
+            trainer.restore(ck, attempt)
+        elif backend.can_snapshot or not backend.on_device:
+            trainer.save_checkpoint()  # the initial state, chips included
+        history = trainer.run_epochs(cfg.train.epochs)
+    if isinstance(backend, ChipBackend):
+        atomic_save_npz(run.path / "conductances_after.npz", backend.read_conductances())
     return history
 
 
 def summarise(
-    cfg: RunConfig, history: list[dict[str, Any]], data: Task, wall_s: float, run: RunDir
+    cfg: RunConfig, history: list[dict[str, Any]], data: TaskData, wall_s: float, run: RunDir
 ) -> dict[str, Any]:
     if not history:
         raise HilError("the run finished without a single epoch")
-    m = data.metric
-    sign = -1.0 if m == "accuracy" else 1.0
+    spec = cfg.task_spec
+    m, higher = spec.metric, spec.higher_is_better
+    sign = -1.0 if higher else 1.0
     best = min(history, key=lambda r: sign * r[f"valid_{m}"])
     last = history[-1]
     return {
@@ -357,7 +357,7 @@ def summarise(
         "best_epoch": best["epoch"],
         f"best_valid_{m}": best[f"valid_{m}"],
         f"test_{m}_at_best": best[f"test_{m}"],
-        f"max_test_{m}" if m == "accuracy" else f"min_test_{m}": (max if m == "accuracy" else min)(
+        f"max_test_{m}" if higher else f"min_test_{m}": (max if higher else min)(
             r[f"test_{m}"] for r in history
         ),
         "epochs": len(history),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from protocols.cell import net_conductance
 from simulator import (
     Chip,
     ChipStateError,
@@ -15,7 +16,6 @@ from simulator import (
     SimulatorError,
     get_preset,
 )
-from simulator.mapping import net_conductance
 
 
 def _targets(rng: np.random.Generator, region: Region, g: float) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from protocols.cell import net_conductance
 from simulator import Chip, Clock, DeviceParams, InputRangeError, PresetError, Region, get_preset
-from simulator.mapping import net_conductance
 
 
 def test_virtual_clock_ticks_with_modelled_latencies() -> None:

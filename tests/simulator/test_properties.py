@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from hil.trainer.cells import CellMapping, arbitrate, net_conductance
 from simulator import Chip, Region, physics
-from simulator.mapping import CellMapping, arbitrate, net_conductance
 
 REGION = Region(0, 3, 11, 5, 12)
 

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
+from protocols.cell import net_conductance
 from simulator import Chip, Region, get_preset
-from simulator.mapping import net_conductance
 
 FULL = Region.full(0)
 A_PLUS = 0

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from drivers.sim import SimDriver
+from hil.trainer.cells import CellMapping, net_conductance
 from hil.trainer.device_matrix import DeviceMatrix, RequestIds, UpdateConfig
 from protocols.region import Region
-from simulator.mapping import CellMapping, net_conductance
 
 
 def _matrix(driver: SimDriver, w: np.ndarray, **kw: object) -> DeviceMatrix:
@@ -32,7 +32,7 @@ def test_ideal_forward_equals_the_software_product(rng: np.random.Generator) -> 
     w = rng.normal(0, 0.2, size=(30, 17))
     with SimDriver("ideal", seed=1) as drv:
         m = _matrix(drv, w)
-        np.testing.assert_allclose(m.value(), w, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(m.read_weights(), w, rtol=1e-5, atol=1e-6)
         x = rng.normal(size=(5, 7, 30)).astype(np.float32)  # any leading axes, any scale
         np.testing.assert_allclose(m.matmul(x), x @ w, rtol=1e-4, atol=1e-5)
         spikes = (rng.random((40, 30)) < 0.3).astype(np.float32)
@@ -52,7 +52,7 @@ def test_ideal_update_keeps_device_plus_accumulator_equal_to_software(
             m.update(delta)
             software += delta
             assert np.all(np.abs(m.chi) < m.epsilon + 1e-12)
-        np.testing.assert_allclose(m.value() + m.chi, software, atol=1e-5)
+        np.testing.assert_allclose(m.read_weights() + m.chi, software, atol=1e-5)
         assert m.stats.pulses > 0 and m.stats.requests == 6
 
 
@@ -89,9 +89,19 @@ def test_small_updates_accumulate_before_a_pulse() -> None:
         np.testing.assert_allclose(m.chi, 0.1 * m.epsilon, rtol=1e-9)
 
 
-def test_refresh_lowers_saturated_cells_and_keeps_the_net_weight() -> None:
+class ReadOnlyReads(SimDriver):
+    """Reads come back read-only, as from ``RemoteDriver`` (arrays over the reply frames)."""
+
+    def _read_conductances(self, region):  # type: ignore[no-untyped-def]
+        g = super()._read_conductances(region)
+        g.flags.writeable = False
+        return g
+
+
+@pytest.mark.parametrize("driver", [SimDriver, ReadOnlyReads])
+def test_refresh_lowers_saturated_cells_and_keeps_the_net_weight(driver: type) -> None:
     w = np.full((6, 6), 0.05)
-    with SimDriver("hermes", seed=5) as drv:
+    with driver("hermes", seed=5) as drv:
         m = _matrix(drv, w, max_pulses_per_update=20)
         for sign in (1, 1, -1, -1) * 4:  # the round-robin counter alternates A and B
             m.update(np.full((6, 6), sign * 20 * m.epsilon))

@@ -13,9 +13,9 @@ import pytest
 
 from hil.cli import main
 from hil.errors import HilError
+from hil.tasks.jsb_task import JsbTask
 from hil.trainer.runs import RunDir
 from hil.trainer.session import TrainRequest, check_data, train
-from hil.trainer.tasks import JsbTask
 from tests.conftest import NEEDS_MUSIC
 from tests.trainer.conftest import SMALL
 

@@ -1,18 +1,19 @@
-"""simulator.mapping: CellMapping, Boybat arbitration, refresh planning."""
+"""hil.trainer.cells (the trainer's cell arithmetic): CellMapping, Boybat arbitration, refresh planning."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from simulator import InputRangeError, ShapeError
-from simulator.mapping import (
+from hil.trainer.cells import (
     CellMapping,
+    InputRangeError,
     RefreshConfig,
+    ShapeError,
     arbitrate,
-    net_conductance,
     plan_refresh,
 )
+from protocols.cell import net_conductance
 
 
 def test_cell_mapping_scale_and_inverse() -> None:
@@ -60,5 +61,5 @@ def test_refresh_plan_thresholds() -> None:
 
 def test_net_conductance_device_order() -> None:
     assert net_conductance(np.array([4.0, 2.0, 1.0, 1.0])) == 2.0
-    with pytest.raises(ShapeError):
+    with pytest.raises(ValueError, match="4 devices"):
         net_conductance(np.zeros((2, 3)))

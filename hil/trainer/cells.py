@@ -1,5 +1,6 @@
-"""Pure helpers shared by the simulator and the trainer: weight <-> µS mapping, Boybat
-pulse arbitration and refresh planning. (``hil`` may import only this simulator module.)
+"""The trainer's cell arithmetic: weight <-> µS mapping, Boybat pulse arbitration and
+refresh planning (used by :mod:`hil.trainer.device_matrix` and the chip backend; it lived
+in ``simulator/`` before #11, where nothing used it).
 
 Unit cell (pcm-physics §1, docs/ARCHITECTURE.md): four devices ``A+, B+, A-, B-`` (last
 axis, in this order) of equal significance,
@@ -28,18 +29,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.errors import InputRangeError, ShapeError
+from hil.errors import ConfigError
+from protocols.cell import A_MINUS, A_PLUS, B_MINUS, B_PLUS, DEVICES_PER_CELL, net_conductance
 
-DEVICES_PER_CELL = 4
-A_PLUS, B_PLUS, A_MINUS, B_MINUS = 0, 1, 2, 3
+__all__ = [
+    "CellMapping",
+    "RefreshConfig",
+    "arbitrate",
+    "net_conductance",
+    "plan_refresh",
+]
 
 
-def net_conductance(g_us: np.ndarray) -> np.ndarray:
-    """``G_net = ((G_A+ + G_B+) - (G_A- + G_B-))/2`` of ``(..., 4)`` conductances (µS)."""
-    g = np.asarray(g_us)
-    if g.ndim < 1 or g.shape[-1] != DEVICES_PER_CELL:
-        raise ShapeError(f"conductances must have a last axis of 4 devices, got {g.shape}")
-    return ((g[..., A_PLUS] + g[..., B_PLUS]) - (g[..., A_MINUS] + g[..., B_MINUS])) * 0.5
+class InputRangeError(ConfigError):
+    """A mapping, arbitration or refresh parameter is out of range."""
+
+
+class ShapeError(ConfigError):
+    """An array given to the cell arithmetic has the wrong shape or dtype."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,268 @@
+"""The chip backend: a run's matrices on PCM chips behind the driver contract.
+
+Everything a device adds to training lives here:
+
+- **placement** (:mod:`hil.trainer.placement`): the matrices' shapes are known before any
+  weight is drawn, so they are placed first (and a network that does not fit is refused
+  before anything is written);
+- **mapping and program-and-verify**: :func:`hil.learning.build_network` draws the initial
+  weights with the run's seed (the same draw as in software) and each becomes a
+  :class:`~hil.trainer.device_matrix.DeviceMatrix` with its own weight↔µS map —
+  ``w_max`` (config, or ``headroom × max|W_init|``) maps to ``g_net_fraction × g_net_max``
+  — written with program-and-verify;
+- **updates** become SET pulses (``DeviceMatrix.update``); after every batch the device
+  clock advances by ``host_time_per_batch_s`` (virtual-clock devices) and every
+  ``refresh_every`` batches saturated cells are refreshed;
+- **drift compensation**: a fixed ±1 probe (``PROBE_ROWS`` rows per matrix, seeded by the
+  run's seed) gives reference outputs after training; before scoring, a fresh probe read
+  sets each matrix's output compensation (``global`` or ``per_column``);
+- **request ids** (:class:`~hil.trainer.device_matrix.RequestIds`) of every
+  state-changing request, so retries and resumes never apply pulses twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from drivers import DriverError, open_driver
+from drivers.base import Driver
+from hil.errors import HilError
+from hil.learning import MatrixOp, Network, ReadoutConfig, SNUConfig, build_network
+from hil.trainer.backend import DriftReference
+from hil.trainer.cells import CellMapping, RefreshConfig
+from hil.trainer.config import DeviceSection
+from hil.trainer.device_matrix import DeviceMatrix, RequestIds, UpdateConfig
+from hil.trainer.model import network_shapes
+from hil.trainer.placement import place
+from protocols.models import CAP_SNAPSHOT, CAP_TIME
+from protocols.region import Region
+
+log = structlog.get_logger(__name__)
+
+PROBE_ROWS = 16
+
+
+def open_device(url: str, restore: Path | None = None) -> Driver:
+    """Open ``url``; for a snapshot-capable simulator, restore from ``restore`` if given."""
+    if restore is not None:
+        sep = "&" if "?" in url else "?"
+        url = f"{url}{sep}restore={restore}"
+    try:
+        return open_driver(url)
+    except (DriverError, OSError) as exc:
+        raise HilError(f"cannot open device {url!r}: {exc}") from exc
+
+
+class ChipBackend:
+    """A run's matrices on ``driver`` (see the module docstring).
+
+    Args:
+        driver: an open driver; the backend closes it in :meth:`close`.
+        url: the driver's URL (recorded in the run).
+        device: the run config's ``device`` section.
+        run_id: prefix of every request id (the run directory's name).
+        seed: the run's seed (drift-compensation probes).
+    """
+
+    on_device = True
+
+    def __init__(
+        self, driver: Driver, url: str, device: DeviceSection, run_id: str, seed: int
+    ) -> None:
+        self.driver, self.url, self.dev, self.seed = driver, url, device, seed
+        self.ids = RequestIds(run_id)
+        self.matrices: dict[str, DeviceMatrix] = {}
+        self.placement: dict[str, Region] = {}
+        self.programming: dict[str, dict[str, Any]] = {}
+        self.targets: dict[str, np.ndarray] = {}
+        self.probes: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def open(
+        cls, device: DeviceSection, run_id: str, seed: int, restore: Path | None = None
+    ) -> ChipBackend:
+        """Open ``device.url`` (restoring a chip snapshot when given)."""
+        return cls(open_device(device.url, restore), device.url, device, run_id, seed)
+
+    # ------------------------------------------------------------ placement
+    def place(self, shapes: dict[str, tuple[int, int]]) -> dict[str, Region]:
+        """Regions for ``shapes``; raises :class:`PlacementError` before anything is written."""
+        info = self.driver.info()
+        return place(shapes, info.chips, info.rows, info.cols)
+
+    def build_network(
+        self,
+        layers: Sequence[SNUConfig],
+        readout: ReadoutConfig,
+        rng: np.random.Generator,
+        *,
+        w_scale: float = 1.0,
+        program: bool = True,
+    ) -> Network:
+        """Place, map and (if ``program``) program-and-verify every matrix of the network."""
+        self.placement = self.place(network_shapes(layers, readout))
+        info, dev = self.driver.info(), self.dev
+        assert info.g_net_max_us is not None  # DeviceInfo fills in its default
+        g_net_max_us = info.g_net_max_us
+        update_cfg = UpdateConfig(
+            max_pulses_per_update=dev.max_pulses_per_update,
+            refresh=RefreshConfig(hi=dev.refresh_hi, lo=dev.refresh_lo),
+            program_tolerance_us=dev.program_tolerance_us,
+            program_max_iterations=dev.program_max_iterations,
+        )
+
+        def factory(name: str, w: np.ndarray, trainable: bool) -> MatrixOp:
+            w_max = dev.w_max.get(name) or dev.headroom * float(np.max(np.abs(w)))
+            mapping = CellMapping(w_max, dev.g_net_fraction * g_net_max_us)
+            m = DeviceMatrix(
+                name,
+                self.driver,
+                self.placement[name],
+                mapping,
+                trainable=trainable,
+                ids=self.ids,
+                update_cfg=update_cfg,
+            )
+            self.matrices[name] = m
+            self.targets[name] = np.asarray(w, dtype=np.float64)
+            if program:
+                self.programming[name] = m.program(w)
+                log.info(
+                    "programmed",
+                    matrix=name,
+                    region=str(self.placement[name]),
+                    **self.programming[name],
+                )
+            return m
+
+        net = build_network(layers, readout, rng, factory, w_scale=w_scale)
+        probe_rng = np.random.default_rng([self.seed, 2])
+        self.probes = {
+            name: probe_rng.choice([-1.0, 1.0], size=(PROBE_ROWS, m.shape[0])).astype(np.float32)
+            for name, m in self.matrices.items()
+        }
+        return net
+
+    def placement_record(self) -> dict[str, Any]:
+        """``placement.json``: regions and the program-and-verify report per matrix."""
+        return {
+            "placement": {k: str(r) for k, r in self.placement.items()},
+            "regions": {k: r.model_dump() for k, r in self.placement.items()},
+            "programming": self.programming,
+        }
+
+    def read_conductances(self) -> dict[str, np.ndarray]:
+        """Every matrix's device conductances (one read request per matrix)."""
+        return {k: self.driver.read_conductances(m.region) for k, m in self.matrices.items()}
+
+    def read_weights(self) -> dict[str, np.ndarray]:
+        """Every matrix's weights read back from the chips (one read request per matrix)."""
+        return {k: m.read_weights() for k, m in self.matrices.items()}
+
+    # ------------------------------------------------------------ training
+    def after_batch(self, batches_done: int) -> None:
+        dev = self.dev
+        if dev.host_time_per_batch_s > 0:
+            self.let_time_pass(dev.host_time_per_batch_s, "advance")
+        if dev.refresh_every and batches_done % dev.refresh_every == 0:
+            for m in self.matrices.values():
+                if m.trainable:
+                    m.refresh()
+
+    def let_time_pass(self, dt_s: float, tag: str) -> bool:
+        """Advance the device clock by ``dt_s`` (devices with a clock); True if it moved."""
+        if dt_s <= 0 or not self.driver.info().has(CAP_TIME):
+            return False
+        self.driver.advance(dt_s, request_id=self.ids.next(tag))
+        return True
+
+    # ------------------------------------------------------------ drift compensation
+    def drift_reference(self) -> DriftReference | None:
+        """Probe outputs of every matrix now: the compensation reference."""
+        return {n: m.calibrate(self.probes[n]) for n, m in self.matrices.items()}
+
+    @contextmanager
+    def compensate(self, refs: DriftReference | None, mode: str) -> Iterator[None]:
+        """Within the block, outputs are compensated against ``refs`` with ``mode``."""
+        try:
+            if refs:
+                for n, m in self.matrices.items():
+                    m.compensate(self.probes[n], refs[n], mode)
+            yield
+        finally:
+            for m in self.matrices.values():
+                m.compensation = 1.0
+
+    # ------------------------------------------------------------ metrics
+    def link_bytes(self) -> tuple[int, int, int | None] | None:
+        """The driver's link counters (``Driver.link_bytes``): None for an in-process device."""
+        link = self.driver.link_bytes()
+        return None if link is None else (link.sent, link.received, link.baud)
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """This epoch's device counters (then reset); ends with one read per trainable
+        matrix (saturated cells) and the device clock."""
+        mats = self.matrices.values()
+        out: dict[str, Any] = {
+            "pulses": sum(m.stats.pulses for m in mats),
+            "pulse_requests": sum(m.stats.requests for m in mats),
+            "refreshes": sum(m.stats.refreshes for m in mats),
+            "clipped_updates": sum(m.stats.clipped for m in mats),
+            "mvm_requests": sum(m.stats.mvm_requests for m in mats),
+            "mvm_rows": sum(m.stats.mvm_rows for m in mats),
+            "mvm_rows_skipped": sum(m.stats.mvm_rows_skipped for m in mats),
+            "saturated_cells": sum(m.saturated_cells() for m in mats if m.trainable),
+        }
+        if self.driver.info().has(CAP_TIME):
+            out["device_time_s"] = self.driver.time_s()
+        for m in mats:
+            m.stats.reset()
+        return out
+
+    # ------------------------------------------------------------ checkpoints
+    @property
+    def device_params(self) -> frozenset[str]:
+        return frozenset(self.matrices)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """``{matrix}:{chi,counter,stats}`` of every device matrix."""
+        return {f"{n}:{k}": v for n, m in self.matrices.items() for k, v in m.state().items()}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        for name, m in self.matrices.items():
+            m.load_state(
+                {k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{name}:")}
+            )
+
+    @property
+    def can_snapshot(self) -> bool:
+        return self.driver.info().has(CAP_SNAPSHOT)
+
+    def snapshot(self, dest: Path) -> str | None:
+        """Save the chips' complete state to ``dest`` (``snapshot`` capability); its name."""
+        if not self.can_snapshot:
+            return None
+        self.driver.snapshot(dest)  # type: ignore[attr-defined]
+        return dest.name
+
+    def identity(self) -> dict[str, Any] | None:
+        return self.driver.info().model_dump(mode="json")
+
+    @property
+    def request_seq(self) -> int:
+        return self.ids.seq
+
+    def resume_requests(self, attempt: int, seq: int) -> None:
+        self.ids.attempt, self.ids.seq = attempt, seq
+
+    def time_s(self) -> float:
+        return self.driver.time_s()
+
+    def close(self) -> None:
+        self.driver.close()
