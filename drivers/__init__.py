@@ -72,6 +72,13 @@ class Unauthorised(DriverError):
     code: ErrorCode = "unauthorised"
 
 
+class OutcomeUnknown(DriverError):
+    """A retry of a request whose reply record was evicted: it may or may not have been
+    applied, and the server will not apply it again."""
+
+    code: ErrorCode = "outcome_unknown"
+
+
 class VersionMismatch(DriverError):
     """Client and server speak different protocol versions."""
 
@@ -86,6 +93,7 @@ ERROR_BY_CODE: dict[ErrorCode, type[DriverError]] = {
     "device_error": DeviceError,
     "version_mismatch": VersionMismatch,
     "unauthorised": Unauthorised,
+    "outcome_unknown": OutcomeUnknown,
     "internal": DeviceError,
 }
 """Wire error code -> the exception a client raises for it."""
@@ -118,6 +126,7 @@ __all__ = [
     "LeaseConflict",
     "LimitExceeded",
     "NotFound",
+    "OutcomeUnknown",
     "Unauthorised",
     "VersionMismatch",
     "open_driver",

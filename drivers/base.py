@@ -86,6 +86,10 @@ DAC_CODE_MAX = 127
 """8-bit signed DAC: ``x ∈ [−1, 1]`` is the code ``round(127·x)``."""
 
 
+MAX_ADVANCE_S = 10 * 365.25 * 86400.0
+"""Largest ``advance(dt_s)`` one call accepts: ten years (the clock stays finite)."""
+
+
 class Driver(abc.ABC):
     """Abstract chip driver. Use as a context manager; see the module docstring."""
 
@@ -249,6 +253,11 @@ class Driver(abc.ABC):
         dt = finite_float(dt_s, "dt_s")
         if dt < 0:
             raise InvalidRequest(f"dt_s={dt} must be >= 0: the device clock cannot go back")
+        if dt > MAX_ADVANCE_S:
+            raise LimitExceeded(
+                f"dt_s={dt:g} exceeds {MAX_ADVANCE_S:g} s (ten years) per call; advance in "
+                f"steps if you mean it"
+            )
         rid = self._check_request_id(request_id)
         rep = self._once(
             "advance", rid, fingerprint("advance", dt), None, lambda: self._advance(dt, rid)

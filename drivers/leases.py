@@ -69,6 +69,13 @@ class LeaseTable:
         self._leases[lease.lease_id] = lease
         return lease
 
+    def restore(self, lease: Lease, now: float) -> None:
+        """Re-install a persisted ``lease`` (server restart); its client counts as seen now."""
+        self._leases[lease.lease_id] = lease
+        self._last_seen.setdefault(lease.client, now)
+        n = int(lease.lease_id[1:]) if lease.lease_id[1:].isdigit() else 0
+        self._ids = itertools.count(max(n + 1, next(self._ids)))
+
     def release(self, client: str, lease_id: str, now: float) -> Lease:
         """Release a lease ``client`` holds; ``NotFound`` if it holds no such lease."""
         self.touch(client, now)
@@ -86,6 +93,10 @@ class LeaseTable:
         self.touch(client, now)
         self.expire(now)
         self._check(client, region, write=write, what="a write" if write else "a read")
+
+    def all(self) -> list[Lease]:
+        """Every lease, in the order granted."""
+        return list(self._leases.values())
 
     def held_by(self, client: str) -> list[Lease]:
         return [lease for lease in self._leases.values() if lease.client == client]

@@ -49,6 +49,8 @@ from protocols.messages import (
     STATE_CHANGING_KINDS,
     AdvanceReply,
     AdvanceRequest,
+    AuditReply,
+    AuditRequest,
     ErrorReply,
     Heartbeat,
     HeartbeatReply,
@@ -73,8 +75,12 @@ from protocols.messages import (
     RequestMessage,
     ResetReply,
     ResetRequest,
+    StatusReply,
+    StatusRequest,
     TimeReply,
     TimeRequest,
+    WearReply,
+    WearRequest,
 )
 from protocols.models import (
     CAP_MVM_CODES,
@@ -130,6 +136,7 @@ class RemoteDriver(Driver):
             self._disconnect()
             raise
         self.client_id: str = hello.client_id
+        self.session: str = hello.session  # secret: sent in every request, never logged
         self.lease_ttl_s: float = hello.lease_ttl_s
         self._hello_info: DeviceInfo = hello.info
         self.heartbeat_interval_s: float = hello.heartbeat_interval_s
@@ -255,6 +262,8 @@ class RemoteDriver(Driver):
         (which waits for the socket to accept the frames) and the reply. The reply must be an ``expect`` (or an error reply, raised as its
         :class:`~drivers.DriverError`); any other kind is a :class:`~drivers.DeviceError`.
         """
+        if getattr(self, "session", "") and not isinstance(msg, Hello):
+            msg = msg.model_copy(update={"session": self.session})
         frames = encode(msg, arrays)
         attempts = self.retries + 1 if attempts is None else attempts
         timeout_s = timeout_s or self.timeout_s
@@ -339,6 +348,36 @@ class RemoteDriver(Driver):
             yield lease_id
         finally:
             self.release_lease(lease_id)
+
+    # ------------------------------------------------------------ records
+    def audit(
+        self,
+        *,
+        since: float | None = None,
+        identity: str | None = None,
+        region: Region | None = None,
+        limit: int = 10_000,
+    ) -> list[dict[str, Any]]:
+        """The server's audit trail (oldest first) as dicts of ``AuditRow`` fields."""
+        msg = AuditRequest(
+            request_id=new_request_id(),
+            since=since,
+            identity=identity,
+            region=region,
+            limit=limit,
+        )
+        return [r.model_dump() for r in self._call(msg, AuditReply)[0].rows]
+
+    def status(self) -> dict[str, Any]:
+        """The server's status (``hil status``): clients, leases, rates, chip use."""
+        rep = self._call(StatusRequest(request_id=new_request_id()), StatusReply)[0]
+        return rep.model_dump(mode="json", exclude={"version", "arrays", "request_id", "kind"})
+
+    def wear(self, region: Region) -> tuple[np.ndarray, np.ndarray]:
+        """``(set_pulses, resets)`` per device of ``region`` from the server's wear ledger."""
+        region = self._check_region(region)
+        arrays = self._call(WearRequest(request_id=new_request_id(), region=region), WearReply)[1]
+        return arrays["set_pulses"], arrays["resets"]
 
     # ------------------------------------------------------------ hooks
     def _info(self) -> DeviceInfo:

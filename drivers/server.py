@@ -5,9 +5,13 @@ Each request is ``[identity, header_json, *buffers]`` (``docs/protocol.md``). Th
 - decodes and validates it (:mod:`protocols.framing`), checks leases
   (:mod:`drivers.leases`), calls the driver and replies; any failure becomes a typed
   ``error`` reply, and input never crashes the loop;
-- makes state-changing requests idempotent per client: the driver sees the request id
-  namespaced by the client (``client/request_id``), so a retried id returns the original
-  reply and applies nothing (durably so with a persisting driver such as SimDriver);
+- makes state-changing requests idempotent per client: reply records per identity
+  (:class:`drivers.ledger.ReplyRecords`), so a retried id returns the original reply and
+  applies nothing; the driver sees the id namespaced by the client (``client/request_id``);
+- keeps its durable state in one SQLite database (:mod:`drivers.statedb`; in memory
+  without ``--state-dir``): a state-changing request's journal row (SimDriver), reply
+  record, wear rows and audit row commit in one transaction *before* the reply is sent;
+  refused requests are audited too;
 - logs one structlog event per request (request id, client, verb, region, duration);
 - optionally requires CURVE (``zmq.auth``): only client public keys found in the
   ``auth_keys`` directory get in; rejected keys are logged.
@@ -19,9 +23,13 @@ is the socket loop. The driver is only touched from the loop's thread.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import signal
+import sqlite3
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,18 +41,27 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from drivers import DeviceError, DriverError, InvalidRequest, LeaseConflict
+from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded
 from drivers.auth import KeyRing
-from drivers.base import Driver
+from drivers.base import Driver, Report, fingerprint
 from drivers.codes import mvm_over_codes
 from drivers.conn_log import ConnectionLog
-from drivers.leases import LeaseTable
+from drivers.leases import Lease, LeaseTable
+from drivers.ledger import AuditLog, ReplyRecords, WearLedger
+from drivers.sessions import Sessions
+from drivers.statedb import StateDB
 from drivers.zmq_link import COPY_THRESHOLD
-from protocols import ProtocolError, encode
+from protocols import PROTOCOL_VERSION, ProtocolError, encode
 from protocols.framing import MAX_ARRAY_BYTES, MAX_HEADER_BYTES, decode_request
 from protocols.messages import (
+    STATE_CHANGING_KINDS,
     AdvanceReply,
     AdvanceRequest,
+    AuditReply,
+    AuditRequest,
+    AuditRow,
+    ChipUse,
+    ClientStatus,
     ErrorReply,
     Heartbeat,
     HeartbeatReply,
@@ -56,6 +73,7 @@ from protocols.messages import (
     LeaseRelease,
     LeaseReleased,
     LeaseReply,
+    LeaseStatus,
     MvmReply,
     MvmRequest,
     ProgramReply,
@@ -67,14 +85,28 @@ from protocols.messages import (
     RequestMessage,
     ResetReply,
     ResetRequest,
+    StatusReply,
+    StatusRequest,
     TimeReply,
     TimeRequest,
+    WearReply,
+    WearRequest,
 )
-from protocols.models import AdvanceReport
+from protocols.models import AdvanceReport, ProgramReport, PulseReport, ResetReport
+from protocols.region import Region
 
 log = structlog.get_logger(__name__)
 
 SERVER_NAME = "pcm-hil device server"
+SERVER_VERSION = "0.1.0"
+MAX_BODY_FRAMES = 5
+"""Frames after the routing id: a header and at most 4 arrays. A message with more is
+refused; its extra frames are received one at a time and dropped unkept."""
+MAX_MESSAGE_BYTES = 64 * 2**20
+"""Bound on a message's frames in total (and, via ZMQ_MAXMSGSIZE, on any one frame); the
+largest valid request (a batch-4096 float64 MVM input) is 8 MiB."""
+RATE_WINDOW_S = 60.0
+AUDITED_KINDS = STATE_CHANGING_KINDS | {"lease_acquire", "lease_release"}
 
 
 def client_name(identity: bytes) -> str:
@@ -105,10 +137,28 @@ class DeviceServer:
         auth_keys_dir: str | Path | None = None,
         server_secret_key: str | Path | None = None,
         context: zmq.Context | None = None,
+        state_db: StateDB | None = None,
+        reply_records: int = 4096,
+        max_leases: int = 256,
     ) -> None:
         self.driver = driver
         self.binds = [bind] if isinstance(bind, str) else list(bind)
         self.leases = LeaseTable(lease_ttl_s)
+        # the driver's database when it has one (SimDriver with a state dir), else the given
+        # one, else a private in-memory one: one code path, durable or not
+        db = getattr(driver, "state_db", None) or state_db
+        self._own_db = db is None
+        self.db: StateDB = StateDB.memory() if db is None else db
+        info = driver.info()
+        self.replies = ReplyRecords(self.db, reply_records)
+        self.audit = AuditLog(self.db)
+        self.wear = WearLedger(self.db, (info.rows, info.cols, info.devices_per_cell))
+        self.sessions = Sessions(self.db, None if auth_keys_dir is None else Path(auth_keys_dir))
+        self.max_leases = max_leases
+        self._started = time.monotonic()
+        self._clients: dict[str, list[float]] = {}  # identity -> [last seen, requests]
+        self._recent: deque[tuple[float, str]] = deque(maxlen=200_000)
+        self._restore_leases(time.monotonic())
         self.heartbeat_interval_s = heartbeat_interval_s
         self._ctx = context or zmq.Context.instance()
         self._stop = threading.Event()
@@ -145,7 +195,7 @@ class DeviceServer:
         sock.setsockopt(zmq.SNDTIMEO, 0)
         sock.copy_threshold = COPY_THRESHOLD  # copying is cheaper than pyzmq's zero-copy GC
         # a peer sending a frame larger than any valid array is disconnected by libzmq
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_ARRAY_BYTES + MAX_HEADER_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, min(MAX_MESSAGE_BYTES, MAX_ARRAY_BYTES + MAX_HEADER_BYTES))
         if self._keyring is not None and self._server_keys is not None:
             self._auth = ThreadAuthenticator(self._ctx)
             self._auth.start()
@@ -184,19 +234,53 @@ class DeviceServer:
                     self._sweep(time.monotonic())
                     continue
                 try:
-                    frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+                    routing, body, user_id, refusal = self._receive(sock)
                 except zmq.Again:
                     continue
-                if len(frames) < 2:
+                if refusal is not None:
+                    reply = encode(ErrorReply(request_id="-", code="bad_request", message=refusal))
+                    log.warning("request_refused", client=client_name(routing), reason=refusal)
+                elif not body:
                     continue  # an identity with no body: nothing to answer
-                reply = self.handle(frames[0], frames[1:], time.monotonic())
-                self._send(sock, frames[0], reply)
+                else:
+                    reply = self.handle(routing, body, time.monotonic(), user_id)
+                self._send(sock, routing, reply)
         finally:
             conn_log.close()
             sock.close()
             if self._auth is not None:
                 self._auth.stop()
             log.info("server_stopped")
+
+    def _receive(self, sock: zmq.Socket) -> tuple[bytes, list[bytes], str | None, str | None]:
+        """``(routing id, body frames, CURVE user id, refusal)``, read one frame at a time:
+        beyond :data:`MAX_BODY_FRAMES` frames or :data:`MAX_MESSAGE_BYTES` bytes the rest
+        is received and dropped without being kept (``refusal`` says why)."""
+        routing = sock.recv(flags=zmq.NOBLOCK, copy=False)
+        body: list[zmq.Frame] = []
+        total, n, refusal = 0, 0, None
+        while sock.getsockopt(zmq.RCVMORE):
+            frame = sock.recv(copy=False)
+            n += 1
+            total += len(frame)
+            if refusal is not None:
+                continue
+            if n > MAX_BODY_FRAMES:
+                refusal = f"message has more than {MAX_BODY_FRAMES} frames (a header and at most 4 arrays)"
+            elif total > MAX_MESSAGE_BYTES:
+                refusal = f"message exceeds {MAX_MESSAGE_BYTES} bytes"
+            if refusal is not None:
+                body = []
+                continue
+            body.append(frame)
+        user_id = None
+        if body and self._keyring is not None:
+            try:
+                uid = body[0].get("User-Id")
+                user_id = uid if isinstance(uid, str) else None
+            except zmq.ZMQError:
+                user_id = None
+        return routing.bytes, [f.bytes for f in body], user_id, refusal
 
     @staticmethod
     def _send(sock: zmq.Socket, identity: bytes, reply: list[Any]) -> None:
@@ -210,8 +294,23 @@ class DeviceServer:
         """Ask :meth:`serve` to return (safe from any thread or a signal handler)."""
         self._stop.set()
 
+    def close(self) -> None:
+        """Fold the wear ledger and close a database this server opened itself."""
+        try:
+            self.wear.fold()
+        finally:
+            if self._own_db:
+                self.db.close()
+
     def _sweep(self, now: float) -> None:
-        for lease in self.leases.expire(now):
+        self._expired(self.leases.expire(now))
+
+    def _expired(self, leases: list[Lease]) -> None:
+        if not leases:
+            return
+        with self.db.transaction() as c:
+            c.executemany("DELETE FROM leases WHERE lease_id = ?", [(x.lease_id,) for x in leases])
+        for lease in leases:
             log.info(
                 "lease_expired",
                 lease_id=lease.lease_id,
@@ -219,23 +318,50 @@ class DeviceServer:
                 region=str(lease.region),
             )
 
+    def _restore_leases(self, now: float) -> None:
+        """Leases of the database, alive again for one TTL from ``now`` (after a restart)."""
+        rows = self.db.conn.execute(
+            "SELECT lease_id, identity, chip, row0, row1, col0, col1, mode FROM leases"
+        ).fetchall()
+        for lid, ident, chip, r0, r1, c0, c1, mode in rows:
+            self.leases.restore(Lease(lid, ident, Region(chip, r0, r1, c0, c1), mode), now)
+
     # ------------------------------------------------------------ request logic
     def handle(
-        self, identity: bytes, frames: Sequence[bytes], now: float
+        self, routing: bytes, frames: Sequence[bytes], now: float, user_id: str | None = None
     ) -> list[bytes | memoryview]:
-        """Reply frames for one request ``frames`` from ``identity``. Never raises."""
-        client = client_name(identity)
+        """Reply frames for one request ``frames`` from peer ``routing`` (whose CURVE key is
+        ``user_id``). Never raises. The client's identity comes from its key or session
+        token (:mod:`drivers.sessions`), never from ``routing``."""
+        client = f"peer:{client_name(routing)}"
         t0 = time.perf_counter()
         request_id, verb, region = "-", "?", None
         try:
             msg, arrays = decode_request(frames)
             request_id, verb = msg.request_id, msg.kind
             region = getattr(msg, "region", None)
+            token = ""
+            if isinstance(msg, Hello):
+                client, token = self.sessions.hello(msg.session, msg.client, user_id)
+            else:
+                client = self.sessions.identify(msg.session, user_id)
+            self._seen(client, verb, now)
             self.leases.touch(client, now)
-            for lease in self.leases.expire(now):
-                log.info("lease_expired", lease_id=lease.lease_id, client=lease.client)
-            out = self._dispatch(client, msg, arrays, now)
+            self._expired(self.leases.expire(now))
+            out = self._dispatch(client, msg, arrays, now, token)
             code = "ok"
+        except sqlite3.Error as exc:  # the state could not be made durable: stop serving
+            code = "device_error"
+            log.critical("state_db_failed", error=str(exc), verb=verb, request_id=request_id)
+            self.stop()
+            out = encode(
+                ErrorReply(
+                    request_id=request_id,
+                    code="device_error",
+                    message=f"the server could not record this request durably ({exc}); it "
+                    f"is stopping; retry with the same request_id once it is back",
+                )
+            )
         except (DriverError, ProtocolError) as exc:
             code = exc.code
             out = encode(ErrorReply(request_id=request_id, code=exc.code, message=str(exc)))
@@ -259,10 +385,33 @@ class DeviceServer:
             log.info("request", **fields)
         else:
             log.warning("request", **fields)
+            identified = not client.startswith("peer:")
+            if identified and verb in AUDITED_KINDS:
+                self._audit_refusal(client, verb, region, code, request_id)
         return out
 
+    def _audit_refusal(
+        self, client: str, verb: str, region: Region | None, code: str, request_id: str
+    ) -> None:
+        try:
+            self.audit.record(client, "", verb, region, 0, code, request_id)
+        except sqlite3.Error as exc:
+            log.critical("state_db_failed", error=str(exc), verb=verb, request_id=request_id)
+            self.stop()
+
+    def _seen(self, client: str, verb: str, now: float) -> None:
+        entry = self._clients.setdefault(client, [now, 0.0])
+        entry[0] = now
+        entry[1] += 1
+        self._recent.append((now, verb))
+
     def _dispatch(
-        self, client: str, msg: RequestMessage, arrays: dict[str, np.ndarray], now: float
+        self,
+        client: str,
+        msg: RequestMessage,
+        arrays: dict[str, np.ndarray],
+        now: float,
+        token: str = "",
     ) -> list[bytes | memoryview]:
         d, rid = self.driver, msg.request_id
         if isinstance(msg, Hello):
@@ -272,6 +421,7 @@ class DeviceServer:
                     request_id=rid,
                     server=SERVER_NAME,
                     client_id=client,
+                    session=token,
                     info=d.info(),
                     heartbeat_interval_s=self.heartbeat_interval_s,
                     lease_ttl_s=self.leases.ttl_s,
@@ -283,20 +433,60 @@ class DeviceServer:
             return encode(HeartbeatReply(request_id=rid, leases=len(self.leases.held_by(client))))
         if isinstance(msg, TimeRequest):
             return encode(TimeReply(request_id=rid, time_s=d.time_s()))
+        if isinstance(msg, StatusRequest):
+            return encode(self._status(rid, now))
         if isinstance(msg, LeaseAcquire):
+            d._check_region(msg.region)  # noqa: SLF001 - regions checked against the chips
+            if len(self.leases.held_by(client)) >= self.max_leases:
+                raise LimitExceeded(
+                    f"this client holds {self.max_leases} leases, its quota; release some"
+                )
             lease = self.leases.acquire(client, msg.region, msg.mode, now)
+            r = lease.region
+            with self.db.transaction() as c:
+                c.execute(
+                    "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        lease.lease_id,
+                        client,
+                        rid,
+                        r.chip,
+                        r.row0,
+                        r.row1,
+                        r.col0,
+                        r.col1,
+                        lease.mode,
+                        time.time(),
+                    ),
+                )
+                self.audit.record(client, "", msg.kind, r, 0, "ok", rid)
             return encode(
                 LeaseReply(
                     request_id=rid,
                     lease_id=lease.lease_id,
                     region=lease.region,
-                    mode=lease.mode,
+                    mode=msg.mode,
                     ttl_s=self.leases.ttl_s,
                 )
             )
         if isinstance(msg, LeaseRelease):
-            self.leases.release(client, msg.lease_id, now)
+            released = self.leases.release(client, msg.lease_id, now)
+            with self.db.transaction() as c:
+                c.execute("DELETE FROM leases WHERE lease_id = ?", (released.lease_id,))
+                self.audit.record(client, "", msg.kind, released.region, 0, "ok", rid)
             return encode(LeaseReleased(request_id=rid, lease_id=msg.lease_id))
+        if isinstance(msg, AuditRequest):
+            rows = self.audit.query(
+                since=msg.since, identity=msg.identity, region=msg.region, limit=msg.limit
+            )
+            return encode(AuditReply(request_id=rid, rows=tuple(AuditRow(**r) for r in rows)))
+        if isinstance(msg, WearRequest):
+            region = d._check_region(msg.region)  # noqa: SLF001 - the contract's own check
+            set_p, resets = self.wear.device_totals(region.chip)
+            rs, cs = region.slices()
+            return encode(
+                WearReply(request_id=rid), {"set_pulses": set_p[rs, cs], "resets": resets[rs, cs]}
+            )
         if isinstance(msg, MvmRequest):
             self.leases.check(client, msg.region, write=False, now=now)
             if "x_code" in arrays:  # DAC codes in, ADC codes out (drivers/codes.py)
@@ -308,47 +498,175 @@ class DeviceServer:
             self.leases.check(client, msg.region, write=False, now=now)
             g = d.read_conductances(msg.region)
             return encode(ReadReply(request_id=rid), {"g_us": g})
-        # state-changing verbs: leases, then the driver's idempotent verb
-        drid = driver_request_id(client, rid)
-        try:
-            self.leases.check(client, getattr(msg, "region", None), write=True, now=now)
-        except LeaseConflict:
-            # a retry of a request applied before the conflicting lease was granted still
-            # gets its original reply (the driver answers it from its record)
-            if d.recorded_reply(drid) is None:
-                raise
+        if isinstance(msg, PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest):
+            return encode(self._state_changing(client, msg, arrays, now))
+        raise InvalidRequest(f"request kind {msg.kind!r} is not served")  # pragma: no cover
+
+    def _status(self, rid: str, now: float) -> StatusReply:
+        info = self.driver.info()
+        while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
+            self._recent.popleft()
+        counts: dict[str, int] = {}
+        for _, verb in self._recent:
+            counts[verb] = counts.get(verb, 0) + 1
+        window = max(1e-9, min(RATE_WINDOW_S, now - self._started))
+        leases = self.leases.all()
+        held: dict[str, int] = {}
+        for x in leases:
+            held[x.client] = held.get(x.client, 0) + 1
+        chips = []
+        for chip in range(info.chips):
+            mask = np.zeros((info.rows, info.cols), bool)
+            for x in leases:
+                if x.region.chip == chip:
+                    mask[x.region.slices()] = True
+            set_p, resets = self.wear.device_totals(chip)
+            chips.append(
+                ChipUse(
+                    chip=chip,
+                    leased_fraction=float(mask.mean()),
+                    set_pulses=int(set_p.sum()),
+                    resets=int(resets.sum()),
+                )
+            )
+        return StatusReply(
+            request_id=rid,
+            server=SERVER_NAME,
+            server_version=SERVER_VERSION,
+            protocol=PROTOCOL_VERSION,
+            uptime_s=now - self._started,
+            driver=info.driver,
+            preset=info.preset,
+            state_dir=None if self.db.path is None else str(self.db.path.parent),
+            clients=tuple(
+                ClientStatus(
+                    identity=c,
+                    last_seen_s=max(0.0, now - seen),
+                    requests=int(n),
+                    leases=held.get(c, 0),
+                )
+                for c, (seen, n) in sorted(self._clients.items())
+            ),
+            leases=tuple(
+                LeaseStatus(lease_id=x.lease_id, identity=x.client, region=x.region, mode=x.mode)  # type: ignore[arg-type]
+                for x in leases
+            ),
+            request_rates={v: n / window for v, n in sorted(counts.items())},
+            chips=tuple(chips),
+            temperatures_c=self._temperatures(),
+        )
+
+    def _temperatures(self) -> dict[str, float]:
+        out = {}
+        for key, attr in (("board", "temperature_c"), ("lab", "lab_temperature_c")):
+            fn = getattr(self.driver, attr, None)
+            if callable(fn):
+                try:
+                    out[key] = float(fn())
+                except Exception:  # noqa: BLE001 - a thermometer failing must not fail status
+                    continue
+        return out
+
+    def _state_changing(
+        self,
+        client: str,
+        msg: PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest,
+        arrays: dict[str, np.ndarray],
+        now: float,
+    ) -> PulseReply | ResetReply | ProgramReply | AdvanceReply:
+        """Apply once: reply record, journal, wear and audit commit before the reply."""
+        d, rid, kind = self.driver, msg.request_id, msg.kind
+        region = None if isinstance(msg, AdvanceRequest) else msg.region
+        fp = fingerprint(
+            kind,
+            msg.model_dump_json(exclude={"request_id", "arrays", "version"}),
+            *(arrays[k] for k in sorted(arrays)),
+        )
+        with self.db.transaction():
+            # a retry of a request applied before a conflicting lease was granted still
+            # gets its original reply (nothing is applied)
+            recorded = self.replies.get(client, rid, kind, fp)
+            if recorded is None:
+                self.leases.check(client, region, write=True, now=now)
+                drid = driver_request_id(client, rid)
+                applied = d.recorded_reply(drid) is None
+                rep = self._apply(msg, arrays, drid)
+                self.replies.put(client, rid, kind, fp, rep)
+                pulses = self._wear(client, msg, arrays, rep) if applied else 0
+                self.audit.record(client, "", kind, region, pulses, "ok", rid)
+            else:
+                rep = recorded
+        if isinstance(msg, PulseRequest) and isinstance(rep, PulseReport):
+            return PulseReply(request_id=rid, report=rep)
+        if isinstance(msg, ResetRequest) and isinstance(rep, ResetReport):
+            return ResetReply(request_id=rid, report=rep)
+        if isinstance(msg, ProgramRequest) and isinstance(rep, ProgramReport):
+            return ProgramReply(request_id=rid, report=rep)
+        if isinstance(rep, AdvanceReport):
+            return AdvanceReply(request_id=rid, report=rep)
+        raise DeviceError(f"recorded reply of {rid!r} is a {type(rep).__name__}, not a {kind}")
+
+    def _apply(
+        self,
+        msg: PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest,
+        arrays: dict[str, np.ndarray],
+        drid: str,
+    ) -> Report:
+        d = self.driver
         if isinstance(msg, PulseRequest):
-            pulses = d.apply_pulses(
+            return d.apply_pulses(
                 msg.region, arrays["counts"], arrays.get("reset_mask"), request_id=drid
             )
-            return encode(PulseReply(request_id=rid, report=pulses))
         if isinstance(msg, ResetRequest):
-            return encode(ResetReply(request_id=rid, report=d.reset(msg.region, request_id=drid)))
+            return d.reset(msg.region, request_id=drid)
         if isinstance(msg, ProgramRequest):
-            programmed = d.program(
+            return d.program(
                 msg.region,
                 arrays["target_us"],
                 tolerance_us=msg.tolerance_us,
                 max_iterations=msg.max_iterations,
                 request_id=drid,
             )
-            return encode(ProgramReply(request_id=rid, report=programmed))
-        if isinstance(msg, AdvanceRequest):
-            t_s = d.advance(msg.dt_s, request_id=drid)
-            return encode(AdvanceReply(request_id=rid, report=AdvanceReport(time_s=t_s)))
-        raise InvalidRequest(f"request kind {msg.kind!r} is not served")  # pragma: no cover
+        t_s = d.advance(msg.dt_s, request_id=drid)
+        return d.recorded_reply(drid) or AdvanceReport(time_s=t_s)
+
+    def _wear(
+        self,
+        client: str,
+        msg: PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest,
+        arrays: dict[str, np.ndarray],
+        rep: Report,
+    ) -> int:
+        """Wear rows of an applied request; returns its SET pulse count."""
+        rid = msg.request_id
+        if isinstance(msg, PulseRequest) and isinstance(rep, PulseReport):
+            mask = arrays.get("reset_mask")
+            self.wear.record(
+                client, "", rid, msg.kind, msg.region, rep.set_pulses, rep.resets,
+                np.asarray(arrays["counts"]), None if mask is None else np.asarray(mask),
+            )  # fmt: skip
+            return rep.set_pulses
+        if isinstance(msg, ResetRequest | ProgramRequest):  # every device of the region RESET
+            pulses = rep.pulses if isinstance(rep, ProgramReport) else 0
+            n = msg.region.rows * msg.region.cols * self.driver.info().devices_per_cell
+            self.wear.record(client, "", rid, msg.kind, msg.region, pulses, n)
+            return pulses
+        return 0
 
 
 def with_state_dir(driver_url: str, state_dir: str | Path | None) -> str:
-    """``driver_url`` with ``state_dir`` added to a ``sim://`` query (``--state-dir``)."""
-    if state_dir is None:
-        return driver_url
+    """``driver_url`` with ``state_dir`` added to a ``sim://`` query (``--state-dir``).
+
+    Other drivers keep their chip state themselves; for them the server alone keeps its
+    records (replies, leases, reservations, wear, audit) in ``state_dir``."""
     parts = urlsplit(driver_url)
-    if parts.scheme != "sim":
+    if state_dir is not None and parts.scheme in ("tcp", "ipc", "inproc"):
         raise InvalidRequest(
-            f"--state-dir applies to sim:// drivers only, not {parts.scheme}://; a real "
-            f"board keeps its state itself"
+            f"--state-dir does not apply to {parts.scheme}:// drivers: that is another "
+            f"server, which keeps its own state; use it with sim:// or board:// drivers"
         )
+    if state_dir is None or parts.scheme != "sim":
+        return driver_url
     query = parse_qs(parts.query)
     if "state_dir" in query and query["state_dir"][-1] != str(state_dir):
         raise InvalidRequest(f"{driver_url!r} already names state_dir {query['state_dir'][-1]}")
@@ -356,24 +674,71 @@ def with_state_dir(driver_url: str, state_dir: str | Path | None) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
 
 
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// binds on a loopback address."""
+    parts = urlsplit(endpoint)
+    if parts.scheme != "tcp":
+        return True
+    host = (parts.hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', an interface name or a host name: assume reachable
+
+
 def run_server(
     driver_url: str,
     binds: Sequence[str],
     *,
     state_dir: str | Path | None = None,
+    salvage: bool = False,
+    on_salvaged: Any = None,
     auth_keys_dir: str | Path | None = None,
     server_secret_key: str | Path | None = None,
     lease_ttl_s: float = 10.0,
     heartbeat_interval_s: float = 1.0,
+    insecure: bool = False,
+    max_leases: int = 256,
     on_ready: Any = None,
 ) -> None:
     """Open the driver, serve it until SIGINT/SIGTERM, then close it (persisting state).
 
+    ``salvage``: first copy what passes the checks out of a damaged state database
+    (:func:`drivers.salvage.salvage`) and pass the report to ``on_salvaged(report)``.
     ``on_ready(endpoints)`` is called once the sockets are bound (the CLI prints them).
     """
     from drivers import open_driver
 
-    driver = open_driver(with_state_dir(driver_url, state_dir))
+    if salvage:
+        if state_dir is None:
+            raise InvalidRequest("--salvage needs --state-dir (the state to salvage)")
+        from drivers.salvage import salvage as run_salvage
+
+        report = run_salvage(state_dir)
+        if on_salvaged is not None:
+            on_salvaged(report)
+    if auth_keys_dir is None and not insecure:
+        exposed = [b for b in binds if not is_loopback(b)]
+        if exposed:
+            print(
+                f"hil serve: warning: {', '.join(exposed)} is reachable from other machines "
+                f"without authentication: anyone there can pulse the chips. Use --auth-keys "
+                f"(CURVE), bind 127.0.0.1 or ipc://, or pass --insecure to silence this.",
+                file=sys.stderr,
+                flush=True,
+            )
+    url = with_state_dir(driver_url, state_dir)
+    own_db = None
+    if state_dir is not None and url == driver_url:  # a driver without chip state of ours
+        own_db = StateDB.open(state_dir)
+    try:
+        driver = open_driver(url)
+    except BaseException:
+        if own_db is not None:
+            own_db.close()
+        raise
     try:
         server = DeviceServer(
             driver,
@@ -382,6 +747,8 @@ def run_server(
             heartbeat_interval_s=heartbeat_interval_s,
             auth_keys_dir=auth_keys_dir,
             server_secret_key=server_secret_key,
+            state_db=own_db,
+            max_leases=max_leases,
         )
         previous = {}
         if threading.current_thread() is threading.main_thread():
@@ -392,5 +759,8 @@ def run_server(
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            server.close()
     finally:
         driver.close()
+        if own_db is not None:
+            own_db.close()

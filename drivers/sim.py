@@ -4,18 +4,22 @@
 Chip ``c`` draws from ``SeedSequence(seed, spawn_key=(c,))`` (simulator.chip), so a run
 is a deterministic function of (preset, seed, sequence of requests).
 
-Persistence (``state_dir`` given; see :mod:`drivers.journal`): on start the driver loads
-the live snapshot and replays the journal; each state-changing request is applied, then
-journalled with its request id, request fingerprint, chip time *before* it was applied
-and its reply, fsync'ed, and only then answered. Replay moves each chip's clock to the
-recorded time (``Chip.advance_to``) and re-applies the request: the simulator draws writes
-from a stream separate from reads, so the state after replay equals the state before
-the crash exactly. The idempotency record (request id -> reply) is rebuilt from the
-snapshot and the journal, so a client retrying an id after a crash gets the recorded
-reply and nothing is applied twice; a request whose record never became durable was
-never answered and is applied once on retry. MVM clock ticks after the last durable
-write are not persisted (a few hundred ns per input vector). The journal is compacted
-into a new snapshot every ``compact_every`` records or ``compact_bytes`` bytes (pulse
+Persistence (``state_dir`` given; see :mod:`drivers.statedb`): the chips live in the
+SQLite database ``state_dir/state.db`` as a snapshot (one ``.npz`` blob per chip plus the
+reply record) and a journal of the state-changing requests applied since. On start the
+driver loads the snapshot and replays the journal; each state-changing request is
+applied, then journalled with its request id, request fingerprint, chip times *before*
+it was applied and its reply, in a transaction that commits (fsync) before the request
+is answered; under ``hil serve`` that transaction is the server's, which adds the reply
+record, wear and audit rows to it. Replay moves each chip's clock to the recorded time
+(``Chip.advance_to``) and re-applies the request: the simulator draws writes from a
+stream separate from reads, so the state after replay equals the state before the crash
+exactly. The idempotency record (request id -> reply) is rebuilt from the snapshot and
+the journal, so a client retrying an id after a crash gets the recorded reply and nothing
+is applied twice; a request whose record never committed was never answered and is
+applied once on retry. MVM clock ticks after the last durable write are not persisted (a
+few hundred ns per input vector). Compaction (a new snapshot and an empty journal, one
+transaction) runs every ``compact_every`` records or ``compact_bytes`` bytes (pulse
 counts are journalled as uint8 when they fit) and on :meth:`close`.
 """
 
@@ -36,7 +40,8 @@ import structlog
 import simulator
 from drivers import DeviceError, InvalidRequest
 from drivers.base import DAC_CODE_MAX, Driver, MvmCodes
-from drivers.journal import Journal, StateDir, read_journal
+from drivers.fsio import atomic_write_bytes, fsync_dir
+from drivers.statedb import StateDB
 from protocols.models import (
     CAP_MVM_CODES,
     CAP_PROGRAM,
@@ -105,9 +110,10 @@ class SimDriver(Driver):
         self.compact_every = compact_every
         self.compact_bytes = compact_bytes
         self._fsync = fsync
-        self._store: StateDir | None = None
-        self._journal: Journal | None = None
+        self.state_db: StateDB | None = None
         self._gen = 0
+        self._journal_records = 0
+        self._journal_bytes = 0
         try:
             params = simulator.get_preset(preset)  # a built-in name or a preset file
             restore = None if restore is None else Path(restore)
@@ -116,13 +122,13 @@ class SimDriver(Driver):
             elif state_dir is None:
                 self.chips = [self._new_chip(c, params, seed, clock) for c in range(N_CHIPS)]
             else:
-                self._store = StateDir(state_dir)
+                self.state_db = StateDB.open(state_dir, fsync=fsync)
                 self._open_state(params, seed, clock, restore)
         except simulator.SimulatorError as exc:
+            self._close_db()
             raise InvalidRequest(str(exc)) from None
         except BaseException:
-            if self._store is not None:
-                self._store.close()
+            self._close_db()
             raise
         self.params = self.chips[0].params
         self.seed = self.chips[0].seed
@@ -164,76 +170,64 @@ class SimDriver(Driver):
     def _open_state(
         self, preset: simulator.DeviceParams, seed: int, clock: str, restore: Path | None
     ) -> None:
-        assert self._store is not None
-        gen = self._store.current()
-        if gen is None:
+        db = self.state_db
+        assert db is not None
+        snap = db.read_snapshot()
+        if snap is None:
             if restore is None:
                 self.chips = [self._new_chip(c, preset, seed, clock) for c in range(N_CHIPS)]
             else:
                 self._load_files(restore, preset, seed)
-            self._write_snapshot(1)
-            log.info(
-                "state_created", state_dir=str(self._store.root), preset=preset.name, seed=seed
-            )
+            self.compact()
+            log.info("state_created", state_db=str(db.path), preset=preset.name, seed=seed)
             return
         if restore is not None:
             raise InvalidRequest(
-                f"state dir {self._store.root} already holds chip state; restore={restore} "
-                f"applies to a new state dir only"
+                f"state dir {db.path.parent if db.path else '?'} already holds chip state; "
+                f"restore={restore} applies to a new state dir only"
             )
-        self._load_files(self._store.snapshot_dir(gen), preset, seed)
+        gen, meta, blobs = snap
+        self._check_meta(meta, preset, seed, str(db.path))
+        self.chips = [simulator.Chip.from_bytes(blobs[f"chip{c}"]) for c in range(N_CHIPS)]
+        self._replies.load_records(meta["replies"])
         self._gen = gen
         n = 0
-        for header, arrays in read_journal(self._store.journal_path(gen)):
+        for _seq, header, arrays in db.journal():
             self._replay(header, arrays)
             n += 1
-        self._journal = Journal(self._store.journal_path(gen), fsync=self._fsync)
-        self._journal.records = n
+        self._journal_records, self._journal_bytes = db.journal_size()
         log.info(
             "state_restored",
-            state_dir=str(self._store.root),
+            state_db=str(db.path),
             generation=gen,
             replayed=n,
             time_s=[c.time_s for c in self.chips],
         )
 
+    @staticmethod
+    def _check_meta(
+        meta: dict[str, Any], preset: simulator.DeviceParams, seed: int, where: str
+    ) -> None:
+        if (meta["preset"], meta["seed"]) != (preset.name, seed):
+            raise InvalidRequest(
+                f"{where} holds preset {meta['preset']!r} seed {meta['seed']}, not "
+                f"{preset.name!r} seed {seed}; open it with those (or use a new --state-dir)"
+            )
+
     def _load_files(self, snap: Path, preset: simulator.DeviceParams, seed: int) -> None:
-        """Chips and reply record from a snapshot directory (state-dir generation or
-        :meth:`snapshot`), after checking it holds the requested preset and seed."""
+        """Chips and reply record from a :meth:`snapshot` directory, after checking it
+        holds the requested preset and seed."""
         try:
             meta = json.loads((snap / "meta.json").read_text())
         except FileNotFoundError:
             raise InvalidRequest(f"{snap} is not a SimDriver snapshot (no meta.json)") from None
-        if (meta["preset"], meta["seed"]) != (preset.name, seed):
-            raise InvalidRequest(
-                f"{snap} holds preset {meta['preset']!r} seed {meta['seed']}, not "
-                f"{preset.name!r} seed {seed}; open it with those (or use a new --state-dir)"
-            )
+        self._check_meta(meta, preset, seed, str(snap))
         self.chips = [simulator.Chip.load(snap / f"chip{c}.npz") for c in range(N_CHIPS)]
         self._replies.load_records(json.loads((snap / "replies.json").read_text()))
 
-    def _save_files(self, snap: Path) -> None:
-        """Write chips, meta and reply record into the new directory ``snap``, fsync'ed."""
-        snap.mkdir(parents=True)
-        for c, chip in enumerate(self.chips):
-            chip.save(snap / f"chip{c}.npz")
+    def _meta(self) -> dict[str, Any]:
         p = self.chips[0].params
-        (snap / "meta.json").write_text(json.dumps({"preset": p.name, "seed": self.chips[0].seed}))
-        (snap / "replies.json").write_text(json.dumps(self._replies.to_records()))
-        for name in ("meta.json", "replies.json"):
-            with open(snap / name, "rb+") as fh:
-                os.fsync(fh.fileno())
-
-    def _write_snapshot(self, gen: int) -> None:
-        assert self._store is not None
-        snap = self._store.snapshot_dir(gen)
-        shutil.rmtree(snap, ignore_errors=True)  # a half-written one from a crash
-        self._save_files(snap)
-        if self._journal is not None:
-            self._journal.close()
-        self._store.commit(gen)
-        self._gen = gen
-        self._journal = Journal(self._store.journal_path(gen), fsync=self._fsync)
+        return {"preset": p.name, "seed": self.chips[0].seed}
 
     def snapshot(self, dest: str | Path) -> Path:
         """Save the complete state (both chips, reply record) into the new directory
@@ -245,14 +239,24 @@ class SimDriver(Driver):
             raise InvalidRequest(f"snapshot destination {dest} exists; pass a new directory")
         tmp = dest.with_name(f".{dest.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        self._save_files(tmp)
+        tmp.mkdir(parents=True)
+        files = {f"chip{c}.npz": chip.to_bytes() for c, chip in enumerate(self.chips)}
+        files["meta.json"] = json.dumps(self._meta()).encode()
+        files["replies.json"] = json.dumps(self._replies.to_records()).encode()
+        for name, data in files.items():
+            atomic_write_bytes(tmp / name, data)
         os.replace(tmp, dest)
+        fsync_dir(dest.parent)
         return dest
 
     def compact(self) -> None:
-        """Fold the journal into a new snapshot (also done on close)."""
-        if self._store is not None:
-            self._write_snapshot(self._gen + 1)
+        """Fold the journal into a new snapshot, in one transaction (also done on close)."""
+        if self.state_db is None:
+            return
+        blobs = {f"chip{c}": chip.to_bytes() for c, chip in enumerate(self.chips)}
+        meta = {**self._meta(), "replies": self._replies.to_records()}
+        self._gen = self.state_db.write_snapshot(meta, blobs)
+        self._journal_records = self._journal_bytes = 0
 
     def _record(
         self,
@@ -264,7 +268,8 @@ class SimDriver(Driver):
         arrays: dict[str, np.ndarray],
         reply: Any,
     ) -> None:
-        if self._journal is None:
+        db = self.state_db
+        if db is None:
             return
         header = {
             "verb": verb,
@@ -277,16 +282,17 @@ class SimDriver(Driver):
             "reply": reply.model_dump(),
         }
         stored = {k: _compact_ints(v) for k, v in arrays.items() if v is not None}
-        self._journal.append(header, stored)
-        if (
-            self._journal.records >= self.compact_every
-            or self._journal.nbytes >= self.compact_bytes
-        ):
-            # The new snapshot replaces this journal record, so it must carry this request's
-            # reply too (the base records it only after the hook returns): otherwise a crash
-            # before the reply reaches the client lets the client's retry apply it twice.
-            self._replies.put(rid, verb, self._pending_fingerprint, reply)
-            self.compact()
+        with db.transaction():  # joins the server's transaction when there is one
+            self._journal_bytes += db.append_journal(header, stored)
+            self._journal_records += 1
+            if (
+                self._journal_records >= self.compact_every
+                or self._journal_bytes >= self.compact_bytes
+            ):
+                # The new snapshot replaces this journal record, so it must carry this
+                # request's reply too (the base records it only after the hook returns).
+                self._replies.put(rid, verb, self._pending_fingerprint, reply)
+                self.compact()
 
     def _replay(self, h: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         for chip, t in zip(self.chips, h["t_before"], strict=True):
@@ -458,16 +464,18 @@ class SimDriver(Driver):
     def _time_s(self) -> float:
         return max(self._times())
 
+    def _close_db(self) -> None:
+        if self.state_db is not None:
+            self.state_db.close()
+
     def _close(self) -> None:
-        if self._store is None:
+        if self.state_db is None:
             return
         try:
             self.compact()
         finally:
-            if self._journal is not None:
-                self._journal.close()
-            self._store.close()
-            log.info("state_saved", state_dir=str(self._store.root), generation=self._gen)
+            self._close_db()
+            log.info("state_saved", state_db=str(self.state_db.path), generation=self._gen)
 
 
 __all__ = ["DEFAULT_LIMITS", "SimDriver", "first_set_step_us"]

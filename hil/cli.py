@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hil.commands.data",
     "hil.commands.board",
     "hil.commands.serve",
+    "hil.commands.audit",
+    "hil.commands.status",
     "hil.commands.keys",
     "hil.commands.driver",
     "hil.commands.selfcheck",

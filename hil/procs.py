@@ -25,7 +25,12 @@ class ServeProcess:
     """``python -m hil serve URL --bind ENDPOINT [extra...]``; ``endpoint`` once ready."""
 
     def __init__(
-        self, url: str, bind: str, extra: Sequence[str] = (), log_path: Path | None = None
+        self,
+        url: str,
+        bind: str,
+        extra: Sequence[str] = (),
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.args = [
             sys.executable,
@@ -40,13 +45,14 @@ class ServeProcess:
             bind,
             *extra,
         ]
+        self.env = env or {}
         self.log_path = log_path
         self.proc: subprocess.Popen[str] | None = None
         self.endpoint = ""
 
     def start(self) -> ServeProcess:
         stderr = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         try:
             self.proc = subprocess.Popen(
                 self.args, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env

@@ -52,6 +52,7 @@ ErrorCode = Literal[
     "device_error",
     "version_mismatch",
     "unauthorised",
+    "outcome_unknown",
     "internal",
 ]
 ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
@@ -88,16 +89,27 @@ class _Message(BaseModel):
 # ---------------------------------------------------------------- requests
 
 
-class Hello(_Message):
+class _Request(_Message):
+    session: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the session token of hello_reply (servers without CURVE): it, not the "
+        "routing id, says who the client is; omitted under CURVE",
+    )
+
+
+class Hello(_Request):
+    """Opens (or, with ``session``, resumes) a session."""
+
     kind: Literal["hello"] = "hello"
     client: str = Field(default="", max_length=128, description="free-form client name")
 
 
-class InfoRequest(_Message):
+class InfoRequest(_Request):
     kind: Literal["info"] = "info"
 
 
-class MvmRequest(_Message):
+class MvmRequest(_Request):
     """Exactly one of ``x`` (float32 inputs in [-1, 1]) or ``x_code`` (int8 DAC codes,
     ``x = x_code/127``; only to a device with the ``mvm_codes`` capability)."""
 
@@ -108,24 +120,24 @@ class MvmRequest(_Message):
     transpose: bool = False
 
 
-class ReadRequest(_Message):
+class ReadRequest(_Request):
     kind: Literal["read_conductances"] = "read_conductances"
     region: Region
 
 
-class PulseRequest(_Message):
+class PulseRequest(_Request):
     REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("counts",)
     OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ("reset_mask",)
     kind: Literal["apply_pulses"] = "apply_pulses"
     region: Region
 
 
-class ResetRequest(_Message):
+class ResetRequest(_Request):
     kind: Literal["reset"] = "reset"
     region: Region
 
 
-class ProgramRequest(_Message):
+class ProgramRequest(_Request):
     REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("target_us",)
     kind: Literal["program"] = "program"
     region: Region
@@ -133,28 +145,49 @@ class ProgramRequest(_Message):
     max_iterations: int
 
 
-class AdvanceRequest(_Message):
+class AdvanceRequest(_Request):
     kind: Literal["advance"] = "advance"
     dt_s: float
 
 
-class TimeRequest(_Message):
+class TimeRequest(_Request):
     kind: Literal["time"] = "time"
 
 
-class LeaseAcquire(_Message):
+class LeaseAcquire(_Request):
     kind: Literal["lease_acquire"] = "lease_acquire"
     region: Region
     mode: LeaseMode = "write"
 
 
-class LeaseRelease(_Message):
+class LeaseRelease(_Request):
     kind: Literal["lease_release"] = "lease_release"
     lease_id: str = Field(min_length=1, max_length=64)
 
 
-class Heartbeat(_Message):
+class Heartbeat(_Request):
     kind: Literal["heartbeat"] = "heartbeat"
+
+
+class AuditRequest(_Request):
+    """The server's audit trail, oldest first, filtered (all filters optional)."""
+
+    kind: Literal["audit"] = "audit"
+    since: float | None = Field(default=None, description="Unix time (s): rows at or after it")
+    identity: str | None = Field(default=None, max_length=128)
+    region: Region | None = Field(default=None, description="rows overlapping this region")
+    limit: int = Field(default=10_000, ge=1, le=10_000)
+
+
+class StatusRequest(_Request):
+    kind: Literal["status"] = "status"
+
+
+class WearRequest(_Request):
+    """Per-device wear of ``region`` (SET pulses and RESETs since the ledger began)."""
+
+    kind: Literal["wear"] = "wear"
+    region: Region
 
 
 # ---------------------------------------------------------------- replies
@@ -163,7 +196,10 @@ class Heartbeat(_Message):
 class HelloReply(_Message):
     kind: Literal["hello_reply"] = "hello_reply"
     server: str
-    client_id: str = Field(description="how the server names this client in logs and leases")
+    client_id: str = Field(description="this client's identity (key:NAME or NAME-N)")
+    session: str = Field(
+        default="", description="token to send in every request ('' under CURVE); secret"
+    )
     info: DeviceInfo
     heartbeat_interval_s: float = Field(gt=0)
     lease_ttl_s: float = Field(gt=0)
@@ -232,6 +268,77 @@ class HeartbeatReply(_Message):
     leases: int = Field(ge=0, description="leases this client still holds")
 
 
+class AuditRow(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: int
+    time: float = Field(description="Unix time (s) the request was handled")
+    identity: str
+    run_id: str
+    verb: str
+    chip: int | None
+    row0: int | None
+    row1: int | None
+    col0: int | None
+    col1: int | None
+    pulses: int = Field(description="SET pulses the request applied (0 if refused)")
+    outcome: str = Field(description="'ok' or the error code")
+    request_id: str
+
+
+class AuditReply(_Message):
+    kind: Literal["audit_reply"] = "audit_reply"
+    rows: tuple[AuditRow, ...]
+
+
+class ClientStatus(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    identity: str
+    last_seen_s: float = Field(description="seconds since its last message")
+    requests: int = Field(ge=0)
+    leases: int = Field(ge=0)
+
+
+class LeaseStatus(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lease_id: str
+    identity: str
+    region: Region
+    mode: LeaseMode
+
+
+class ChipUse(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chip: int
+    leased_fraction: float = Field(ge=0, le=1, description="share of cells under a lease")
+    set_pulses: int = Field(ge=0, description="SET pulses in the wear ledger")
+    resets: int = Field(ge=0, description="RESETs in the wear ledger")
+
+
+class StatusReply(_Message):
+    kind: Literal["status_reply"] = "status_reply"
+    server: str
+    server_version: str = Field(description="pcm-hil version of the server")
+    protocol: int
+    uptime_s: float
+    driver: str
+    preset: str
+    state_dir: str | None
+    clients: tuple[ClientStatus, ...]
+    leases: tuple[LeaseStatus, ...]
+    request_rates: dict[str, float] = Field(description="verb -> requests/s, last 60 s")
+    chips: tuple[ChipUse, ...]
+    temperatures_c: dict[str, float] = Field(description="board/lab thermometers, if any")
+
+
+class WearReply(_Message):
+    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("set_pulses", "resets")
+    kind: Literal["wear_reply"] = "wear_reply"
+
+
 class ErrorReply(_Message):
     """A typed failure. ``request_id`` is ``"-"`` when the request could not be parsed."""
 
@@ -253,6 +360,9 @@ RequestMessage = (
     | LeaseAcquire
     | LeaseRelease
     | Heartbeat
+    | AuditRequest
+    | WearRequest
+    | StatusRequest
 )
 """Every request model (the static type of a decoded request)."""
 ReplyMessage = (
@@ -268,6 +378,9 @@ ReplyMessage = (
     | LeaseReply
     | LeaseReleased
     | HeartbeatReply
+    | AuditReply
+    | WearReply
+    | StatusReply
     | ErrorReply
 )
 """Every reply model (the static type of a decoded reply)."""

@@ -10,7 +10,13 @@ minimum over rounds is reported (the least disturbed round on a shared machine):
 
 - ``ratio_hil_vs_software`` = in-process ÷ software (target ≤ 1.4);
 - ``ratio_tcp_vs_inprocess`` = TCP ÷ in-process (target ≤ 1.2);
-- ``tcp_metrics_identical``: the TCP run's metrics equal the in-process run's.
+- ``tcp_metrics_identical``: the TCP run's metrics equal the in-process run's;
+- ``ratio_cpu_hil_vs_software_train``: in-process ÷ software in CPU seconds of the
+  training part of the epoch (``train_cpu_s``, this process only; both runs are one process);
+- ``ratio_cpu_*_vs_*`` (others): the same ratios in CPU seconds of the whole run (set-up, training and
+  evaluation; for TCP the client's and the server's), which do not depend on how many other
+  processes compete for the cores: on a loaded machine the TCP run's two processes get more
+  wall-clock CPU share than one in-process run, so its wall-time ratio can drop below 1.
 
 BLAS uses one thread in this process and in the server (environment, set before numpy).
 
@@ -31,6 +37,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +71,12 @@ def _run(device: str, run_dir: Path, epochs: int, data: Path) -> list[dict[str, 
     return RunDir.open(run_dir).metrics()
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _time(metrics: list[dict[str, Any]], key: str) -> float | None:
     vals = [m[key] for m in metrics if key in m]
     return float(np.mean(vals)) if vals else None
@@ -75,21 +88,37 @@ def run(repeats: int, epochs: int, data: Path) -> dict[str, Any]:
     identical = True
     try:
         for r in range(repeats):
+            cpu: dict[str, float] = {}
+            c0 = time.process_time()
             local = _run(SIM, tmp / f"inprocess{r}", epochs, data)
-            with _Served(SIM, "tcp://127.0.0.1:*") as endpoint:
+            cpu["inprocess"] = time.process_time() - c0
+            served = _Served(SIM, "tcp://127.0.0.1:*")
+            with served as endpoint:
+                s0, c0 = _proc_cpu_s(served.proc.pid), time.process_time()
                 remote = _run(endpoint, tmp / f"tcp{r}", epochs, data)
+                cpu["tcp"] = time.process_time() - c0 + _proc_cpu_s(served.proc.pid) - s0
+            c0 = time.process_time()
             software = _run("software", tmp / f"software{r}", epochs, data)
+            cpu["software"] = time.process_time() - c0
             identical &= without_timing(local) == without_timing(remote)
             rnd: dict[str, Any] = {}
-            for key in ("epoch_s", "train_s", "eval_s"):
+            for key in ("epoch_s", "train_s", "eval_s", "train_cpu_s"):
                 for name, m in (("inprocess", local), ("tcp", remote), ("software", software)):
                     v = _time(m, key)
                     if v is not None:
                         rnd[f"{key}_{name}"] = round(v, 3)
+            for name, c in cpu.items():
+                rnd[f"run_cpu_s_{name}"] = round(c, 2)
+            rnd["ratio_cpu_hil_vs_software"] = round(cpu["inprocess"] / cpu["software"], 3)
+            rnd["ratio_cpu_tcp_vs_inprocess"] = round(cpu["tcp"] / cpu["inprocess"], 3)
             rnd["ratio_hil_vs_software"] = round(
                 rnd["epoch_s_inprocess"] / rnd["epoch_s_software"], 3
             )
             rnd["ratio_tcp_vs_inprocess"] = round(rnd["epoch_s_tcp"] / rnd["epoch_s_inprocess"], 3)
+            if "train_cpu_s_inprocess" in rnd:  # this process's CPU: in-process vs software
+                rnd["ratio_cpu_hil_vs_software_train"] = round(
+                    rnd["train_cpu_s_inprocess"] / rnd["train_cpu_s_software"], 3
+                )
             if "train_s_inprocess" in rnd:
                 rnd["ratio_hil_vs_software_train"] = round(
                     rnd["train_s_inprocess"] / rnd["train_s_software"], 3

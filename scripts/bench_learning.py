@@ -1,7 +1,7 @@
 """Benchmark software learning: epoch time of OSTTP against BPTT and against its compute floor.
 
 One training epoch of the JSB ``tuned`` configuration (88 → 150 SNU with H → 88 sigmoid,
-``scripts/reproduce_paper.py``) at batch 16 on the standard training split, the same batches
+:func:`make_net`) at batch 16 on the standard training split, the same batches
 (fixed shuffle) for every rule. Rules are interleaved round by round on fresh networks and
 each figure is the minimum over ``--repeats`` rounds (the machine is shared; the minimum is
 the least disturbed run). BLAS runs on one thread (set before numpy is imported).
@@ -40,12 +40,37 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hil.learning import Network, sequence_grads, train_epoch
+from hil.learning import (
+    Network,
+    OptimConfig,
+    Optimizer,
+    ReadoutConfig,
+    RuleConfig,
+    SNUConfig,
+    build_network,
+    sequence_grads,
+    train_epoch,
+)
 from hil.logging import configure_logging
+from hil.tasks.baselines import ConstantPredictor
 from hil.tasks.jsb import iter_batches, load_jsb_pickle
-from scripts.reproduce_paper import CONFIGS, make_net
 
 BATCH = 16
+DECAY = {"bptt": 0.4, "osttp": 0.6}
+"""the paper's decay per rule (learning-rules.md §4)"""
+
+
+def make_net(rule: str, data) -> tuple[Network, Optimizer, RuleConfig]:  # type: ignore[no-untyped-def]
+    """The JSB ``tuned`` software configuration: 88 → 150 SNU (full reset, with H) → 88
+    sigmoid, Adam lr 1e-3 (×0.6 every 10 epochs, clip 5), frame-mean loss, readout bias at
+    the keys' log-odds; seed 0."""
+    rng = np.random.default_rng(0)
+    layer = SNUConfig(88, 150, reset="full", recurrent=True, decay=DECAY[rule])
+    net = build_network([layer], ReadoutConfig(150, 88), rng)
+    p = ConstantPredictor.fit(data).p
+    net.readout.c.update((np.log(p) - np.log1p(-p)).astype(np.float32))  # type: ignore[union-attr]
+    opt = Optimizer(net.parameters(), OptimConfig("adam", lr=1e-3, decay_every=10, clip_norm=5.0))
+    return net, opt, RuleConfig(rule, reduction="frame_mean")
 
 
 def gemm_gflops(n: int = 1024, reps: int = 5) -> float:
@@ -81,10 +106,9 @@ def run(repeats: int, data_path: Path) -> dict[str, object]:
     data = load_jsb_pickle(data_path)
     batches = list(iter_batches(data.train, BATCH, np.random.default_rng(0)))
     frames = sum(x.shape[0] * x.shape[1] for x, _, _ in batches)
-    cfg = dict(CONFIGS["tuned"], batch=BATCH)
 
     def epoch(rule: str, form: str = "reverse") -> float:
-        net, opt, rc = make_net(rule, cfg, 0, data)
+        net, opt, rc = make_net(rule, data)
         t = time.perf_counter()
         if form == "reverse":
             train_epoch(net, rc, opt, iter(batches))
@@ -102,7 +126,7 @@ def run(repeats: int, data_path: Path) -> dict[str, object]:
         times["gemm"].append(gemm_gflops())
     bptt, osttp, traces = (min(times[k]) for k in ("bptt", "osttp", "osttp_traces"))
     rate = max(times["gemm"])
-    net, _, _ = make_net("osttp", cfg, 0, data)
+    net, _, _ = make_net("osttp", data)
     flops = osttp_flops(net, frames)
     floor = flops / (rate * 1e9)
     return {

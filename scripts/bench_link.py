@@ -2,12 +2,12 @@
 
 Runs ``configs/jsb_osttp_hil_tuned.yaml`` (the full JSB training split, batch 16) for
 ``--epochs`` epochs against ``hil board-emulator --pty`` through the real board driver
-(``board://``), and counts the bytes the serial link wrote and read (``LinkStats``): once
-for opening and programming the chips (``setup_*``) and once per epoch (training, the
-evaluation of valid and test, and the per-epoch saturation reads). Bytes are split by
-command (MVM, pulse, read, ...; ``<command>#frames`` counts its frames). ``*_s_at_baud`` is the time these bytes take on a real
-line at ``--baud`` (8N1: 10 bits per byte); a pty has no baud limit, so the emulated run
-itself is much faster.
+(``board://``). Per epoch (training, evaluation of valid and test, the per-epoch reads) it
+reports the run's own link accounting from ``metrics.jsonl``: ``link_bytes`` (sent +
+received on the serial link) and ``link_s_est``, their time at ``--baud`` (8N1: 10 bits per
+byte; a pty has no baud limit, so the emulated run itself is much faster). Over the whole
+run (set-up and programming included) the bytes are split by board command
+(``<command>#frames`` counts its frames).
 
 Usage: ``python scripts/bench_link.py [--epochs 1] [--baud 921600] [--out results/bench_link.json]``
 """
@@ -38,39 +38,21 @@ import numpy as np
 
 import drivers.board.serial_link as serial_link
 from hil.logging import configure_logging
-from hil.trainer.chip_backend import ChipBackend
+from hil.trainer.runs import RunDir
 from hil.trainer.session import TrainRequest, train
-from hil.trainer.trainer import Trainer
 
 CONFIG = REPO / "configs" / "jsb_osttp_hil_tuned.yaml"
 
 
 class Meter:
-    """Byte counters of the run's serial link: totals and per command, with snapshots."""
+    """Bytes per board command over the whole run (both ways; ``<command>#frames``)."""
 
     def __init__(self) -> None:
-        self.links: list[Any] = []
         self.by_cmd: Counter[str] = Counter()
-        self.marks: list[tuple[str, int, int, dict[str, int]]] = []
-
-    def totals(self) -> tuple[int, int]:
-        return (
-            sum(k.stats.bytes_written for k in self.links),
-            sum(k.stats.bytes_read for k in self.links),
-        )
-
-    def mark(self, name: str) -> None:
-        w, r = self.totals()
-        self.marks.append((name, w, r, dict(self.by_cmd)))
 
     def install(self) -> None:
-        """Record every SerialLink the driver opens and each command's bytes (both ways)."""
         meter = self
-        orig_init, orig_transact = serial_link.SerialLink.__init__, serial_link.SerialLink.transact
-
-        def init(self, *a: Any, **k: Any) -> None:  # type: ignore[no-untyped-def]
-            orig_init(self, *a, **k)
-            meter.links.append(self)
+        orig_transact = serial_link.SerialLink.transact
 
         def transact(self, opcode: int, payload: bytes, **k: Any):  # type: ignore[no-untyped-def]
             w0, r0 = self.stats.bytes_written, self.stats.bytes_read
@@ -81,21 +63,7 @@ class Meter:
                 meter.by_cmd[name] += (self.stats.bytes_written - w0) + (self.stats.bytes_read - r0)
                 meter.by_cmd[f"{name}#frames"] += 1
 
-        serial_link.SerialLink.__init__ = init  # type: ignore[method-assign]
         serial_link.SerialLink.transact = transact  # type: ignore[method-assign]
-        orig_run, orig_metrics = Trainer.run_epochs, ChipBackend.epoch_metrics
-
-        def run_epochs(self, epochs: int):  # type: ignore[no-untyped-def]
-            meter.mark("setup")
-            return orig_run(self, epochs)
-
-        def device_metrics(self):  # type: ignore[no-untyped-def]
-            out = orig_metrics(self)
-            meter.mark(f"epoch{len(meter.marks)}")
-            return out
-
-        Trainer.run_epochs = run_epochs  # type: ignore[method-assign]
-        ChipBackend.epoch_metrics = device_metrics  # type: ignore[method-assign]
 
 
 def start_emulator(seed: int) -> tuple[subprocess.Popen[str], str]:
@@ -127,7 +95,7 @@ def run(
             summary = train(
                 TrainRequest(
                     config=CONFIG,
-                    device=f"board://?port={port}&timeout_s=5&retries=3",
+                    device=f"board://?port={port}&timeout_s=5&retries=3&baudrate={baud}",
                     seed=seed,
                     epochs=epochs,
                     run_dir=Path(tmp) / "run",
@@ -135,6 +103,7 @@ def run(
                     overrides=(f"data.path={data}", *overrides),
                 )
             )
+            metrics = RunDir.open(Path(tmp) / "run").metrics()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -144,26 +113,17 @@ def run(
         "overrides": list(overrides),
         "epochs": epochs,
     }
-    prev = ("start", 0, 0, {})
-    per_epoch = []
-    for mark in meter.marks:
-        name, w, r, cmds = mark
-        sent, recv = w - prev[1], r - prev[2]
-        entry = {
-            "bytes_sent": sent,
-            "bytes_received": recv,
-            "bytes": sent + recv,
-            "s_at_baud": round(10.0 * (sent + recv) / baud, 1),
-            "bytes_by_command": {k: v - prev[3].get(k, 0) for k, v in sorted(cmds.items())},
-        }
-        if name == "setup":
-            out["setup"] = entry
-        else:
-            per_epoch.append(entry)
-        prev = mark
+    per_epoch = [
+        {k: m[k] for k in ("link_bytes", "link_bytes_sent", "link_bytes_received", "link_s_est")}
+        for m in metrics
+    ]
+    run_total = sum(v for k, v in meter.by_cmd.items() if "#" not in k)
     out["per_epoch"] = per_epoch
-    out["bytes_per_epoch"] = int(np.mean([e["bytes"] for e in per_epoch]))
+    out["bytes_per_epoch"] = int(np.mean([e["link_bytes"] for e in per_epoch]))
     out["s_per_epoch_at_baud"] = round(10.0 * out["bytes_per_epoch"] / baud, 1)
+    out["run_bytes"] = run_total
+    out["setup_and_close_bytes"] = run_total - sum(e["link_bytes"] for e in per_epoch)
+    out["run_bytes_by_command"] = dict(sorted(meter.by_cmd.items()))
     out.update(
         baud=baud,
         test_nll=summary.get("test_nll"),

@@ -6,8 +6,18 @@ N calls, for: the in-process SimDriver (no RPC), and RemoteDriver to a server ov
 subprocesses, ``--log-level warning`` so the server does not print one log line per
 request; ``tcp_b64_p50_us_info_log`` repeats the TCP batch-64 figure with info logging).
 ``*_overhead_us`` = transport p50 minus in-process p50 in the same run.
-Pulse throughput: sequential apply_pulses requests on a 64x64 region over TCP, without
-and with a state dir (every request fsync'ed to the journal before the reply).
+Pulse throughput (``pulse_*``): sequential apply_pulses requests on a 64x64 region over
+TCP to three servers running at once, measured in interleaved rounds so that each sees the
+same machine load: without ``--state-dir`` (records in an in-memory SQLite database),
+with it (each request's journal row, reply record, wear and audit rows committed to
+``state.db`` in one transaction, WAL + synchronous=FULL, before the reply), and with it
+but ``fsync=0`` (synchronous=OFF: the same work without the fsync). The last is the
+ceiling of group commit (one fsync for many requests); ``pulse_group_commit_k*`` estimate
+the rate when k requests share one fsync: ``1 / (t_nofsync + (t_fsync - t_nofsync)/k)``.
+``compaction_*_ms``: a compaction of the two chips' snapshot (2 x 7.3 MiB) as the state
+db does it (files written atomically, then one transaction naming them and emptying the
+journal) vs the same bytes as blobs inside the transaction, in-process.
+``--only pulses`` runs just the pulse and compaction figures (into ``--out``).
 ``tcp_raw_zmq_echo_*``: a bare pyzmq ROUTER echo process returning the request's bytes,
 the bytes an MVM carries on the wire (int8 DAC codes out, int8 ADC codes back: hermes has
 the ``mvm_codes`` capability) — the floor of any ZeroMQ design on this machine; compare
@@ -32,6 +42,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse
+import contextlib
 import json
 import platform
 import subprocess
@@ -180,15 +191,68 @@ class _Served:
         self.proc.stdout.close()  # type: ignore[union-attr]
 
 
-def _pulse_rate(endpoint: str, n: int) -> float:
+def _pulse_rates(tmp: Path, n: int, rounds: int, res: dict) -> None:  # type: ignore[type-arg]
+    """Interleaved rounds of ``n // rounds`` requests to each of the three servers."""
     rng = np.random.default_rng(1)
     counts = [rng.integers(0, 3, (64, 64, 4)).astype(np.int32) for _ in range(8)]
-    with RemoteDriver(endpoint, timeout_s=30) as remote:
-        remote.apply_pulses(PULSE_REGION, counts[0])
+    urls = {
+        "memory": URL,
+        "persistent": f"{URL}&state_dir={tmp / 'state_fsync'}",
+        "persistent_nofsync": f"{URL}&state_dir={tmp / 'state_nofsync'}&fsync=0",
+    }
+    per_round = max(1, n // rounds)
+    spent = dict.fromkeys(urls, 0.0)
+    with contextlib.ExitStack() as stack:
+        remotes = {}
+        for name, url in urls.items():
+            ep = stack.enter_context(_Served(url, "tcp://127.0.0.1:*"))
+            remotes[name] = stack.enter_context(RemoteDriver(ep, timeout_s=30))
+            remotes[name].apply_pulses(PULSE_REGION, counts[0])  # warm-up
+        for r in range(rounds):
+            for name, remote in remotes.items():
+                t0 = time.perf_counter()
+                for i in range(per_round):
+                    remote.apply_pulses(PULSE_REGION, counts[(r + i) % 8])
+                spent[name] += time.perf_counter() - t0
+    rate = {name: rounds * per_round / t for name, t in spent.items()}
+    res["pulse_tcp_req_per_s"] = round(rate["memory"], 1)
+    res["pulse_tcp_persistent_req_per_s"] = round(rate["persistent"], 1)
+    res["pulse_tcp_persistent_nofsync_req_per_s"] = round(rate["persistent_nofsync"], 1)
+    res["pulse_persistent_ratio"] = round(rate["persistent"] / rate["memory"], 3)
+    res["pulse_persistent_ratio_before_sqlite"] = round(159 / 434, 3)
+    res["pulse_requests_per_server"] = rounds * per_round
+    t_sync, t_nosync = 1 / rate["persistent"], 1 / rate["persistent_nofsync"]
+    for k in (4, 16):
+        res[f"pulse_group_commit_k{k}_req_per_s"] = round(
+            1 / (t_nosync + (t_sync - t_nosync) / k), 1
+        )
+
+
+def _compaction_ms(tmp: Path, res: dict) -> None:  # type: ignore[type-arg]
+    """A compaction as the state db does it (snapshot files written atomically, then one
+    transaction) vs the same snapshot as blobs inside the transaction."""
+    from drivers.statedb import StateDB, digest
+
+    with SimDriver("hermes", seed=0) as d:
+        blobs = {f"chip{c}": chip.to_bytes() for c, chip in enumerate(d.chips)}
+    db = StateDB.open(tmp / "compaction_db")
+    db.conn.execute("CREATE TABLE blobs(name TEXT PRIMARY KEY, data BLOB, digest TEXT)")
+    t_blob, t_file = [], []
+    for _ in range(5):
         t0 = time.perf_counter()
-        for i in range(n):
-            remote.apply_pulses(PULSE_REGION, counts[i % 8])
-        return n / (time.perf_counter() - t0)
+        with db.transaction() as c:
+            c.execute("DELETE FROM blobs")
+            for name, data in blobs.items():
+                c.execute("INSERT INTO blobs VALUES (?, ?, ?)", (name, data, digest(data)))
+            c.execute("DELETE FROM journal")
+        t_blob.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        db.write_snapshot({"preset": "hermes", "seed": 0, "replies": []}, blobs)
+        t_file.append(time.perf_counter() - t0)
+    db.close()
+    res["compaction_snapshot_mib"] = round(sum(map(len, blobs.values())) / 2**20, 2)
+    res["compaction_blob_ms"] = round(float(np.median(t_blob)) * 1e3, 1)
+    res["compaction_files_ms"] = round(float(np.median(t_file)) * 1e3, 1)
 
 
 def main() -> int:
@@ -196,6 +260,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=300, help="calls per MVM measurement")
     ap.add_argument("--pulses", type=int, default=200, help="pulse requests per throughput run")
     ap.add_argument("--cpu-calls", type=int, default=1000, help="calls per CPU-time figure")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved pulse rounds")
+    ap.add_argument("--only", choices=["pulses"], help="run only the pulse/compaction figures")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of the overhead/echo ratio")
     ap.add_argument("--out", default="results/bench_rpc.json")
     args = ap.parse_args()
@@ -207,6 +273,10 @@ def main() -> int:
     }
     configure_logging("warning")
     tmp = Path(tempfile.mkdtemp(prefix="bench_rpc_"))
+    if args.only == "pulses":
+        _pulse_rates(tmp, args.pulses, args.rounds, res)
+        _compaction_ms(tmp, res)
+        return _write(res, args.out)
     served: dict[str, _Served] = {}
     server = DeviceServer(SimDriver("hermes", seed=0), "inproc://bench-rpc")
     ready = threading.Event()
@@ -247,7 +317,6 @@ def main() -> int:
         res["ratio_tcp_b64_overhead_vs_echo_repeats"] = [round(r, 2) for r in ratios]
         res["ratio_tcp_b64_overhead_vs_echo"] = round(min(ratios), 2)
         echo.close()
-        res["pulse_tcp_req_per_s"] = round(_pulse_rate(tcp_ep, args.pulses), 1)
         m = args.cpu_calls
         cpu_local = _cpu_per_call_us(local, m, None)
         cpu = {
@@ -269,20 +338,25 @@ def main() -> int:
         info_res: dict[str, object] = {}
         _interleaved_mvm({"inprocess": local, "tcp_info_log": tcp_info}, args.n // 2, info_res)
         res["tcp_info_log_b64_p50_overhead_us"] = info_res["tcp_info_log_b64_p50_overhead_us"]
-    with _Served(f"{URL}&state_dir={tmp / 'state'}", "tcp://127.0.0.1:*") as ep:
-        res["pulse_tcp_persistent_req_per_s"] = round(_pulse_rate(ep, args.pulses), 1)
-    res["blas_threads"] = os.environ["OPENBLAS_NUM_THREADS"]
-    res["load_average_1min"] = round(os.getloadavg()[0], 2)
+    _pulse_rates(tmp, args.pulses, args.rounds, res)
+    _compaction_ms(tmp, res)
     res["target_ratio_tcp_b64_overhead_vs_echo"] = 1.5
     res["target_tcp_b64_p50_overhead_us"] = 200.0
     res["meets_target"] = res["tcp_b64_p50_overhead_us"] <= 200.0  # type: ignore[operator]
+    return _write(res, args.out)
+
+
+def _write(res: dict, out: str) -> int:  # type: ignore[type-arg]
+    res["blas_threads"] = os.environ["OPENBLAS_NUM_THREADS"]
+    res["load_average_1min"] = round(os.getloadavg()[0], 2)
+    res["date"] = time.strftime("%Y-%m-%d", time.gmtime())
     res["machine"] = (
         f"{os.cpu_count()}-core {platform.machine()}, Python {platform.python_version()}"
     )
     text = json.dumps(res, indent=2)
     print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text + "\n")
     return 0
 
 

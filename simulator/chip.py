@@ -396,3 +396,16 @@ class Chip:
         from simulator.persistence import load_chip
 
         return load_chip(cls, Path(path), clock_mode=clock_mode)
+
+    def to_bytes(self) -> bytes:
+        """The full state as the bytes of the ``.npz`` :meth:`save` writes (no file I/O)."""
+        from simulator.persistence import chip_to_bytes
+
+        return chip_to_bytes(self)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, *, clock_mode: str | None = None) -> Chip:
+        """A chip restored from :meth:`to_bytes`; it continues exactly as if never stopped."""
+        from simulator.persistence import chip_from_bytes
+
+        return chip_from_bytes(cls, blob, clock_mode)

@@ -9,9 +9,11 @@ I/O and it is never called by the physics.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +33,8 @@ FORMAT_VERSION = 1
 META_KEY = "__meta__"
 
 
-def save_chip(chip: Chip, path: Path) -> Path:
+def chip_to_bytes(chip: Chip) -> bytes:
+    """The chip's full state as the bytes of one ``.npz`` (what :func:`save_chip` writes)."""
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -47,11 +50,18 @@ def save_chip(chip: Chip, path: Path) -> Path:
     }
     arrays = dict(chip._pop.arrays)
     arrays[META_KEY] = np.array(json.dumps(meta))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def save_chip(chip: Chip, path: Path) -> Path:
+    data = chip_to_bytes(chip)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -98,11 +108,19 @@ def _rng(state: dict[str, Any]) -> np.random.Generator:
 def load_chip(cls: type[Chip], path: Path, clock_mode: str | None = None) -> Chip:
     if not path.is_file():
         raise ChipStateError(f"chip state file {path} does not exist")
+    return chip_from_bytes(cls, path.read_bytes(), clock_mode, source=str(path))
+
+
+def chip_from_bytes(
+    cls: type[Chip], blob: bytes, clock_mode: str | None = None, source: str = "chip state"
+) -> Chip:
+    """A chip from the bytes :func:`chip_to_bytes` made; ``source`` names them in errors."""
+    path = source
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as data:
             meta = json.loads(str(data[META_KEY]))
             arrays = {name: data[name] for name in FIELDS}
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise ChipStateError(f"{path} is not a readable chip state file: {exc}") from exc
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise ChipStateError(

@@ -98,6 +98,9 @@ def read_noise(ages: np.ndarray, m: list, v: list, t0: float, t_read: float) -> 
     def model(p: np.ndarray, g: np.ndarray) -> np.ndarray:
         return np.exp(p[0]) * g ** (-p[1]) * np.sqrt(t)
 
+    if not np.all(y > 1e-9):  # noise-free reads: no read noise to fit (A = 0)
+        p = np.array([-np.inf, 0.0])
+        return LawFit(("ln_A", "e"), p, np.zeros(2), x, y, np.array(cis), -y)
     p, ci = _ls(model, np.array([np.log(0.1), 0.6]), x, y, 1.0 / y)
     return LawFit(("ln_A", "e"), p, ci, x, y, np.array(cis), model(p, x) - y)
 
@@ -115,7 +118,8 @@ def prog_noise(level: np.ndarray, m0: list, v0: list, reads: int, g_max: float) 
     def model(p: np.ndarray, x: np.ndarray) -> np.ndarray:
         return p[0] + p[1] * x + p[2] * x * x
 
-    p, pci = _ls(model, np.array([0.1, 1.0, -0.5]) * y.mean(), g, y, 1.0 / np.array(ci))
+    w = 1.0 / np.maximum(np.array(ci), 1e-6)
+    p, pci = _ls(model, np.array([0.1, 1.0, -0.5]) * max(y.mean(), 1e-6), g, y, w)
     return LawFit(("c0", "c1", "c2"), p, pci, g, y, np.array(ci), model(p, g) - y)
 
 

@@ -17,7 +17,9 @@ numbers (common random numbers, so the objective is deterministic), the standard
 differences of these moments between simulation (``N`` devices) and measurement:
 ``mean_k`` and ``std_k`` (k = 0..K), the correlation across devices of ``C10 - C0`` with
 ``C20 - C10`` (consistent fast or slow devices: step-size spread) and the mean and std of
-each device's largest read over the last 20 pulses (its G_max: g_max and its spread).
+each device's largest read over the last 20 pulses (its G_max: g_max and its spread), and
+the std across devices of single-pulse increments at several pulses (the step noise at
+that G and P, which the curve alone leaves traded off between sigma_0 and sigma_g G).
 """
 
 from __future__ import annotations
@@ -63,13 +65,19 @@ class ReadModel:
         return np.minimum(amp / np.maximum(x, self.floor), self.cap) * np.sqrt(self.lnt)
 
 
+INCREMENT_PULSES = (3, 6, 10, 15, 20, 30, 40, 50)
+"""Pulses ``k`` whose per-device increment ``C[k] - C[k-1]`` std is a fitted moment: the
+step noise at the G and P of that pulse (separates sigma_0 from sigma_g G)."""
+
+
 def moments(c: np.ndarray) -> np.ndarray:
     """The fitted moments of a curve ``(K+1, n)`` (see module doc)."""
     k = c.shape[0] - 1
     a, b = c[min(10, k)] - c[0], c[min(20, k)] - c[min(10, k)]
     corr = np.corrcoef(a, b)[0, 1] if a.std() > 0 and b.std() > 0 else 0.0
     top = c[max(k - 20, 0) :].max(0)
-    return np.concatenate([c.mean(1), c.std(1), [corr, top.mean(), top.std()]])
+    inc = [float(np.std(c[j] - c[j - 1])) for j in INCREMENT_PULSES if j <= k]
+    return np.concatenate([c.mean(1), c.std(1), [corr, top.mean(), top.std()], inc])
 
 
 class SetFit:
@@ -100,8 +108,10 @@ class SetFit:
         se_mean = sd * np.sqrt(1 / n + 1 / ns) + 0.002 * scale
         se_std = sd * np.sqrt(1 / (2 * n) + 1 / (2 * ns)) + 0.002 * scale
         extra = np.array([np.sqrt(1 / n + 1 / ns) + 0.01, se_mean[-1], se_std[-1]]) / 3.0
-        self.se = np.concatenate([se_mean, se_std, extra])
-        assert self.se.size == 2 * kk + 3
+        inc = self.target[2 * kk + 3 :]
+        se_inc = inc * np.sqrt(1 / (2 * n) + 1 / (2 * ns)) + 0.002 * scale
+        self.se = np.concatenate([se_mean, se_std, extra, se_inc / 2.0])
+        assert self.se.size == self.target.size
 
     def params(self, theta: np.ndarray) -> DeviceParams:
         values = dict(zip(NAMES, (float(t) for t in theta), strict=True))

@@ -157,7 +157,7 @@ def fit_twin(m: Measurements, base: DeviceParams, name: str) -> tuple[DevicePara
         nu_sigma_min=float(sg_fit.values[2]),
         nu_sigma_max=float(sg_fit.values[3]),
         drift=bool(np.max(nu_mean) > 1e-4),
-        read_noise=amp > 0,
+        read_noise=amp > 1e-9,
         read_q_amp=amp,
         read_q_exp=float(rn.values[1]),
         read_clamp_zero=not m.any_negative_read,

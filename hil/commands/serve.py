@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from drivers import DriverError
 from drivers.server import run_server
@@ -25,7 +26,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="endpoint to bind, repeatable (default tcp://127.0.0.1:5555; "
         "'tcp://127.0.0.1:*' picks a free port)",
     )
-    p.add_argument("--state-dir", help="persist sim:// chip state here (snapshot + journal)")
+    p.add_argument(
+        "--state-dir",
+        help="keep the server's durable state here (one SQLite database, state.db): a "
+        "sim:// driver's chips (snapshot + journal), reply records, leases, wear and audit",
+    )
+    p.add_argument(
+        "--salvage",
+        action="store_true",
+        help="first copy what passes the checks out of a damaged --state-dir database, "
+        "report what was lost (stderr), then serve",
+    )
     p.add_argument(
         "--auth-keys",
         metavar="DIR",
@@ -47,6 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="heartbeat period clients are told to use (default 1)",
     )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not warn about a tcp:// bind reachable from other machines without --auth-keys",
+    )
+    p.add_argument(
+        "--max-leases",
+        type=int,
+        default=256,
+        metavar="N",
+        help="leases one client identity may hold at once (default 256)",
+    )
     p.set_defaults(func=run)
 
 
@@ -55,16 +78,26 @@ def _announce(endpoints: list[str]) -> None:
         print(f"serving on {endpoint}", flush=True)
 
 
+def _report_salvage(report: dict) -> None:  # type: ignore[type-arg]
+    from drivers.salvage import format_report
+
+    print(format_report(report), file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         run_server(
             args.driver_url,
             args.bind or ["tcp://127.0.0.1:5555"],
             state_dir=args.state_dir,
+            salvage=args.salvage,
+            on_salvaged=_report_salvage,
             auth_keys_dir=args.auth_keys,
             server_secret_key=args.server_key,
             lease_ttl_s=args.lease_ttl,
             heartbeat_interval_s=args.heartbeat_interval,
+            insecure=args.insecure,
+            max_leases=args.max_leases,
             on_ready=_announce,
         )
     except DriverError as exc:

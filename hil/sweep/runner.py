@@ -103,7 +103,14 @@ def _init_ray(spec: SweepSpec, address: str | None, num_cpus: int | None) -> Non
     if address is None:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, resources=needed, **common)
         return
-    ray.init(address=address, **common)
+    try:
+        ray.init(address=address, **common)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]} (is it "
+            f"running; with token authentication: RAY_AUTH_MODE=token and its token in "
+            f"~/.ray/auth_token or RAY_AUTH_TOKEN_PATH)"
+        ) from None
     have = ray.cluster_resources()
     missing = [r for r in needed if have.get(r, 0) < 1]
     if missing:
@@ -140,7 +147,12 @@ def run_sweep(
             f"sweep {spec.name}: {len(todo)} of {len(trials)} trials to run "
             f"({len(trials) - len(todo)} finished before) in {sweep_dir}"
         )
-        _fit(spec, todo, sweep_dir, address, max_concurrent, num_cpus, view)
+        try:
+            _fit(spec, todo, sweep_dir, address, max_concurrent, num_cpus, view)
+        except ConfigError:  # Ray refused (no cluster, missing chip): nothing ran, so the
+            if not resume:  # same command can simply be run again
+                (state_dir(sweep_dir) / "spec.json").unlink(missing_ok=True)
+            raise
     summary = results.aggregate(spec, trials, sweep_dir)
     results.write(summary, sweep_dir)
     view.final(summary)
@@ -180,7 +192,7 @@ def _fit(
             {
                 "trial": t.model_dump(),
                 "sweep_dir": str(sweep_dir),
-                "base": str(spec.base),
+                "base": t.base,
                 "epochs": spec.epochs,
                 "metric": spec.metric,
                 "checkpoint_every": spec.checkpoint_every,

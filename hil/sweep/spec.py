@@ -7,8 +7,9 @@ A spec (YAML) names a base run config and the axes that vary around it::
     epochs: 15                         # train.epochs of every trial (default: the base's)
     set: {train.batch_size: 16}        # fixed --set overrides of every trial
     grid: {optim.lr: [1.0e-3, 2.0e-2]} # every combination of these --set values
-    variants:                          # named override groups, one axis per entry
+    variants:                          # named override groups, one axis per entry; a
       rule: {bptt: {rule.name: bptt, network.decay: 0.4}, ostl: {rule.name: ostl}}
+      # variant may also name its own base config: {base: ../jsb_software/tuned_bptt.yaml}
     random: {samples: 8, seed: 0, axes: {optim.lr: {loguniform: [1.0e-4, 1.0e-1]}}}
     seeds: [0, 1, 2]                   # every point runs once per seed
     devices:                           # where trials run (default: the base's device.url)
@@ -208,6 +209,8 @@ class Trial(_Strict):
     """One `hil train` run of a sweep (everything a Ray worker needs, JSON-serialisable)."""
 
     id: str
+    base: str
+    """the run config file the trial starts from (the spec's base or its variant's)"""
     point: int
     label: str
     params: dict[str, Any]
@@ -267,18 +270,21 @@ def expand(spec: SweepSpec) -> list[Trial]:
             else:  # spread: round-robin over the devices, in launch order
                 dev, seed = devices[len(trials) % len(devices)], item
             url = dev.url.format(seed=seed)
+            sets = {**spec.set, **over}
+            base = str(sets.pop("base", spec.base))
             dev_tag = f"-d{devices.index(dev)}" if axis else ""
             shown = {**params, **({"device": url} if dev_tag else {})}
             trials.append(
                 Trial(
                     id=f"{p:03d}-{_slug(label)}{dev_tag}-s{seed}",
+                    base=base,
                     point=p,
                     label=label + (f",device={url}" if dev_tag else ""),
                     params=shown,
                     seed=seed,
                     device=url,
                     resource=dev.resource_name,
-                    overrides=[_override(k, v) for k, v in {**spec.set, **over}.items()],
+                    overrides=[_override(k, v) for k, v in sets.items()],
                 )
             )
     return trials
@@ -312,8 +318,19 @@ def load_spec(path: Path) -> tuple[SweepSpec, list[Trial]]:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, str(path))) from None
-    base = spec.base if spec.base.is_absolute() else (path.parent / spec.base).resolve()
-    spec = spec.model_copy(update={"base": base})
+
+    def resolve(p: Any) -> Path:
+        return Path(p) if Path(p).is_absolute() else (path.parent / p).resolve()
+
+    base = resolve(spec.base)
+    variants = {
+        axis: {
+            n: {**o, **({"base": str(resolve(o["base"]))} if "base" in o else {})}
+            for n, o in named.items()
+        }
+        for axis, named in spec.variants.items()
+    }
+    spec = spec.model_copy(update={"base": base, "variants": variants})
     if not spec.devices:  # the base config's device (after the spec's fixed overrides)
         sets = [_override(k, v) for k, v in spec.set.items()]
         url = load_config(base, sets, origin=str(base)).device.url
@@ -326,14 +343,14 @@ def load_spec(path: Path) -> tuple[SweepSpec, list[Trial]]:
 
 
 def validate_trials(spec: SweepSpec) -> list[Trial]:
-    read_config_file(spec.base)  # one-line error for a missing/unreadable base
     trials = expand(spec)
     for t in trials:
+        read_config_file(Path(t.base))  # one-line error for a missing/unreadable base
         flags = [*t.overrides, f"train.seed={t.seed}", f"device.url={t.device}"]
         if spec.epochs:
             flags.append(f"train.epochs={spec.epochs}")
         try:
-            load_config(spec.base, flags, origin=f"{spec.base} (trial {t.id})")
+            load_config(Path(t.base), flags, origin=f"{t.base} (trial {t.id})")
         except ConfigError as exc:
             raise ConfigError(f"sweep {spec.name}: {exc}") from None
     return trials

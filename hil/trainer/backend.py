@@ -72,6 +72,10 @@ class Backend(Protocol):
 
     def epoch_metrics(self) -> dict[str, Any]: ...
 
+    def link_bytes(self) -> tuple[int, int, int | None] | None:
+        """``(sent, received, baud)`` on the device link so far; None in-process."""
+        ...
+
     def state(self) -> dict[str, np.ndarray]: ...
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None: ...
@@ -129,6 +133,9 @@ class SoftwareBackend:
 
     def epoch_metrics(self) -> dict[str, Any]:
         return {}
+
+    def link_bytes(self) -> tuple[int, int, int | None] | None:
+        return None
 
     def state(self) -> dict[str, np.ndarray]:
         return {}

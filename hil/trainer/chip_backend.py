@@ -200,6 +200,11 @@ class ChipBackend:
                 m.compensation = 1.0
 
     # ------------------------------------------------------------ metrics
+    def link_bytes(self) -> tuple[int, int, int | None] | None:
+        """The driver's link counters (``Driver.link_bytes``): None for an in-process device."""
+        link = self.driver.link_bytes()
+        return None if link is None else (link.sent, link.received, link.baud)
+
     def epoch_metrics(self) -> dict[str, Any]:
         """This epoch's device counters (then reset); ends with one read per trainable
         matrix (saturated cells) and the device clock."""

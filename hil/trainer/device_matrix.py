@@ -223,7 +223,7 @@ class DeviceMatrix:
         deficit's sign: to device A until it nears g_max, then to B (Le Gallo 2023's
         fill-then-trim); it stops when every deficit is within the program tolerance.
         """
-        g = self.driver.read_conductances(self.region)
+        g = np.array(self.driver.read_conductances(self.region))  # own copy: updated below
         plan = plan_refresh(g, self.g_max_us, self.cfg.refresh)
         n_cells = int(plan.sum())
         if not n_cells:

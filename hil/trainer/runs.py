@@ -35,8 +35,21 @@ from hil.errors import HilError
 from hil.faults import fault_point
 from hil.fsio import append_jsonl, atomic_write_json, read_jsonl
 
-TIMING_KEYS = ("epoch_s", "train_s", "time", "wall_s", "device_time_s")
-"""Metric keys that depend on the machine's speed (and, for the device clock, on MVM timing)."""
+TIMING_KEYS = (
+    "epoch_s",
+    "train_s",
+    "train_cpu_s",
+    "eval_s",
+    "time",
+    "wall_s",
+    "device_time_s",
+    "link_bytes",
+    "link_bytes_sent",
+    "link_bytes_received",
+    "link_s_est",
+)
+"""Metric keys that depend on the machine's speed (and, for the device clock, on MVM
+timing) or on the transport to the device (link bytes: none in-process)."""
 
 PACKAGES = ("numpy", "pyzmq", "pydantic", "structlog", "pcm-hil", "torch", "music21")
 

@@ -111,6 +111,7 @@ class Trainer:
         shuffle: np.random.Generator | None = None,
     ) -> None:
         self.cfg, self.task, self.net, self.backend = cfg, task, net, backend
+        self._link_mark: tuple[int, int] | None = None
         self.run, self.checkpointer = run, checkpointer
         self.checkpoint_every, self.progress = checkpoint_every, progress
         self.rule = RuleConfig(cfg.rule.name, cfg.rule.traces, cfg.rule.reduction)
@@ -139,8 +140,29 @@ class Trainer:
     def batches_per_epoch(self) -> int:
         return -(-self.task.n_train // self.cfg.train.batch_size)
 
+    def _link_metrics(self) -> dict[str, Any]:
+        """Bytes on the device link since the last record (training, evaluation and the
+        per-epoch reads) and, for a serial link, their time at its baud rate (8N1: 10 bits
+        per byte). Nothing for an in-process device; a resumed epoch counts from the resume."""
+        link = self.backend.link_bytes()
+        if link is None:
+            return {}
+        sent0, recv0 = self._link_mark or (0, 0)
+        self._link_mark = (link[0], link[1])
+        sent, recv = link[0] - sent0, link[1] - recv0
+        out: dict[str, Any] = {
+            "link_bytes": sent + recv,
+            "link_bytes_sent": sent,
+            "link_bytes_received": recv,
+        }
+        if link[2]:
+            out["link_s_est"] = 10.0 * (sent + recv) / link[2]
+        return out
+
     def run_epochs(self, epochs: int) -> list[dict[str, Any]]:
         """Train until ``epochs`` epochs are complete; returns the metrics history."""
+        link = self.backend.link_bytes()
+        self._link_mark = None if link is None else (link[0], link[1])
         bs, n_batches = self.cfg.train.batch_size, self.batches_per_epoch
         with StopFlag() as stop:
             while self.epoch < epochs:
@@ -148,7 +170,7 @@ class Trainer:
                 if self.batch == 0:
                     self.order = [int(i) for i in self.shuffle.permutation(self.task.n_train)]
                     self.partial = EpochStats()
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 if self.progress is not None:
                     self.progress.start_epoch(self.epoch, epochs, n_batches, self.batch)
                 while self.batch < n_batches:
@@ -163,19 +185,25 @@ class Trainer:
                         self._interrupted()
                     if self.checkpoint_every and self.batch % self.checkpoint_every == 0:
                         self.save_checkpoint()
-                self._end_epoch(t0, time.perf_counter() - t0)
+                self._end_epoch(t0, time.perf_counter() - t0, time.process_time() - c0)
                 if self.progress is not None:
                     self.progress.epoch_done()
         return self.history
 
-    def _end_epoch(self, t0: float, train_s: float) -> None:
+    def _end_epoch(self, t0: float, train_s: float, train_cpu_s: float) -> None:
+        e0 = time.perf_counter()
+        scores = self.evaluator.epoch_scores()
+        eval_s = time.perf_counter() - e0
         record = {
             "epoch": self.epoch + 1,
             f"train_{self.metric}": self.partial.mean,
-            **self.evaluator.epoch_scores(),
+            **scores,
             "lr": self.opt.lr,
             **self.backend.epoch_metrics(),
+            **self._link_metrics(),
             "train_s": train_s,
+            "train_cpu_s": train_cpu_s,
+            "eval_s": eval_s,
             "epoch_s": time.perf_counter() - t0,
             "time": time.time(),
         }

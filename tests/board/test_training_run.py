@@ -52,3 +52,25 @@ def test_training_over_a_faulty_link_equals_a_clean_link(
         runs[name] = without_timing(RunDir.open(tmp_path / name).metrics())
     assert retransmits["clean"] == 0 and retransmits["faulty"] > 0  # the faults bit
     assert runs["faulty"] == runs["clean"]
+
+
+@pytest.mark.slow
+def test_a_board_run_records_its_link_bytes_and_serial_time(
+    tmp_path: Path, emulator: Callable[..., str], jsb_path: Path
+) -> None:
+    """metrics.jsonl and the report carry the bytes each epoch moved over the serial link
+    and what they cost at the board's baud rate (8N1)."""
+    data = f"data.path={jsb_path}"
+    url = f"board://?port={emulator(seed=5)}&baudrate=115200"
+    train(
+        TrainRequest(
+            device=url, run_dir=tmp_path / "r", epochs=2, overrides=(*SMALL, data), progress=False
+        )
+    )
+    run = RunDir.open(tmp_path / "r")
+    for m in run.metrics():
+        assert m["link_bytes"] == m["link_bytes_sent"] + m["link_bytes_received"] > 1000
+        assert m["link_s_est"] == pytest.approx(10.0 * m["link_bytes"] / 115200)
+        assert m["train_s"] + m["eval_s"] <= m["epoch_s"]
+    page = run.report_file.read_text()
+    assert "link_s_est" in page and "eval_s" in page

@@ -47,3 +47,15 @@ def test_clipped_log_law_recovers_pcmlike_mu_nu() -> None:
     y = np.clip(-0.0155 * np.log(g) + 0.0244, 0.049, 0.1)
     law = clipped_log_law(g, y, np.full(g.size, 1e-3), np.array([-0.01, 0.02, 0.04, 0.09]))
     assert np.abs(law.residuals).max() < 1e-4
+
+
+def test_noise_free_reads_fit_no_read_noise() -> None:
+    """An ideal chip (reads without noise) gives A = 0, not a failed fit."""
+    from hil.characterize.fit_noise import prog_noise, read_noise
+
+    m = [np.full((2, 30), lv) + np.linspace(0, 0.01, 30) for lv in (1.0, 4.0, 8.0)]
+    v = [np.zeros((2, 30)) for _ in m]
+    law = read_noise(np.array([0.0, 60.0]), m, v, 20.0, 250e-9)
+    assert np.exp(law.values[0]) == 0.0
+    pn = prog_noise(np.array([1.0, 4.0, 8.0]), [x[0] for x in m], [x[0] for x in v], 4, 10.0)
+    assert np.all(np.isfinite(pn.values))

@@ -101,3 +101,34 @@ class FakeDriver(Driver):
 
     def _time_s(self) -> float:
         return self.t_s
+
+
+class Sessions:
+    """Clients of an in-process ``DeviceServer.handle``: each name says hello once and its
+    requests then carry the session token, as a RemoteDriver's do."""
+
+    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+        self.server = server
+        self.tokens: dict[bytes, str] = {}
+        self.identity: dict[bytes, str] = {}
+
+    def frames(self, who: bytes, frames: list, now: float = 0.0) -> list:  # type: ignore[type-arg]
+        """``frames`` with ``who``'s session token put into the header."""
+        import json
+
+        from protocols import decode_reply, encode
+        from protocols.messages import Hello
+
+        if who not in self.tokens:
+            hello = encode(Hello(request_id="hello", client=who.decode()))
+            rep = decode_reply(self.server.handle(who, hello, now))[0]
+            self.tokens[who], self.identity[who] = rep.session, rep.client_id
+        header = json.loads(bytes(frames[0]))
+        header["session"] = self.tokens[who]
+        return [json.dumps(header).encode(), *frames[1:]]
+
+    def call(self, who: bytes, frames: list, now: float = 0.0):  # type: ignore[no-untyped-def,type-arg]
+        """The decoded reply to ``frames`` sent by ``who`` at ``now``."""
+        from protocols import decode_reply
+
+        return decode_reply(self.server.handle(who, self.frames(who, frames, now), now))

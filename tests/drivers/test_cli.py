@@ -57,7 +57,7 @@ def test_serve_sigterm_persists_and_restart_restores(tmp_path: Path) -> None:
 def test_serve_refuses_state_dir_for_remote_urls(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["serve", "tcp://127.0.0.1:9", "--state-dir", "/tmp/x", "--bind", "inproc://x"])
     assert code == 1
-    assert "sim:// drivers only" in capsys.readouterr().err
+    assert "does not apply to tcp:// drivers" in capsys.readouterr().err
 
 
 def test_serve_reports_a_busy_address(capsys: pytest.CaptureFixture[str]) -> None:

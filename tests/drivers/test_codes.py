@@ -15,8 +15,9 @@ from drivers import InvalidRequest
 from drivers.remote import RemoteDriver
 from drivers.server import DeviceServer
 from drivers.sim import SimDriver
-from protocols import CAP_MVM_CODES, Region, decode_reply, encode
+from protocols import CAP_MVM_CODES, Region, encode
 from protocols.messages import ErrorReply, MvmReply, MvmRequest
+from tests.drivers.fakes import Sessions
 
 REGION = Region(0, 0, 64, 0, 48)
 
@@ -75,9 +76,7 @@ def test_float_device_keeps_float_arrays_and_refuses_codes(
         assert remote.link_bytes().sent - sent0 > 4 * x.size
     server = DeviceServer(ideal, "inproc://unused")
     req = MvmRequest(request_id="c", region=REGION)
-    msg, _ = decode_reply(
-        server.handle(b"c1", encode(req, {"x_code": np.zeros((1, 64), np.int8)}), 0.0)
-    )
+    msg, _ = Sessions(server).call(b"c1", encode(req, {"x_code": np.zeros((1, 64), np.int8)}))
     assert isinstance(msg, ErrorReply) and msg.code == "bad_request"
     assert "float periphery" in msg.message
 
@@ -86,9 +85,10 @@ def test_server_refuses_out_of_range_codes() -> None:
     server = DeviceServer(_programmed("hermes"), "inproc://unused")
     req = MvmRequest(request_id="c", region=REGION)
     bad = np.full((1, 64), -128, np.int8)
-    msg, _ = decode_reply(server.handle(b"c1", encode(req, {"x_code": bad}), 0.0))
+    client = Sessions(server)
+    msg, _ = client.call(b"c1", encode(req, {"x_code": bad}))
     assert isinstance(msg, ErrorReply) and "below -127" in msg.message
-    ok, arrays = decode_reply(server.handle(b"c1", encode(req, {"x_code": bad + 1}), 0.0))
+    ok, arrays = client.call(b"c1", encode(req, {"x_code": bad + 1}))
     assert isinstance(ok, MvmReply) and arrays["y_code"].dtype == np.int8 and ok.y_lsb_us
 
 

@@ -29,7 +29,7 @@ from drivers.server import DeviceServer
 from hil.cli import main
 from protocols import PROTOCOL_VERSION, Region, encode
 from protocols.messages import LeaseAcquire
-from tests.drivers.fakes import FakeDriver
+from tests.drivers.fakes import FakeDriver, Sessions
 from tests.drivers.serve_proc import ServeProcess, wait_for
 
 PROBE_S = 3.0
@@ -226,11 +226,13 @@ def test_server_logs_connects_disconnects_and_refused_handshakes(curve) -> None:
 
 def test_lease_expiry_is_logged() -> None:
     server = DeviceServer(FakeDriver(), "inproc://unused", lease_ttl_s=1.0)
-    server.handle(b"alice", encode(LeaseAcquire(request_id="l", region=R)), 0.0)
+    clients = Sessions(server)
+    clients.call(b"alice", encode(LeaseAcquire(request_id="l", region=R)), 0.0)
+    bob = clients.frames(b"bob", encode(LeaseAcquire(request_id="m", region=R)), 0.0)
     with capture_logs() as logs:
-        server.handle(b"bob", encode(LeaseAcquire(request_id="m", region=R)), 2.0)
+        server.handle(b"bob", bob, 2.0)
     expired = [e for e in logs if e["event"] == "lease_expired"]
-    assert len(expired) == 1 and expired[0]["client"] == "alice"
+    assert len(expired) == 1 and expired[0]["client"] == clients.identity[b"alice"]
 
 
 def test_driver_check_reports_a_dead_address_once(capsys: pytest.CaptureFixture[str]) -> None:

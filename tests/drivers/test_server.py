@@ -16,12 +16,21 @@ from drivers.remote import RemoteDriver
 from drivers.server import DeviceServer
 from protocols import Region, decode_reply, encode
 from protocols.messages import PROTOCOL_VERSION, LeaseAcquire, MvmRequest, PulseRequest
-from tests.drivers.fakes import G_MIN_US, STEP_US, FakeDriver
+from tests.drivers.fakes import G_MIN_US, STEP_US, FakeDriver, Sessions
 
 R = Region(0, 0, 4, 0, 3)
 
 
+_CLIENTS: dict[int, Sessions] = {}
+
+
 def _reply(server: DeviceServer, who: bytes, frames: list, now: float = 0.0):  # type: ignore[no-untyped-def]
+    """``who`` says hello once (a session), then its requests carry the session token."""
+    clients = _CLIENTS.setdefault(id(server), Sessions(server))
+    try:
+        frames = clients.frames(who, frames, now)
+    except ValueError:  # not a JSON header: sent as it is
+        pass
     return decode_reply(server.handle(who, frames, now))
 
 
@@ -151,13 +160,17 @@ def test_one_log_event_per_request_with_its_fields() -> None:
     pulse = encode(
         PulseRequest(request_id="p9", region=R), {"counts": np.ones((4, 3, 4), np.int32)}
     )
+    alice = Sessions(server)
+    frames = alice.frames(b"alice", pulse)
     with capture_logs() as logs:
-        server.handle(b"alice", pulse, 0.0)
+        server.handle(b"alice", frames, 0.0)
         server.handle(b"alice", [b"junk"], 0.0)
     events = [e for e in logs if e["event"] == "request"]
     assert len(events) == 2
     ok, bad = events
-    assert ok["client"] == "alice" and ok["verb"] == "apply_pulses" and ok["request_id"] == "p9"
+    assert ok["client"] == alice.identity[b"alice"] == "alice-1"
+    assert ok["verb"] == "apply_pulses" and ok["request_id"] == "p9"
+    assert bad["client"] == "peer:alice"  # unparsed: known only by its routing id
     assert ok["region"] == str(R) and ok["outcome"] == "ok" and ok["duration_us"] >= 0
     assert bad["outcome"] == "bad_request" and bad["log_level"] == "warning"
 

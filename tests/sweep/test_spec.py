@@ -38,6 +38,24 @@ def test_grid_variants_seeds_and_devices_expand_in_launch_order(tmp_path: Path, 
     assert len({t.id for t in trials}) == 8
 
 
+def test_a_variant_may_name_its_own_base_config(tmp_path: Path, jsb_path: Path):
+    paper = REPO / "configs" / "jsb_osttp_hil.yaml"
+    spec, trials = load_spec(
+        write_spec(
+            tmp_path / "s.yaml",
+            jsb_path,
+            variants={"config": {"tuned": {}, "paper": {"base": str(paper)}}},
+            base=str(REPO / "configs" / "jsb_osttp_hil_tuned.yaml"),
+        )
+    )
+    bases = {t.params["config"]: Path(t.base).name for t in trials}
+    assert bases == {"tuned": "jsb_osttp_hil_tuned.yaml", "paper": "jsb_osttp_hil.yaml"}
+    assert not any(o.startswith("base=") for t in trials for o in t.overrides)
+    bad = write_spec(tmp_path / "b.yaml", jsb_path, variants={"c": {"x": {"base": "nope.yaml"}}})
+    with pytest.raises(ConfigError, match="nope.yaml not found"):
+        load_spec(bad)
+
+
 def test_random_axes_are_drawn_once_from_the_spec_seed(tmp_path: Path, jsb_path: Path):
     fields = {
         "random": {"samples": 3, "seed": 5, "axes": {"optim.lr": {"loguniform": [1e-4, 1e-1]}}}

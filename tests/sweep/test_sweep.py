@@ -190,3 +190,31 @@ def test_resume_after_killing_the_sweep_runs_only_unfinished_trials(
     assert again.returncode == 1 and "already holds a sweep" in again.stderr
     noop = run_sweep(spec, sweep, ray_env, "--resume")
     assert noop.returncode == 0 and "best point" in noop.stdout
+
+
+def test_asha_stops_a_poor_trial_early_and_resume_counts_it_finished(
+    tmp_path: Path, jsb_path: Path, ray_env
+):
+    # one trial at a time, the best learning rate first: ASHA (halving at every epoch) lets
+    # it run and stops the far worse ones at their first rung
+    spec = write_spec(
+        tmp_path / "s.yaml",
+        jsb_path,
+        epochs=4,
+        grid={"optim.lr": [0.02, 0.0001]},
+        early_stopping={"grace_epochs": 1, "reduction_factor": 2},
+    )
+    sweep = tmp_path / "sw"
+    out = run_sweep(spec, sweep, ray_env, "--max-concurrent", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = {
+        r["params"]["optim.lr"]: r for r in json.loads((sweep / "sweep.json").read_text())["trials"]
+    }
+    assert rows[0.02]["status"] == "done" and rows[0.02]["epochs"] == 4
+    assert rows[0.0001]["status"] == "stopped early" and rows[0.0001]["epochs"] < 4
+    assert not (sweep / rows[0.0001]["id"] / "summary.json").exists()
+    logs = sorted((sweep / ".sweep" / "logs").iterdir())
+    again = run_sweep(spec, sweep, ray_env, "--resume")  # nothing left to run
+    assert again.returncode == 0 and "trials to run" not in again.stdout
+    assert sorted((sweep / ".sweep" / "logs").iterdir()) == logs
+    assert "best point: optim.lr=0.02" in again.stdout

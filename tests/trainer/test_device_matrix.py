@@ -89,9 +89,19 @@ def test_small_updates_accumulate_before_a_pulse() -> None:
         np.testing.assert_allclose(m.chi, 0.1 * m.epsilon, rtol=1e-9)
 
 
-def test_refresh_lowers_saturated_cells_and_keeps_the_net_weight() -> None:
+class ReadOnlyReads(SimDriver):
+    """Reads come back read-only, as from ``RemoteDriver`` (arrays over the reply frames)."""
+
+    def _read_conductances(self, region):  # type: ignore[no-untyped-def]
+        g = super()._read_conductances(region)
+        g.flags.writeable = False
+        return g
+
+
+@pytest.mark.parametrize("driver", [SimDriver, ReadOnlyReads])
+def test_refresh_lowers_saturated_cells_and_keeps_the_net_weight(driver: type) -> None:
     w = np.full((6, 6), 0.05)
-    with SimDriver("hermes", seed=5) as drv:
+    with driver("hermes", seed=5) as drv:
         m = _matrix(drv, w, max_pulses_per_update=20)
         for sign in (1, 1, -1, -1) * 4:  # the round-robin counter alternates A and B
             m.update(np.full((6, 6), sign * 20 * m.epsilon))

@@ -33,10 +33,18 @@ def test_same_run_in_process_and_over_tcp(tmp_path: Path, small_overrides: tuple
     local = train(TrainRequest(device=sim, run_dir=tmp_path / "local", **kw))
     with ServeProcess(sim, "tcp://127.0.0.1:*", log_path=tmp_path / "serve.log") as srv:
         remote = train(TrainRequest(device=srv.endpoint, run_dir=tmp_path / "remote", **kw))
-    assert without_timing(RunDir.open(tmp_path / "remote").metrics()) == without_timing(
-        RunDir.open(tmp_path / "local").metrics()
+    remote_m, local_m = (
+        RunDir.open(tmp_path / "remote").metrics(),
+        RunDir.open(tmp_path / "local").metrics(),
     )
+    assert without_timing(remote_m) == without_timing(local_m)
     assert remote["test_nll"] == local["test_nll"]
+    # link accounting: bytes per epoch over TCP (no baud rate), nothing in-process
+    for m in remote_m:
+        assert m["link_bytes"] == m["link_bytes_sent"] + m["link_bytes_received"] > 0
+        assert "link_s_est" not in m
+        assert 0 < m["train_s"] and 0 < m["eval_s"] and m["train_s"] + m["eval_s"] <= m["epoch_s"]
+    assert all("link_bytes" not in m for m in local_m)
 
 
 @pytest.mark.timeout(900)  # its subprocesses have their own, longer bounds

@@ -79,7 +79,11 @@
       { key: "refreshes", label: "refreshes", num: true },
       { key: "clipped_updates", label: "clipped", num: true },
       { key: "saturated_cells", label: "saturated", num: true },
+      { key: "train_s", label: "train s", num: true },
+      { key: "eval_s", label: "eval s", num: true },
       { key: "epoch_s", label: "epoch s", num: true },
+      { key: "link_bytes", label: "link bytes", num: true },
+      { key: "link_s_est", label: "link s (serial est.)", num: true },
     ].filter((c) => state.metrics.some((r) => c.key in r));
     $("epochs").replaceChildren(state.metrics.length ? table(cols, state.metrics)
       : el("p", { class: "muted", text: "No epoch finished yet." }));

@@ -1,0 +1,50 @@
+"""The project's one atomic-write helper for whole files (drivers and, re-exported, hil).
+
+``atomic_write_bytes(path, data)``: a temporary file in the same directory is written,
+flushed and fsync'ed, renamed over ``path`` (atomic on POSIX), then the directory is
+fsync'ed so the rename itself is durable. A crash at any instant leaves either the old
+or the new file, never a torn one. (The simulator keeps its own copy for ``Chip.save``:
+``simulator`` may import nothing from ``drivers``.)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def fsync_dir(path: str | Path) -> None:
+    """fsync a directory, making renames and creations inside it durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(
+    path: str | Path, data: bytes, before_replace: Callable[[], None] | None = None
+) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync dir).
+
+    ``before_replace`` runs between the fsync'ed temp file and the rename (fault points)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+__all__ = ["atomic_write_bytes", "fsync_dir"]
