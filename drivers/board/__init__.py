@@ -14,6 +14,7 @@ importing pyvisa. The wire format is specified in ``docs/board-protocol.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,13 +26,25 @@ if TYPE_CHECKING:
     from drivers.board.engine import BoardEngine
     from drivers.board.hardware import HardwareDriver
 
-LINK_KEYS = {
+
+def _flag(text: str) -> bool:
+    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    if text.lower() not in value:
+        raise ValueError(text)
+    return value[text.lower()]
+
+
+LINK_KEYS: dict[str, Callable[[str], Any]] = {
     "port": str,
     "baudrate": int,
     "timeout_s": float,
     "retries": int,
     "max_payload_bytes": int,
+    "adaptive_payload": _flag,
+    "reconnect_s": float,
 }
+
+
 VISA_KEYS = {"visa_backend": "backend"}
 
 
@@ -40,7 +53,7 @@ def parse_board_url(url: str) -> LabSetup:
 
     ``board:///abs/lab.yaml`` or ``board://relative/lab.yaml`` reads that file; the query
     overrides link fields (``port``, ``baudrate``, ``timeout_s``, ``retries``,
-    ``max_payload_bytes``) and ``visa_backend``. ``board://?port=socket://127.0.0.1:5000``
+    ``max_payload_bytes``, ``adaptive_payload``, ``reconnect_s``) and ``visa_backend``. ``board://?port=socket://127.0.0.1:5000``
     uses the defaults of every other field.
     """
     parts = urlsplit(url)
@@ -89,7 +102,8 @@ def make_engine(
     state_dir: str | Path | None = None,
 ) -> BoardEngine:
     """An emulated board (firmware engine over two simulator chips); with ``state_dir``
-    the chips are restored from it (see :func:`drivers.board.chips.make_chips`)."""
+    the chips are restored from it (see :func:`drivers.board.chips.make_chips`), and so are
+    the session and reply memory (:meth:`BoardEngine.save_memory`)."""
     from dataclasses import replace
 
     from drivers.board.chips import make_chips
@@ -107,7 +121,10 @@ def make_engine(
         )
     except SimulatorError as exc:
         raise SetupError(f"cannot build the emulated board: {exc}") from exc
-    return BoardEngine(chips, spec)
+    engine = BoardEngine(chips, spec)
+    if state_dir is not None:
+        engine.load_memory(Path(state_dir))
+    return engine
 
 
 __all__ = ["LabSetup", "make_engine", "open_board", "parse_board_url"]

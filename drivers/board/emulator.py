@@ -211,8 +211,10 @@ def run(
     state_dir: Path | None = None,
 ) -> None:
     """Run the emulator in this process (blocks until SIGTERM/SIGINT); with ``state_dir``
-    the chips are saved there on shutdown (build the engine from the same directory to
-    restore them: a power-cycled PCM board keeps its conductances)."""
+    the chips, the session and the reply memory are saved there on shutdown (build the
+    engine from the same directory to restore them: a power-cycled PCM board keeps its
+    conductances, and its firmware its session and the replies of its last seqs, so a
+    host that reconnects resolves a command in flight by sending it again)."""
     injector = FaultInjector(fault_rate, faults, np.random.default_rng([seed, 0xFA17]))
     log.info(
         "board_emulator_start",
@@ -234,6 +236,7 @@ def run(
     finally:
         if state_dir is not None:
             save_chips(engine.chips, state_dir)
+            engine.save_memory(state_dir)
             log.info("board_emulator_saved", state_dir=str(state_dir))
     log.info(
         "board_emulator_stop",

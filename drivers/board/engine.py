@@ -3,8 +3,9 @@
 :class:`BoardEngine` is what the real board's microcontroller does, minus the analog
 periphery, which the simulator provides:
 
-- decode frames (:class:`~drivers.board.framing.Deframer`; a bad CRC is dropped silently,
-  since the seq of a corrupted frame cannot be trusted), unpack and validate payloads with
+- decode frames (:class:`~drivers.board.framing.Deframer`; a frame with a bad CRC is not
+  executed, since its seq cannot be trusted, and is answered with a NAK so the host
+  retransmits at once), unpack and validate payloads with
   the shared command table (:mod:`drivers.board.protocol`);
 - **acknowledge by sequence number**: the replies of the last ``replay_window`` seqs are
   kept with a digest of their request; a frame with a remembered seq and the same request
@@ -19,10 +20,13 @@ TCP socket.
 
 from __future__ import annotations
 
+import json
+import os
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,8 @@ FIRMWARE_VERSION = (1, 3)
 ADC_LSB_US = 2.0**-12
 """µS per int32 MVM output code when the chip has no ADC quantisation (``ideal`` preset);
 otherwise the board reports its ADC's own LSB, ``full_scale/(2^(bits-1) - 1)``."""
+MEMORY_FILE = "board_memory.json"
+NAK_WIRE = encode_frame(P.NAK_OPCODE | REPLY_BIT, 0, int(Status.BAD_FRAME), b"")
 G_LSB_US = 2.0**-10
 """µS per uint16 conductance code on the wire (range 0..64 µS)."""
 
@@ -110,13 +116,42 @@ class BoardEngine:
         self.selected = self.spec.chip_ids[0]
         log.info("board_rebooted")
 
+    def save_memory(self, state_dir: Path) -> None:
+        """Persist the session and the reply memory (``state_dir/board_memory.json``,
+        atomically): what lets a restarted board answer a resent command from memory."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "session": self.session,
+            "replies": [[seq, digest, wire.hex()] for seq, (digest, wire) in self._replies.items()],
+        }
+        tmp = state_dir / ".board_memory.json.tmp"
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, state_dir / MEMORY_FILE)
+
+    def load_memory(self, state_dir: Path) -> None:
+        """Restore what :meth:`save_memory` wrote, if anything."""
+        path = state_dir / MEMORY_FILE
+        if not path.is_file():
+            return
+        doc = json.loads(path.read_text())
+        self.session = doc["session"]
+        self._replies = OrderedDict(
+            (int(seq), (int(digest), bytes.fromhex(wire))) for seq, digest, wire in doc["replies"]
+        )
+        log.info("board_memory_restored", session=self.session, replies=len(self._replies))
+
     @property
     def bad_frames(self) -> int:
         return self._deframer.bad_frames
 
     def receive(self, data: bytes) -> list[bytes]:
-        """Feed received bytes; return the wire bytes of every reply to send."""
-        return [self.handle(frame) for frame in self._deframer.feed(data) if not frame.is_reply]
+        """Feed received bytes; return the wire bytes of every reply to send: one per
+        command frame, and a NAK for every frame that failed to decode (its seq cannot be
+        trusted, so the NAK carries seq 0; the host retransmits its pending command)."""
+        bad_before = self._deframer.bad_frames
+        frames = self._deframer.feed(data)
+        naks = [NAK_WIRE] * (self._deframer.bad_frames - bad_before)
+        return naks + [self.handle(frame) for frame in frames if not frame.is_reply]
 
     def handle(self, frame: Frame) -> bytes:
         self.rx_frames += 1

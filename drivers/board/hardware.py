@@ -28,7 +28,13 @@ from drivers import DeviceError
 from drivers.base import Driver, LinkBytes
 from drivers.board import protocol as P
 from drivers.board.client import BoardClient, Identity
-from drivers.board.errors import BoardRestarted, FirmwareMismatch, SafetyLimitError, SetupError
+from drivers.board.errors import (
+    BoardRestarted,
+    DeviceTimeout,
+    FirmwareMismatch,
+    SafetyLimitError,
+    SetupError,
+)
 from drivers.board.serial_link import SerialLink
 from drivers.board.setup import LabSetup
 from drivers.board.tiling import plan_pulses, tiles
@@ -47,6 +53,10 @@ log = structlog.get_logger(__name__)
 
 MVM_REPLY_HEAD = 5
 DEVICES = 4
+MIN_PAYLOAD = 64
+"""smallest frame payload the driver shrinks to on a noisy line (bytes)"""
+PAYLOAD_GROW_AFTER = 32
+"""clean exchanges after which frames double again"""
 
 
 class HardwareDriver(Driver):
@@ -66,7 +76,9 @@ class HardwareDriver(Driver):
         self.client = client
         self.identity = identity
         self.instruments = instruments
-        self._payload = min(setup.link.max_payload_bytes, identity.geometry.max_payload)
+        self._payload_max = min(setup.link.max_payload_bytes, identity.geometry.max_payload)
+        self._payload = self._payload_max
+        self._clean = 0
         self._code_bytes = 4
         self._binary_inputs = _version(identity.firmware) >= P.MVM_BITS.min_firmware
 
@@ -79,6 +91,7 @@ class HardwareDriver(Driver):
             baudrate=setup.link.baudrate,
             timeout_s=setup.link.timeout_s,
             retries=setup.link.retries,
+            reconnect_s=setup.link.reconnect_s,
         )
         lab: LabInstruments | None = None
         try:
@@ -179,7 +192,9 @@ class HardwareDriver(Driver):
         """A region command; after a board restart, re-identify and resend only when the
         refused command had been transmitted once (so it cannot have been applied)."""
         try:
-            return self.client.region_call(cmd, fields, arrays, reply_bytes_hint)
+            out = self.client.region_call(cmd, fields, arrays, reply_bytes_hint)
+            self._adapt_payload()
+            return out
         except BoardRestarted as exc:
             if exc.retransmitted:
                 raise DeviceError(
@@ -191,13 +206,52 @@ class HardwareDriver(Driver):
             check_identity(self.setup, self.identity, self.setup.link.port)
             return self.client.region_call(cmd, fields, arrays, reply_bytes_hint)
 
+    def _adapt_payload(self) -> None:
+        """Frames halve after an exchange that needed retransmissions (a frame is lost when
+        any of its bytes is: on a noisy line short frames get through) and double again
+        after ``PAYLOAD_GROW_AFTER`` clean exchanges, between ``MIN_PAYLOAD`` and the set-up's
+        ``link.max_payload_bytes``."""
+        if not self.setup.link.adaptive_payload:
+            return
+        if self.link.last_attempts > 1:
+            self._clean = 0
+            if self._payload > MIN_PAYLOAD:
+                self._payload = max(MIN_PAYLOAD, self._payload // 2)
+                self._log.info("board_frames_smaller", payload_bytes=self._payload)
+            return
+        self._clean += 1
+        if self._clean >= PAYLOAD_GROW_AFTER and self._payload < self._payload_max:
+            self._payload = min(self._payload_max, 2 * self._payload)
+            self._clean = 0
+
+    def _idempotent(self, op: Any) -> Any:
+        """Run a read-only request again with smaller frames when the line damaged every
+        attempt of one of its commands (reads and MVMs may be repeated; pulses may not)."""
+        while True:
+            try:
+                return op()
+            except DeviceTimeout:
+                if (
+                    not self.setup.link.adaptive_payload
+                    or not self.link.last_heard
+                    or self._payload <= MIN_PAYLOAD
+                ):
+                    raise
+                self._payload = max(MIN_PAYLOAD, self._payload // 4)
+                self._clean = 0
+                self._log.info("board_frames_smaller", payload_bytes=self._payload)
+
     def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:
+        return self._idempotent(lambda: self._mvm_once(region, x))  # type: ignore[no-any-return]
+
+    def _mvm_once(self, region: Region, x: np.ndarray) -> np.ndarray:
         rows, cols = region.shape
-        room = self._payload - P.MVM.request.struct_.size
+        payload = min(self._payload_max, max(self._payload, rows + P.MVM.request.struct_.size + 1))
+        room = payload - P.MVM.request.struct_.size
         if rows > room:
             raise SetupError(
                 f"an MVM over {rows} rows needs {rows + P.MVM.request.struct_.size}-byte frames but "
-                f"link.max_payload_bytes is {self._payload}; raise it (rows are summed in the "
+                f"link.max_payload_bytes is {payload}; raise it (rows are summed in the "
                 "analog domain and cannot be split)"
             )
         x_code = np.clip(np.rint(x * P.INPUT_CODE_MAX), -P.INPUT_CODE_MAX, P.INPUT_CODE_MAX)
@@ -206,7 +260,7 @@ class HardwareDriver(Driver):
         if self._binary_inputs and not np.any((x_code != 0) & (x_code != P.INPUT_CODE_MAX)):
             # spikes and piano rolls: one bit per input instead of one byte (firmware >= 1.3)
             cmd, x_send, fit = P.MVM_BITS, x_code != 0, 8 * room // rows
-        width = min(cols, (self._payload - MVM_REPLY_HEAD) // 4)
+        width = min(cols, (payload - MVM_REPLY_HEAD) // 4)
         y = np.empty((x.shape[0], cols), np.float32)
         for c0 in range(0, cols, width):
             c1 = min(c0 + width, cols)
@@ -214,7 +268,7 @@ class HardwareDriver(Driver):
             while b0 < x.shape[0]:
                 # Reply size bound from the code width the board used last (4 until known).
                 per_vector = self._code_bytes * (c1 - c0)
-                batch = max(1, min(fit, (self._payload - MVM_REPLY_HEAD) // per_vector))
+                batch = max(1, min(fit, (payload - MVM_REPLY_HEAD) // per_vector))
                 xb = x_send[b0 : b0 + min(batch, 0xFFFF)]
                 f = {**self._fields(region, 0, rows, c0, c1), "batch": xb.shape[0]}
                 head, a = self._call(cmd, f, {"x": xb}, reply_bytes_hint=per_vector * xb.shape[0])
@@ -231,6 +285,9 @@ class HardwareDriver(Driver):
         return LinkBytes(s.bytes_written, s.bytes_read, self.setup.link.baudrate)
 
     def _read_conductances(self, region: Region) -> np.ndarray:
+        return self._idempotent(lambda: self._read_once(region))  # type: ignore[no-any-return]
+
+    def _read_once(self, region: Region) -> np.ndarray:
         g = np.empty((*region.shape, DEVICES), np.float32)
         for r0, r1, c0, c1 in tiles(*region.shape, (self._payload - 4) // (2 * DEVICES)):
             _, a = self._call(

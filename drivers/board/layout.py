@@ -30,6 +30,13 @@ class Status(enum.IntEnum):
     LIMIT_EXCEEDED = 5
     DEVICE_ERROR = 6
     UNKNOWN_SESSION = 7
+    BAD_FRAME = 8
+
+
+NAK_OPCODE = 0x7F
+"""Opcode of the board's NAK: a reply frame (``0x7F | 0x80``, seq 0, status BAD_FRAME, empty
+payload) sent for every received frame that fails its CRC or COBS decoding, so the host
+retransmits at once instead of waiting out its timeout."""
 
 
 class PayloadError(DeviceError):

@@ -22,9 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from drivers.board.layout import ArraySpec, Layout, PayloadError, Status, pack, unpack
+from drivers.board.layout import (
+    NAK_OPCODE,
+    ArraySpec,
+    Layout,
+    PayloadError,
+    Status,
+    pack,
+    unpack,
+)
 
 __all__ = [
+    "NAK_OPCODE",
     "COMMANDS",
     "CODE_DTYPES",
     "INPUT_CODE_MAX",

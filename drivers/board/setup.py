@@ -50,7 +50,19 @@ class LinkSetup(_Model):
         default=16384,
         ge=64,
         le=65535,
-        description="largest payload the driver sends or asks for; lower it on a noisy line",
+        description="largest payload the driver sends or asks for; on a noisy line the driver "
+        "halves its frames after each damaged exchange (down to 64 bytes) on its own",
+    )
+    adaptive_payload: bool = Field(
+        default=True,
+        description="halve frames after a damaged exchange and grow them back; false keeps "
+        "max_payload_bytes fixed (the same tiling on any line, so a run on the simulator is "
+        "bit-identical on a clean and a lossy line)",
+    )
+    reconnect_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="how long a failed port is reopened (board or emulator restarting), s",
     )
 
 

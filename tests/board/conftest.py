@@ -62,6 +62,7 @@ def emulator() -> Iterator[Callable[..., str]]:
     def start(
         *,
         tcp: bool = False,
+        tcp_port: int | None = None,
         preset: str = "hermes",
         seed: int = 0,
         fault_rate: float = 0.0,
@@ -70,7 +71,7 @@ def emulator() -> Iterator[Callable[..., str]]:
         state_dir: Path | None = None,
         clock: str | None = None,
     ) -> str:
-        args = ["--tcp", "0"] if tcp else ["--pty"]
+        args = ["--tcp", str(tcp_port or 0)] if tcp or tcp_port else ["--pty"]
         if clock is not None:
             args += ["--clock", clock]
         if state_dir is not None:

@@ -39,13 +39,45 @@ def test_pulse_request_is_exactly_the_table_layout() -> None:
 
 
 def test_a_lost_reply_is_retransmitted_with_the_same_bytes() -> None:
+    """A silent board: the identical frame 1 + retries times, then DeviceTimeout."""
     request = frame(P.STATUS, 40)
-    port = ScriptedPort([(request, b""), (request, b"\x00garbage\x00"), (request, b"")])
+    port = ScriptedPort([(request, b""), (request, b""), (request, b"")])
     link = SerialLink(port, first_seq=40, timeout_s=0.01, retries=2)
-    with pytest.raises(DeviceTimeout, match="after 3 attempts"):
+    with pytest.raises(DeviceTimeout, match="no reply to status .* after 3 attempts"):
         BoardClient(link).status()
     port.assert_done()
-    assert link.stats.bad_frames == 1 and link.stats.retransmissions == 2
+    assert link.stats.retransmissions == 2 and not link.last_heard
+
+
+def test_garbage_or_a_nak_is_answered_with_an_immediate_retransmission() -> None:
+    """A board that is heard but damaged is not dead: the link asks again at once, past
+    ``retries``, until the reply gets through."""
+    request = frame(P.STATUS, 41)
+    nak = frame_nak()
+    reply = frame(P.STATUS, 41, STATUS_FIELDS, reply=True)
+    script = [(request, b"\x00garbage\x00"), (request, nak), (request, nak), (request, reply)]
+    port = ScriptedPort(script)
+    link = SerialLink(port, first_seq=41, timeout_s=5.0, retries=1)
+    assert BoardClient(link).status()["rx_frames"] == 7
+    port.assert_done()
+    assert (link.stats.bad_frames, link.stats.naks, link.stats.retransmissions) == (1, 2, 3)
+
+
+STATUS_FIELDS = {
+    "selected_chip": 0,
+    "last_status": 0,
+    "rx_frames": 7,
+    "bad_frames": 0,
+    "replays": 0,
+    "executed": 0,
+    "time_s": 0.0,
+}
+
+
+def frame_nak() -> bytes:
+    from drivers.board.engine import NAK_WIRE
+
+    return NAK_WIRE
 
 
 def _driver_on(port: ScriptedPort, first_seq: int) -> HardwareDriver:
