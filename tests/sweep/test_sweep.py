@@ -196,11 +196,13 @@ def test_asha_stops_a_poor_trial_early_and_resume_counts_it_finished(
     tmp_path: Path, jsb_path: Path, ray_env
 ):
     # one trial at a time, the best learning rate first: ASHA (halving at every epoch) lets
-    # it run and stops the far worse ones at their first rung
+    # it run and stops the far worse ones at a rung. The trial's epochs on the tiny subset take
+    # a fraction of a second, so it gets enough of them that Ray's stop decision (asynchronous
+    # to the trial) lands before the trial could finish on its own.
     spec = write_spec(
         tmp_path / "s.yaml",
         jsb_path,
-        epochs=4,
+        epochs=16,
         grid={"optim.lr": [0.02, 0.0001]},
         early_stopping={"grace_epochs": 1, "reduction_factor": 2},
     )
@@ -210,8 +212,8 @@ def test_asha_stops_a_poor_trial_early_and_resume_counts_it_finished(
     rows = {
         r["params"]["optim.lr"]: r for r in json.loads((sweep / "sweep.json").read_text())["trials"]
     }
-    assert rows[0.02]["status"] == "done" and rows[0.02]["epochs"] == 4
-    assert rows[0.0001]["status"] == "stopped early" and rows[0.0001]["epochs"] < 4
+    assert rows[0.02]["status"] == "done" and rows[0.02]["epochs"] == 16
+    assert rows[0.0001]["status"] == "stopped early" and rows[0.0001]["epochs"] < 16
     assert not (sweep / rows[0.0001]["id"] / "summary.json").exists()
     logs = sorted((sweep / ".sweep" / "logs").iterdir())
     again = run_sweep(spec, sweep, ray_env, "--resume")  # nothing left to run
