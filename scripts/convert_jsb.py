@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     check_standard_split(splits, str(args.source))
     check_lossless(args.source)
     manifest = standard.write_shipped(
-        splits, args.source, PROVENANCE, converter="scripts/convert_jsb.py"
+        splits,
+        args.source,
+        standard.notes_sha256(jsb_pickle_notes(args.source)),
+        PROVENANCE,
+        converter="scripts/convert_jsb.py",
     )
     back = standard.load_shipped()
     for name in ("train", "valid", "test"):

@@ -1,14 +1,14 @@
 """Shared pytest fixtures and options.
 
 - ``rng``: a seeded ``numpy.random.Generator``; tests never touch global RNG state.
-- ``--device-url URL``: runs tests marked ``hardware`` against that device; they skip
-  otherwise.
+- ``--device-url URL``: runs tests marked ``hardware`` against that device; without it they
+  are deselected (the report header says how many).
 - ``jsb_path``: a file holding the standard JSB Chorales split, usable as ``data.path``: the
   copy shipped in the package (:mod:`hil.tasks.standard`), so every test runs on a fresh
   machine with no data directory; ``jsb_splits``: that split, loaded.
-- ``jsb_source``: the original pickle the shipped copy was converted from, from
-  ``HIL_DATA_DIR`` or ``../shared/data`` beside the checkout (only the provenance tests use
-  it). Missing, it skips the test locally but **fails** it when ``CI=true``.
+- ``source_if_present(name)``: a shared data file (``HIL_DATA_DIR`` or ``../shared/data``
+  beside the checkout), or None where absent; it **fails** the test when ``CI=true``. Only
+  the provenance test of the shipped JSB copy uses it, and it never skips.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ NEEDS_MUSIC = "needs the `music` extra (music21): pip install -e '.[music]'"
 NEEDS_REFERENCE = "needs the `reference` extra (torch 2.13.0): pip install -e '.[reference]'"
 
 
+_HARDWARE_DESELECTED = pytest.StashKey[int]()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--device-url",
@@ -34,12 +37,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without ``--device-url`` the ``hardware`` tests are deselected (not skipped: there is
+    nothing for them to run against), and the report header says how many."""
     if config.getoption("--device-url"):
         return
-    skip_hw = pytest.mark.skip(reason="needs a real device: pass --device-url URL")
-    for item in items:
-        if "hardware" in item.keywords:
-            item.add_marker(skip_hw)
+    hardware = [item for item in items if "hardware" in item.keywords]
+    if hardware:
+        config.hook.pytest_deselected(items=hardware)
+        items[:] = [item for item in items if "hardware" not in item.keywords]
+    config.stash[_HARDWARE_DESELECTED] = len(hardware)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+    n = config.stash.get(_HARDWARE_DESELECTED, 0)
+    return f"{n} hardware tests deselected: pass --device-url URL to run them" if n else None
 
 
 @pytest.fixture
@@ -72,20 +83,15 @@ def data_dir() -> Path:
     return REPO_ROOT.parent / "shared" / "data"
 
 
-def require_data_file(name: str) -> Path:
-    """Return the path of a shared data file, skipping (locally) or failing (CI) if absent."""
+def source_if_present(name: str) -> Path | None:
+    """The shared data file ``name``, or None where it is absent (a fresh machine); under
+    ``CI=true`` an absent file fails the test, since CI always has ``../shared/data``."""
     path = data_dir() / name
-    if not path.is_file():
-        msg = f"data file {path} not found; set HIL_DATA_DIR to the folder holding {name}"
-        if in_ci():
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
-
-
-@pytest.fixture(scope="session")
-def jsb_source() -> Path:
-    return require_data_file(JSB_FILENAME)
+    if path.is_file():
+        return path
+    if in_ci():
+        pytest.fail(f"data file {path} not found; set HIL_DATA_DIR to the folder holding {name}")
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ pickle (229/76/77 pieces), converted by ``scripts/convert_jsb.py``. For each spl
   ``7 − k mod 8`` of byte ``k // 8``), so ``roll = np.unpackbits(packed, axis=1)[:, :88]``.
 
 ``jsb_standard.json`` beside it is the manifest: provenance, the source file's sha256 and
-size, the converter, counts per split, and the sha256 of the ``.npz`` itself (checked on
-every load). Rolls are lossless because every step of the source holds distinct notes in
+size, the sha256 of the source's *notes* (:func:`notes_sha256` of the pickle's content, so a
+machine without the pickle can still check the copy against it), the converter, counts per
+split, and the sha256 of the ``.npz`` itself (checked on every load). Rolls are lossless because every step of the source holds distinct notes in
 ascending order (the converter refuses anything else), which the test suite re-checks
 against the source file.
 
@@ -68,6 +69,13 @@ def unpack(arrays: Any, source: str, meta: dict[str, Any]) -> PianoRollSplits:
     return PianoRollSplits(out["train"], out["valid"], out["test"], source=source, meta=meta)
 
 
+def notes_sha256(notes: dict[str, list[list[tuple[int, ...]]]]) -> str:
+    """sha256 of split -> pieces -> steps -> MIDI notes, as canonical JSON (splits in
+    train/valid/test order, no spaces)."""
+    canon = [[[list(step) for step in piece] for piece in notes[s]] for s in SPLITS]
+    return hashlib.sha256(json.dumps(canon, separators=(",", ":")).encode()).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -114,6 +122,7 @@ def load_shipped(npz: Path = SHIPPED_NPZ, manifest: Path | None = None) -> Piano
 def write_shipped(
     splits: PianoRollSplits,
     source: Path,
+    source_notes_sha256: str,
     provenance: dict[str, Any],
     converter: str,
     npz: Path = SHIPPED_NPZ,
@@ -130,6 +139,7 @@ def write_shipped(
             "file": Path(source).name,
             "sha256": sha256_file(source),
             "bytes": Path(source).stat().st_size,
+            "notes_sha256": source_notes_sha256,
             **provenance,
         },
         "converter": converter,
