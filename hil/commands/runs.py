@@ -5,32 +5,69 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from hil.fsio import dumps
 from hil.trainer.runs import RunDir, list_runs
+from hil.trainer.status import run_status
+
+
+def run_row(run: RunDir) -> dict[str, Any]:
+    """One run as ``hil runs list`` shows it: status (:mod:`hil.trainer.status`), rule,
+    epochs done, data source, and the best-valid epoch with its valid and test metric."""
+    cfg = run.read_json("config.json")
+    metrics = run.metrics()
+    data = run.read_json("data.json") if (run.path / "data.json").is_file() else {}
+    row: dict[str, Any] = {
+        "run": str(run.path),
+        "status": run_status(run.path).status.value,
+        "rule": cfg["rule"]["name"],
+        "epochs": len(metrics),
+        "device": cfg["device"]["url"],
+        "data_source": data.get("source"),
+        "metric": None,
+        "best_epoch": None,
+        "best_valid": None,
+        "test_at_best": None,
+    }
+    m = next(
+        (k[len("valid_") :] for k in (metrics[0] if metrics else {}) if k.startswith("valid_")),
+        None,
+    )
+    if m is not None:
+        sign = 1.0 if m == "accuracy" else -1.0  # accuracy: higher is better; NLL: lower
+        best = max(metrics, key=lambda r: sign * r[f"valid_{m}"])
+        row.update(
+            metric=m,
+            best_epoch=best["epoch"],
+            best_valid=best[f"valid_{m}"],
+            test_at_best=best.get(f"test_{m}"),
+        )
+    return row
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def _list(args: argparse.Namespace) -> int:
-    runs = list_runs(args.dir)
-    if not runs:
+    rows = [run_row(run) for run in list_runs(args.dir)]
+    if args.json:
+        print(dumps(rows, indent=2))
+        return 0
+    if not rows:
         print(f"no runs in {args.dir}")
         return 0
-    print(f"{'run':40} {'rule':7} {'epochs':>6} {'test':>15} {'best ep':>7}  device")
-    for run in runs:
-        s = run.summary()
-        cfg = run.read_json("config.json")
-        if s is None:
-            done = len(run.metrics())
-            print(
-                f"{run.path.name:40} {cfg['rule']['name']:7} {done:>6} {'(running or stopped)':>18}"
-                f"  {cfg['device']['url']}"
-            )
-        else:
-            m = s["metric"]
-            print(
-                f"{run.path.name:40} {s['rule']:7} {s['epochs']:>6} {m:>8} {s[f'test_{m}']:>6.3f} "
-                f"{s['best_epoch']:>7}  {s['device']}"
-            )
+    print(
+        f"{'run':40} {'status':8} {'rule':7} {'epochs':>6} {'metric':>8} {'best ep':>7} "
+        f"{'valid':>7} {'test':>7}  device | data"
+    )
+    for r in rows:
+        print(
+            f"{Path(r['run']).name:40} {r['status']:8} {r['rule']:7} {r['epochs']:>6} "
+            f"{r['metric'] or '-':>8} {r['best_epoch'] or '-':>7} {_fmt(r['best_valid']):>7} "
+            f"{_fmt(r['test_at_best']):>7}  {r['device']} | {r['data_source'] or '-'}"
+        )
     return 0
 
 
@@ -100,6 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rs = p.add_subparsers(dest="runs_command", metavar="{list,show,eval,export}", required=True)
     pl = rs.add_parser("list", help="one line per run")
     pl.add_argument("dir", nargs="?", type=Path, default=Path("runs"))
+    pl.add_argument("--json", action="store_true", help="one JSON object per run, for machines")
     pl.set_defaults(func=_list)
     ps = rs.add_parser("show", help="summary and per-epoch metrics of a run")
     ps.add_argument("run", type=Path)

@@ -63,7 +63,22 @@ def test_software_run_writes_a_complete_run_dir(
     assert json.loads((rd / "config.json").read_text())["device"]["url"] == "software"
     assert json.loads((rd / "environment.json").read_text())["python"]
     # hil runs list / show read it back
+    capsys.readouterr()
     assert main(["runs", "list", str(tmp_path)]) == 0
+    header, line = capsys.readouterr().out.splitlines()  # one run below tmp_path
+    assert header.split()[:2] == ["run", "status"] and line.split()[0] == rd.name
+    assert " finished " in line and "software | jsb-standard:" in line
+    assert main(["runs", "list", "--json", str(tmp_path)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    metrics = [json.loads(ln) for ln in (rd / "metrics.jsonl").read_text().splitlines()]
+    best = min(metrics, key=lambda r: r["valid_nll"])
+    assert row["status"] == "finished" and row["epochs"] == len(metrics)
+    assert row["data_source"] == summary["data_source"] and row["metric"] == "nll"
+    assert (row["best_epoch"], row["best_valid"], row["test_at_best"]) == (
+        best["epoch"],
+        best["valid_nll"],
+        best["test_nll"],
+    )
     assert main(["runs", "show", str(rd)]) == 0
     assert "epoch   2" in capsys.readouterr().out
 
