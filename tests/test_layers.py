@@ -34,7 +34,7 @@ def _lint(cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(
     shutil.which("lint-imports", path=str(Path(sys.executable).parent)) is None,
-    reason="import-linter not installed (pip install -e '.[dev]')",
+    reason="needs the `dev` extra (import-linter): pip install -e '.[dev]'",
 )
 def test_forbidden_import_breaks_the_contract(tmp_path: Path) -> None:
     for pkg in PACKAGES:

@@ -19,6 +19,7 @@ import pytest
 
 from hil.errors import ConfigError
 from hil.learning import RuleConfig, sequence_grads
+from tests.conftest import NEEDS_REFERENCE
 from tests.learning.helpers import rel_err, tiny_batch, tiny_net
 
 TOL = 1e-6
@@ -50,7 +51,7 @@ def test_unknown_form_is_refused(rng) -> None:
 
 def _torch_reference(net, rule: str, traces: str, batch) -> dict[str, np.ndarray]:
     """Gradients of the hidden layer and readout by torch autograd (module doc)."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     T64 = torch.float64
 
     class Spike(torch.autograd.Function):
