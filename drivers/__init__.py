@@ -48,6 +48,11 @@ class LeaseConflict(DriverError):
     code: ErrorCode = "lease_conflict"
 
 
+class ReservationLost(LeaseConflict):
+    """The server no longer holds this client's run reservation (it lapsed: the client was
+    silent for longer than the reservation TTL, or the server restarted without state)."""
+
+
 class DeviceError(DriverError):
     """The device (or the server hosting it) failed to carry out a valid request."""
 
@@ -127,6 +132,7 @@ __all__ = [
     "LimitExceeded",
     "NotFound",
     "OutcomeUnknown",
+    "ReservationLost",
     "Unauthorised",
     "VersionMismatch",
     "open_driver",

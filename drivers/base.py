@@ -17,6 +17,12 @@ public verb                 hook (arguments already validated and normalised)
 ``close()``                 ``_close()``
 ==========================  =====================================================
 
+Run reservations (:meth:`Driver.reserve`, :meth:`Driver.release_reservation`): a run asks
+for one region per matrix and the device side allocates them. The base class allocates
+locally (:mod:`drivers.reservations`): an in-process driver has one user. ``RemoteDriver``
+asks the server, which allocates among all its clients, queues, and holds them for the
+run across client crashes.
+
 Units (docs/ARCHITECTURE.md): conductances in µS, device order ``A+, B+, A-, B-`` on the
 last axis, MVM ``y_us = x_q @ G_net`` with ``G_net = ((G_A+ + G_B+) - (G_A- + G_B-))/2``
 for ``x`` of shape ``(batch, rows)`` in ``[-1, 1]``; ``transpose=True`` drives the columns
@@ -32,6 +38,7 @@ with the state. A driver instance is not thread-safe; share it through the serve
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -46,6 +53,7 @@ from drivers.idempotency import (  # noqa: F401 - re-exported as the contract's 
     fingerprint,
     new_request_id,
 )
+from drivers.reservations import Reservation, ReservationTable
 from drivers.validation import (
     as_int,
     check_counts,
@@ -54,6 +62,7 @@ from drivers.validation import (
     check_target,
     finite_float,
 )
+from protocols.messages import MatrixWant
 from protocols.models import (
     CAP_TIME,
     CAP_TRANSPOSE,
@@ -98,6 +107,7 @@ class Driver(abc.ABC):
         self._info_cache: DeviceInfo | None = None
         self._closed = False
         self._pending_fingerprint = ""
+        self._local_reservations: ReservationTable | None = None
         self._log = structlog.get_logger(__name__).bind(driver=type(self).__name__)
 
     # ------------------------------------------------------------------ hooks
@@ -136,6 +146,44 @@ class Driver(abc.ABC):
 
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; default: nothing to release."""
+
+    # ------------------------------------------------------------ reservations
+    def reserve(
+        self,
+        run_id: str,
+        wants: Sequence[MatrixWant],
+        *,
+        seed: int | None = None,
+        wait: bool = True,
+        on_wait: Callable[[int, str], None] | None = None,
+    ) -> Reservation:
+        """Regions for run ``run_id``, one per :class:`~protocols.messages.MatrixWant`,
+        allocated by the device side and held for the run until
+        :meth:`release_reservation` (or, on a server, its TTL after a crash). Asked again
+        with the same run id, the same reservation is returned. When the space is held by
+        others, waits in the server's FIFO queue (``on_wait(position, why)`` on every
+        change) or, with ``wait=False``, raises :class:`~drivers.LeaseConflict`."""
+        self._check_open()
+        info = self.info()
+        table = self._local_reservations
+        if table is None:
+            table = self._local_reservations = ReservationTable(
+                info.chips, info.rows, info.cols, ttl_s=1e18, queue_ttl_s=1e18
+            )
+        res, _, why = table.request("local", run_id, wants, seed, wait=False, now=0.0)
+        if res is None:  # pragma: no cover - one local user never queues
+            raise DeviceError(f"local reservation of run {run_id} failed: {why}")
+        return res
+
+    def release_reservation(self, run_id: str) -> None:
+        """Release run ``run_id``'s reservation (nothing if it holds none)."""
+        if self._local_reservations is not None:
+            self._local_reservations.release("local", run_id, 0.0)
+
+    def resume_token(self) -> str | None:
+        """A secret that lets a later process be this client again (a server session
+        token, kept by the run in ``RUN/session.token``); None if identity needs none."""
+        return None
 
     # ------------------------------------------------------------- public verbs
     def info(self) -> DeviceInfo:

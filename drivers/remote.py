@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,9 +40,12 @@ from drivers import (
     DeviceTimeout,
     DeviceUnreachable,
     InvalidRequest,
+    LeaseConflict,
+    ReservationLost,
 )
 from drivers.base import Driver, LinkBytes, new_request_id
 from drivers.codes import dac_codes, from_adc_codes
+from drivers.reservations import Reservation
 from drivers.zmq_link import Curve, ZmqLink
 from protocols import encode
 from protocols.messages import (
@@ -63,6 +66,7 @@ from protocols.messages import (
     LeaseRelease,
     LeaseReleased,
     LeaseReply,
+    MatrixWant,
     MvmReply,
     MvmRequest,
     ProgramReply,
@@ -73,6 +77,10 @@ from protocols.messages import (
     ReadRequest,
     ReplyMessage,
     RequestMessage,
+    ReserveRelease,
+    ReserveReleased,
+    ReserveReply,
+    ReserveRequest,
     ResetReply,
     ResetRequest,
     StatusReply,
@@ -112,6 +120,8 @@ class RemoteDriver(Driver):
         client_name: str = "",
         context: zmq.Context | None = None,
         heartbeats: bool = True,
+        session_file: str | Path | None = None,
+        poll_s: float = 0.5,
     ) -> None:
         super().__init__()
         if timeout_s <= 0 or connect_timeout_s <= 0 or retries < 0 or backoff_s < 0:
@@ -129,9 +139,16 @@ class RemoteDriver(Driver):
         self._link: ZmqLink | None = None
         self._last_sent = 0.0
         self._bytes_sent = self._bytes_received = 0
+        self.poll_s = poll_s
+        self._runs: set[str] = set()  # run ids whose reservations this client holds
+        self._lost: set[str] = set()  # ... that a heartbeat reply says are gone
+        self._session_file = None if session_file is None else Path(session_file)
+        resume = None
+        if self._session_file is not None and self._session_file.is_file():
+            resume = self._session_file.read_text().strip() or None
         self._connect()
         try:
-            hello = self._probe(client_name)
+            hello = self._probe(client_name, resume)
         except BaseException:
             self._disconnect()
             raise
@@ -160,6 +177,7 @@ class RemoteDriver(Driver):
             "server_key",
             "client_key",
             "name",
+            "session_file",
         }
         if unknown := set(q) - known:
             raise InvalidRequest(
@@ -176,6 +194,7 @@ class RemoteDriver(Driver):
                 server_key=q.get("server_key"),
                 client_key=q.get("client_key"),
                 client_name=q.get("name", ""),
+                session_file=q.get("session_file"),
             )
         except ValueError as exc:
             raise InvalidRequest(f"bad option value in {url!r}: {exc}") from None
@@ -211,10 +230,11 @@ class RemoteDriver(Driver):
             self._link.close()
             self._link = None
 
-    def _probe(self, client_name: str) -> HelloReply:
+    def _probe(self, client_name: str, session: str | None = None) -> HelloReply:
         """Say hello once and wait at most ``connect_timeout_s``; every failure is one line
-        with its cause (nothing listening, CURVE refused, other version, server busy)."""
-        msg = Hello(request_id=new_request_id(), client=client_name)
+        with its cause (nothing listening, CURVE refused, other version, server busy).
+        ``session``: a token of an earlier session to be that client again."""
+        msg = Hello(request_id=new_request_id(), client=client_name, session=session)
         link, budget = self._link, self.connect_timeout_s
         assert link is not None
         deadline = time.monotonic() + budget
@@ -317,16 +337,83 @@ class RemoteDriver(Driver):
             if not self._lock.acquire(blocking=False):
                 continue
             try:  # one short attempt: a slow heartbeat must not hold up close()
-                self._call(
+                rep = self._call(
                     Heartbeat(request_id=new_request_id()),
                     HeartbeatReply,
                     attempts=1,
                     timeout_s=min(self.timeout_s, self.heartbeat_interval_s),
-                )
+                )[0]
+                self._heard(rep)
             except Exception:  # noqa: BLE001 - heartbeats are best effort
                 continue
             finally:
                 self._lock.release()
+
+    def _heard(self, rep: HeartbeatReply) -> None:
+        """Act on a heartbeat reply: a run whose reservation the server no longer holds is
+        lost; the next request raises :class:`~drivers.ReservationLost`."""
+        gone = self._runs - set(rep.runs)
+        if gone:
+            self._lost |= gone
+            self._runs -= gone
+
+    def heartbeat(self) -> HeartbeatReply:
+        """One heartbeat now (the background thread sends them when idle)."""
+        rep = self._call(Heartbeat(request_id=new_request_id()), HeartbeatReply)[0]
+        self._heard(rep)
+        return rep
+
+    def _check_reservations(self) -> None:
+        if self._lost:
+            runs = ", ".join(sorted(self._lost))
+            raise ReservationLost(
+                f"the server at {self.endpoint} no longer holds the reservation of run "
+                f"{runs} (it lapsed after this client was silent too long, or the server "
+                f"lost its state); stopping: resume the run to reserve and check it again"
+            )
+
+    # ------------------------------------------------------------ reservations
+    def reserve(
+        self,
+        run_id: str,
+        wants: Sequence[MatrixWant],
+        *,
+        seed: int | None = None,
+        wait: bool = True,
+        on_wait: Callable[[int, str], None] | None = None,
+    ) -> Reservation:
+        """Ask the server for run ``run_id``'s regions; while they are held by others,
+        wait in its FIFO queue (polling every ``poll_s``; ``on_wait(position, why)`` when
+        the position changes), or raise ``LeaseConflict`` at once with ``wait=False``."""
+        self._check_open()
+        last = None
+        while True:
+            msg = ReserveRequest(
+                request_id=new_request_id(), run_id=run_id, matrices=tuple(wants), seed=seed,
+                wait=wait,
+            )  # fmt: skip
+            rep = self._call(msg, ReserveReply)[0]
+            if rep.granted:
+                self._runs.add(run_id)
+                self._lost.discard(run_id)
+                return Reservation(
+                    rep.reservation_id, self.client_id, run_id, dict(rep.regions), seed
+                )
+            if not wait:  # pragma: no cover - the server refuses instead
+                raise LeaseConflict(f"run {run_id}: {rep.waiting_for}")
+            if on_wait is not None and (rep.position, rep.waiting_for) != last:
+                on_wait(rep.position, rep.waiting_for)
+            last = (rep.position, rep.waiting_for)
+            time.sleep(self.poll_s)
+
+    def release_reservation(self, run_id: str) -> None:
+        msg = ReserveRelease(request_id=new_request_id(), run_id=run_id)
+        self._call(msg, ReserveReleased)
+        self._runs.discard(run_id)
+        self._lost.discard(run_id)
+
+    def resume_token(self) -> str | None:
+        return self.session or None
 
     # ------------------------------------------------------------ leases
     def acquire_lease(self, region: Region, mode: LeaseMode = "write") -> str:
@@ -393,6 +480,7 @@ class RemoteDriver(Driver):
         return self._info_cache
 
     def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:
+        self._check_reservations()
         msg = MvmRequest(request_id=new_request_id(), region=region, transpose=transpose)
         if self._hello_info.has(CAP_MVM_CODES):  # 1-byte codes each way (drivers/codes.py)
             reply, arrays = self._call(msg, MvmReply, {"x_code": dac_codes(x)})
@@ -409,6 +497,7 @@ class RemoteDriver(Driver):
         return LinkBytes(sent, received)
 
     def _read_conductances(self, region: Region) -> np.ndarray:
+        self._check_reservations()
         msg = ReadRequest(request_id=new_request_id(), region=region)
         return self._call(msg, ReadReply)[1]["g_us"]
 
@@ -419,6 +508,7 @@ class RemoteDriver(Driver):
         reset_mask: np.ndarray | None,
         request_id: str,
     ) -> PulseReport:
+        self._check_reservations()
         # pulse counts are small: 1 byte each on the wire when they fit (4 as int32)
         fits = counts.size == 0 or (int(counts.min()) >= 0 and int(counts.max()) <= 255)
         arrays = {"counts": counts.astype(np.uint8) if fits else counts}
@@ -428,6 +518,7 @@ class RemoteDriver(Driver):
         return self._call(msg, PulseReply, arrays)[0].report
 
     def _reset(self, region: Region, request_id: str) -> ResetReport:
+        self._check_reservations()
         msg = ResetRequest(request_id=request_id, region=region)
         return self._call(msg, ResetReply)[0].report
 
@@ -439,6 +530,7 @@ class RemoteDriver(Driver):
         max_iterations: int,
         request_id: str,
     ) -> ProgramReport:
+        self._check_reservations()
         msg = ProgramRequest(
             request_id=request_id,
             region=region,
@@ -448,6 +540,7 @@ class RemoteDriver(Driver):
         return self._call(msg, ProgramReply, {"target_us": target_us})[0].report
 
     def _advance(self, dt_s: float, request_id: str) -> AdvanceReport:
+        self._check_reservations()
         msg = AdvanceRequest(request_id=request_id, dt_s=dt_s)
         return self._call(msg, AdvanceReply)[0].report
 

@@ -48,6 +48,7 @@ from drivers.codes import mvm_over_codes
 from drivers.conn_log import ConnectionLog
 from drivers.leases import Lease, LeaseTable
 from drivers.ledger import AuditLog, ReplyRecords, WearLedger
+from drivers.reservations import Reservation, ReservationTable
 from drivers.sessions import Sessions
 from drivers.statedb import StateDB
 from drivers.zmq_link import COPY_THRESHOLD
@@ -80,9 +81,15 @@ from protocols.messages import (
     ProgramRequest,
     PulseReply,
     PulseRequest,
+    QueueStatus,
     ReadReply,
     ReadRequest,
     RequestMessage,
+    ReservationStatus,
+    ReserveRelease,
+    ReserveReleased,
+    ReserveReply,
+    ReserveRequest,
     ResetReply,
     ResetRequest,
     StatusReply,
@@ -106,7 +113,12 @@ MAX_MESSAGE_BYTES = 64 * 2**20
 """Bound on a message's frames in total (and, via ZMQ_MAXMSGSIZE, on any one frame); the
 largest valid request (a batch-4096 float64 MVM input) is 8 MiB."""
 RATE_WINDOW_S = 60.0
-AUDITED_KINDS = STATE_CHANGING_KINDS | {"lease_acquire", "lease_release"}
+AUDITED_KINDS = STATE_CHANGING_KINDS | {
+    "lease_acquire",
+    "lease_release",
+    "reserve",
+    "reserve_release",
+}
 
 
 def client_name(identity: bytes) -> str:
@@ -140,6 +152,8 @@ class DeviceServer:
         state_db: StateDB | None = None,
         reply_records: int = 4096,
         max_leases: int = 256,
+        reservation_ttl_s: float = 600.0,
+        max_reservations: int = 16,
     ) -> None:
         self.driver = driver
         self.binds = [bind] if isinstance(bind, str) else list(bind)
@@ -155,6 +169,15 @@ class DeviceServer:
         self.wear = WearLedger(self.db, (info.rows, info.cols, info.devices_per_cell))
         self.sessions = Sessions(self.db, None if auth_keys_dir is None else Path(auth_keys_dir))
         self.max_leases = max_leases
+        self.reservations = ReservationTable(
+            info.chips,
+            info.rows,
+            info.cols,
+            reservation_ttl_s,
+            queue_ttl_s=lease_ttl_s,
+            max_per_identity=max_reservations,
+        )
+        self._restore_reservations(time.monotonic())
         self._started = time.monotonic()
         self._clients: dict[str, list[float]] = {}  # identity -> [last seen, requests]
         self._recent: deque[tuple[float, str]] = deque(maxlen=200_000)
@@ -304,6 +327,41 @@ class DeviceServer:
 
     def _sweep(self, now: float) -> None:
         self._expired(self.leases.expire(now))
+        self._reservations_lapsed(self.reservations.expire(now))
+
+    def _reservations_lapsed(self, gone: list[Reservation]) -> None:
+        if not gone:
+            return
+        with self.db.transaction() as c:
+            c.executemany(
+                "DELETE FROM reservations WHERE identity = ? AND run_id = ?",
+                [(r.identity, r.run_id) for r in gone],
+            )
+        for r in gone:
+            log.info(
+                "reservation_expired",
+                reservation_id=r.reservation_id,
+                client=r.identity,
+                run_id=r.run_id,
+                regions={k: str(v) for k, v in r.regions.items()},
+            )
+
+    def _restore_reservations(self, now: float) -> None:
+        """Reservations of the database, alive again for one TTL from ``now``."""
+        rows = self.db.conn.execute(
+            "SELECT reservation_id, identity, run_id, name, chip, row0, row1, col0, col1, "
+            "whole_chip, seed FROM reservations ORDER BY rowid"
+        ).fetchall()
+        found: dict[tuple[str, str], Reservation] = {}
+        for rid, ident, run_id, name, chip, r0, r1, c0, c1, whole, seed in rows:
+            res = found.setdefault(
+                (ident, run_id), Reservation(rid.split("/")[0], ident, run_id, {}, seed)
+            )
+            res.regions[name] = Region(chip, r0, r1, c0, c1)
+            if whole:
+                res.whole = res.whole | {name}
+        for res in found.values():
+            self.reservations.restore(res, now)
 
     def _expired(self, leases: list[Lease]) -> None:
         if not leases:
@@ -346,7 +404,10 @@ class DeviceServer:
             else:
                 client = self.sessions.identify(msg.session, user_id)
             self._seen(client, verb, now)
+            # lapsed before this message arrived: a late message does not revive them
+            self._reservations_lapsed(self.reservations.expire(now))
             self.leases.touch(client, now)
+            self.reservations.touch(client, now)
             self._expired(self.leases.expire(now))
             out = self._dispatch(client, msg, arrays, now, token)
             code = "ok"
@@ -430,13 +491,35 @@ class DeviceServer:
         if isinstance(msg, InfoRequest):
             return encode(InfoReply(request_id=rid, info=d.info()))
         if isinstance(msg, Heartbeat):
-            return encode(HeartbeatReply(request_id=rid, leases=len(self.leases.held_by(client))))
+            return encode(
+                HeartbeatReply(
+                    request_id=rid,
+                    leases=len(self.leases.held_by(client)),
+                    runs=self.reservations.runs_of(client),
+                )
+            )
+        if isinstance(msg, ReserveRequest):
+            return encode(self._reserve(client, msg, now))
+        if isinstance(msg, ReserveRelease):
+            dropped = self.reservations.release(client, msg.run_id, now)
+            with self.db.transaction() as c:
+                c.execute(
+                    "DELETE FROM reservations WHERE identity = ? AND run_id = ?",
+                    (client, msg.run_id),
+                )
+                self.audit.record(client, msg.run_id, msg.kind, None, 0, "ok", rid)
+            if dropped is not None:
+                log.info("reservation_released", client=client, run_id=msg.run_id)
+            return encode(
+                ReserveReleased(request_id=rid, run_id=msg.run_id, released=dropped is not None)
+            )
         if isinstance(msg, TimeRequest):
             return encode(TimeReply(request_id=rid, time_s=d.time_s()))
         if isinstance(msg, StatusRequest):
             return encode(self._status(rid, now))
         if isinstance(msg, LeaseAcquire):
             d._check_region(msg.region)  # noqa: SLF001 - regions checked against the chips
+            self.reservations.check(client, msg.region, f"a {msg.mode} lease")
             if len(self.leases.held_by(client)) >= self.max_leases:
                 raise LimitExceeded(
                     f"this client holds {self.max_leases} leases, its quota; release some"
@@ -489,6 +572,7 @@ class DeviceServer:
             )
         if isinstance(msg, MvmRequest):
             self.leases.check(client, msg.region, write=False, now=now)
+            self.reservations.check(client, msg.region, "an mvm")
             if "x_code" in arrays:  # DAC codes in, ADC codes out (drivers/codes.py)
                 y_code, lsb = mvm_over_codes(d, msg.region, arrays["x_code"], msg.transpose)
                 return encode(MvmReply(request_id=rid, y_lsb_us=lsb), {"y_code": y_code})
@@ -496,6 +580,7 @@ class DeviceServer:
             return encode(MvmReply(request_id=rid), {"y": y})
         if isinstance(msg, ReadRequest):
             self.leases.check(client, msg.region, write=False, now=now)
+            self.reservations.check(client, msg.region, "a read")
             g = d.read_conductances(msg.region)
             return encode(ReadReply(request_id=rid), {"g_us": g})
         if isinstance(msg, PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest):
@@ -515,16 +600,23 @@ class DeviceServer:
         for x in leases:
             held[x.client] = held.get(x.client, 0) + 1
         chips = []
+        held_res = self.reservations.all()
         for chip in range(info.chips):
             mask = np.zeros((info.rows, info.cols), bool)
             for x in leases:
                 if x.region.chip == chip:
                     mask[x.region.slices()] = True
+            rmask = np.zeros((info.rows, info.cols), bool)
+            for res in held_res:
+                for g in res.regions.values():
+                    if g.chip == chip:
+                        rmask[g.slices()] = True
             set_p, resets = self.wear.device_totals(chip)
             chips.append(
                 ChipUse(
                     chip=chip,
                     leased_fraction=float(mask.mean()),
+                    reserved_fraction=float(rmask.mean()),
                     set_pulses=int(set_p.sum()),
                     resets=int(resets.sum()),
                 )
@@ -551,9 +643,95 @@ class DeviceServer:
                 LeaseStatus(lease_id=x.lease_id, identity=x.client, region=x.region, mode=x.mode)  # type: ignore[arg-type]
                 for x in leases
             ),
+            reservations=tuple(
+                ReservationStatus(
+                    reservation_id=res.reservation_id,
+                    identity=res.identity,
+                    run_id=res.run_id,
+                    name=name,
+                    region=g,
+                    expires_in_s=max(
+                        0.0,
+                        self.reservations.ttl_s
+                        - (now - self.reservations.last_seen.get(res.identity, now)),
+                    ),
+                )
+                for res in held_res
+                for name, g in res.regions.items()
+            ),
+            queue=tuple(
+                QueueStatus(
+                    position=i + 1,
+                    identity=p.identity,
+                    run_id=p.run_id,
+                    cells=p.cells,
+                    waiting_s=max(0.0, now - p.since),
+                )
+                for i, p in enumerate(self.reservations.queue)
+            ),
             request_rates={v: n / window for v, n in sorted(counts.items())},
             chips=tuple(chips),
             temperatures_c=self._temperatures(),
+        )
+
+    def _reserve(self, client: str, msg: ReserveRequest, now: float) -> ReserveReply:
+        """Grant, take back or queue run ``msg.run_id``'s regions (persisted when granted)."""
+        others = [x.region for x in self.leases.all() if x.client != client]
+        was = self.reservations.held.get((client, msg.run_id))
+        res, position, why = self.reservations.request(
+            client, msg.run_id, msg.matrices, msg.seed, wait=msg.wait, now=now, others=others
+        )
+        ttl = self.reservations.ttl_s
+        if res is None:
+            return ReserveReply(
+                request_id=msg.request_id,
+                run_id=msg.run_id,
+                granted=False,
+                position=position,
+                waiting_for=why,
+                ttl_s=ttl,
+            )
+        if was is None:
+            with self.db.transaction() as c:
+                c.executemany(
+                    "INSERT OR REPLACE INTO reservations(reservation_id, identity, run_id, "
+                    "name, chip, row0, row1, col0, col1, whole_chip, created, expires, seed) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            f"{res.reservation_id}/{name}",
+                            client,
+                            res.run_id,
+                            name,
+                            g.chip,
+                            g.row0,
+                            g.row1,
+                            g.col0,
+                            g.col1,
+                            int(name in res.whole),
+                            time.time(),
+                            time.time() + ttl,
+                            res.seed,
+                        )
+                        for name, g in res.regions.items()
+                    ],
+                )
+                for g in res.regions.values():
+                    self.audit.record(client, res.run_id, msg.kind, g, 0, "ok", msg.request_id)
+            log.info(
+                "reservation_granted",
+                reservation_id=res.reservation_id,
+                client=client,
+                run_id=res.run_id,
+                regions={k: str(v) for k, v in res.regions.items()},
+            )
+        return ReserveReply(
+            request_id=msg.request_id,
+            run_id=res.run_id,
+            granted=True,
+            reservation_id=res.reservation_id,
+            regions=res.regions,
+            ttl_s=ttl,
         )
 
     def _temperatures(self) -> dict[str, float]:
@@ -588,6 +766,7 @@ class DeviceServer:
             recorded = self.replies.get(client, rid, kind, fp)
             if recorded is None:
                 self.leases.check(client, region, write=True, now=now)
+                self.reservations.check(client, region, f"{kind}")
                 drid = driver_request_id(client, rid)
                 applied = d.recorded_reply(drid) is None
                 rep = self._apply(msg, arrays, drid)
@@ -702,6 +881,8 @@ def run_server(
     insecure: bool = False,
     max_leases: int = 256,
     on_ready: Any = None,
+    reservation_ttl_s: float = 600.0,
+    max_reservations: int = 16,
 ) -> None:
     """Open the driver, serve it until SIGINT/SIGTERM, then close it (persisting state).
 
@@ -749,6 +930,8 @@ def run_server(
             server_secret_key=server_secret_key,
             state_db=own_db,
             max_leases=max_leases,
+            reservation_ttl_s=reservation_ttl_s,
+            max_reservations=max_reservations,
         )
         previous = {}
         if threading.current_thread() is threading.main_thread():

@@ -108,6 +108,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE sessions(token_hash TEXT PRIMARY KEY, identity TEXT NOT NULL UNIQUE, "
         "created REAL NOT NULL)",
     ),
+    (  # 4: a reservation's run seed (its noise stream on a simulator)
+        "ALTER TABLE reservations ADD COLUMN seed INTEGER",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

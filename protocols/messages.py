@@ -183,6 +183,42 @@ class StatusRequest(_Request):
     kind: Literal["status"] = "status"
 
 
+class MatrixWant(BaseModel):
+    """One matrix of a run reservation: ``rows`` x ``cols`` cells on any chip (``prefer``
+    first), on ``chip``, or exactly at ``region`` (its shape must be ``rows`` x ``cols``); ``whole_chip``
+    reserves all of chip ``chip`` (whole-chip work: self-checks, drift evaluation)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    rows: int = Field(ge=1, le=65536)
+    cols: int = Field(ge=1, le=65536)
+    chip: int | None = Field(default=None, ge=0, le=1024)
+    prefer: int | None = Field(
+        default=None, ge=0, le=1024, description="chip tried first when ``chip`` is not set"
+    )
+    region: Region | None = None
+    whole_chip: bool = False
+
+
+class ReserveRequest(_Request):
+    """Reserve regions for run ``run_id``, allocated by the server. Sent again (same
+    ``run_id``) it polls the queue, or takes back a reservation the identity holds."""
+
+    kind: Literal["reserve"] = "reserve"
+    run_id: str = Field(min_length=1, max_length=128)
+    matrices: tuple[MatrixWant, ...] = Field(min_length=1, max_length=32)
+    seed: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="the run's seed (its noise stream)"
+    )
+    wait: bool = Field(default=True, description="queue when the regions are held")
+
+
+class ReserveRelease(_Request):
+    kind: Literal["reserve_release"] = "reserve_release"
+    run_id: str = Field(min_length=1, max_length=128)
+
+
 class WearRequest(_Request):
     """Per-device wear of ``region`` (SET pulses and RESETs since the ledger began)."""
 
@@ -266,6 +302,29 @@ class LeaseReleased(_Message):
 class HeartbeatReply(_Message):
     kind: Literal["heartbeat_reply"] = "heartbeat_reply"
     leases: int = Field(ge=0, description="leases this client still holds")
+    runs: tuple[str, ...] = Field(
+        default=(), description="run ids whose reservations this client still holds"
+    )
+
+
+class ReserveReply(_Message):
+    """``granted``: ``regions`` are the run's until released or expired. Otherwise the
+    request waits at ``position`` (1 = next) in the queue; ``waiting_for`` says why."""
+
+    kind: Literal["reserve_reply"] = "reserve_reply"
+    run_id: str
+    granted: bool
+    reservation_id: str = ""
+    regions: dict[str, Region] = Field(default_factory=dict)
+    position: int = Field(default=0, ge=0)
+    waiting_for: str = ""
+    ttl_s: float = Field(gt=0, description="held this long after the client's last message")
+
+
+class ReserveReleased(_Message):
+    kind: Literal["reserve_released"] = "reserve_released"
+    run_id: str
+    released: bool
 
 
 class AuditRow(BaseModel):
@@ -309,11 +368,35 @@ class LeaseStatus(BaseModel):
     mode: LeaseMode
 
 
+class ReservationStatus(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reservation_id: str
+    identity: str
+    run_id: str
+    name: str
+    region: Region
+    expires_in_s: float = Field(description="seconds left unless its holder is heard from")
+
+
+class QueueStatus(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    position: int = Field(ge=1)
+    identity: str
+    run_id: str
+    cells: int = Field(ge=0, description="cells asked for")
+    waiting_s: float
+
+
 class ChipUse(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     chip: int
     leased_fraction: float = Field(ge=0, le=1, description="share of cells under a lease")
+    reserved_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="share of cells under a run reservation"
+    )
     set_pulses: int = Field(ge=0, description="SET pulses in the wear ledger")
     resets: int = Field(ge=0, description="RESETs in the wear ledger")
 
@@ -329,6 +412,8 @@ class StatusReply(_Message):
     state_dir: str | None
     clients: tuple[ClientStatus, ...]
     leases: tuple[LeaseStatus, ...]
+    reservations: tuple[ReservationStatus, ...] = ()
+    queue: tuple[QueueStatus, ...] = ()
     request_rates: dict[str, float] = Field(description="verb -> requests/s, last 60 s")
     chips: tuple[ChipUse, ...]
     temperatures_c: dict[str, float] = Field(description="board/lab thermometers, if any")
@@ -363,6 +448,8 @@ RequestMessage = (
     | AuditRequest
     | WearRequest
     | StatusRequest
+    | ReserveRequest
+    | ReserveRelease
 )
 """Every request model (the static type of a decoded request)."""
 ReplyMessage = (
@@ -381,6 +468,8 @@ ReplyMessage = (
     | AuditReply
     | WearReply
     | StatusReply
+    | ReserveReply
+    | ReserveReleased
     | ErrorReply
 )
 """Every reply model (the static type of a decoded reply)."""

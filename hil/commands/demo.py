@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hil.commands.train import DATA_HELP, print_summary
+from hil.commands.train import DATA_HELP, NO_WAIT_HELP, print_summary
 from hil.trainer.session import TrainRequest, train
 
 DEMO_SETTINGS = (
@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
             *args.overrides,
         ),
         progress=args.progress,
+        wait=not args.no_wait,
     )
     print(f"hil demo: hardware-in-the-loop OSTTP on JSB Chorales, device {args.device}")
     print_summary(train(req))
@@ -76,4 +77,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="progress bars (default: when stderr is a terminal)",
     )
+    p.add_argument("--no-wait", action="store_true", help=NO_WAIT_HELP)
     p.set_defaults(func=_run)

@@ -105,7 +105,7 @@ def duration_s(text: str) -> float:
 def _eval(args: argparse.Namespace) -> int:
     from hil.trainer.evaluate import drift_evaluation
 
-    out = drift_evaluation(args.run, args.at, args.compensation)
+    out = drift_evaluation(args.run, args.at, args.compensation, wait=not args.no_wait)
     m = out["metric"]
     print(
         f"run {out['run']} after epoch {out['epoch']}: test {m} after the delay, per drift "
@@ -150,6 +150,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "drift compensation (writes RUN/drift_eval.json).",
     )
     pe.add_argument("run", type=Path)
+    pe.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="when the chips are held by other runs, refuse at once instead of waiting",
+    )
     pe.add_argument(
         "--at",
         nargs="+",

@@ -7,6 +7,10 @@ MVMs 1 s, 1 h and 1 day after programming and compares them with the exact produ
 read at t = 1 s and at t; outputs are scaled by the ratio of the mean |output|). Writes
 ``selfcheck.json`` and ``selfcheck.png`` to ``--out`` (default ``./runs/selfcheck``).
 
+It advances the device clock, so it holds every chip of the device whole while it runs
+(a run reservation, ``Driver.reserve``; on a shared server it waits in the queue, or
+refuses at once with ``--no-wait``), and releases them at the end.
+
 Only the driver contract (``drivers.open_driver``), ``protocols.region.Region`` and the
 pure helpers of ``hil.trainer.cells`` are used, as everywhere in ``hil``.
 """
@@ -15,14 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from drivers import DriverError, open_driver
+from drivers import DriverError, LeaseConflict, open_driver
 from hil.errors import ConfigError, HilError
 from hil.trainer.cells import CellMapping
+from protocols.messages import MatrixWant
 from protocols.region import Region
 
 TIMES_S = (1.0, 3600.0, 86400.0)
@@ -60,6 +66,11 @@ def register(subparsers: Any) -> None:
         default=20,
         help="program-and-verify iteration limit (default 20)",
     )
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="when the chips are held by other runs, refuse at once instead of waiting",
+    )
     parser.set_defaults(func=run)
 
 
@@ -82,13 +93,32 @@ def run_selfcheck(
     x = rng.uniform(-1.0, 1.0, (args.batch, args.rows))
     probe = np.full((1, args.rows), 0.5)
     ideal = x @ w
-    region = Region(0, 0, args.rows, 0, args.cols)
     try:
         drv = open_driver(args.driver)
     except DriverError as exc:
         raise HilError(f"cannot open driver {args.driver!r}: {exc}") from exc
     with drv:
         info = drv.info()
+        run_id = f"selfcheck-{uuid.uuid4().hex[:8]}"
+        whole = [
+            MatrixWant(name=f"chip{c}", rows=info.rows, cols=info.cols, chip=c, whole_chip=True)
+            for c in range(info.chips)
+        ]
+        try:
+            res = drv.reserve(
+                run_id,
+                whole,
+                seed=args.seed,
+                wait=not getattr(args, "no_wait", False),
+                on_wait=lambda pos, why: print(
+                    f"waiting for chip at {args.driver}: position {pos} in the queue ({why})",
+                    flush=True,
+                ),
+            )
+        except LeaseConflict as exc:
+            raise HilError(f"{args.driver}: {exc}") from None
+        chip0 = res.regions["chip0"]
+        region = Region(0, chip0.row0, chip0.row0 + args.rows, chip0.col0, chip0.col0 + args.cols)
         g_net_max = info.g_net_max_us or (info.g_max_us - info.g_min_us)
         mapping = CellMapping.for_weights(w, g_net_max_us=0.8 * g_net_max)
         target = mapping.to_conductance(w).astype(np.float32)
@@ -128,6 +158,7 @@ def run_selfcheck(
                 f"{row['rel_error']:.3f} (drift-compensated {row['rel_error_compensated']:.3f}), "
                 f"output gain {row['output_gain_vs_ideal']:.3f}"
             )
+        drv.release_reservation(run_id)
     return (
         {
             "driver": args.driver,

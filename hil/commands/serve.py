@@ -70,6 +70,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="leases one client identity may hold at once (default 256)",
     )
+    p.add_argument(
+        "--reservation-ttl",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="a run's reservation outlives its client's last message by S seconds, so a "
+        "crashed run can be resumed on its regions (default 600)",
+    )
+    p.add_argument(
+        "--max-reservations",
+        type=int,
+        default=16,
+        metavar="N",
+        help="run reservations one client identity may hold at once (default 16)",
+    )
     p.set_defaults(func=run)
 
 
@@ -98,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
             heartbeat_interval_s=args.heartbeat_interval,
             insecure=args.insecure,
             max_leases=args.max_leases,
+            reservation_ttl_s=args.reservation_ttl,
+            max_reservations=args.max_reservations,
             on_ready=_announce,
         )
     except DriverError as exc:

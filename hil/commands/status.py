@@ -14,9 +14,10 @@ from hil.errors import ConfigError
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "status",
-        help="a server's version, uptime, clients, leases, request rates, chip use",
+        help="a server's version, uptime, clients, reservations, queue, leases, rates, chip use",
         description="Ask a 'hil serve' at URL for its status: version and uptime, clients "
-        "by identity (never their credentials), leases with region and holder, request "
+        "by identity (never their credentials), run reservations with run id, region and "
+        "expiry, the queue, leases with region and holder, request "
         "rates over the last minute, per-chip use and wear, and the board's temperatures "
         "where it has a thermometer.",
     )
@@ -56,11 +57,24 @@ def render(s: dict[str, Any]) -> str:
         lines.append(
             f"  {x['lease_id']:<8} {x['mode']:<5} {_region(x['region']):<24} {x['identity']}"
         )
+    lines.append(f"reservations ({len(s.get('reservations', []))}):")
+    for x in s.get("reservations", []):
+        lines.append(
+            f"  {x['reservation_id']:<6} {x['run_id']:<28} {x['name']:<8} "
+            f"{_region(x['region']):<24} {x['identity']}, expires in {x['expires_in_s']:.0f} s"
+        )
+    lines.append(f"queue ({len(s.get('queue', []))}):")
+    for q in s.get("queue", []):
+        lines.append(
+            f"  {q['position']:>3}. run {q['run_id']} of {q['identity']}, {q['cells']} cells, "
+            f"waiting {q['waiting_s']:.0f} s"
+        )
     rates = ", ".join(f"{k} {v:.1f}/s" for k, v in sorted(s["request_rates"].items()))
     lines.append(f"requests in the last minute: {rates or 'none'}")
     for c in s["chips"]:
         lines.append(
-            f"chip {c['chip']}: {c['leased_fraction']:.1%} of cells leased, "
+            f"chip {c['chip']}: {c.get('reserved_fraction', 0.0):.1%} of cells reserved, "
+            f"{c['leased_fraction']:.1%} leased, "
             f"{c['set_pulses']} SET pulses and {c['resets']} RESETs in the wear ledger"
         )
     if s["temperatures_c"]:

@@ -14,6 +14,12 @@ DATA_HELP = (
 )
 
 
+NO_WAIT_HELP = (
+    "when the chip regions are held by other runs, refuse at once (one line) instead of "
+    "waiting in the server's queue"
+)
+
+
 def add_train_arguments(p: argparse.ArgumentParser, *, config_required: bool) -> None:
     if config_required:
         p.add_argument("config", type=Path, nargs="?", help="run config (.yaml/.yml/.toml)")
@@ -49,6 +55,7 @@ def add_train_arguments(p: argparse.ArgumentParser, *, config_required: bool) ->
         default=None,
         help="progress bars (default: when stderr is a terminal)",
     )
+    p.add_argument("--no-wait", action="store_true", help=NO_WAIT_HELP)
 
 
 def request_from_args(args: argparse.Namespace, config: Path | None) -> TrainRequest:
@@ -63,6 +70,7 @@ def request_from_args(args: argparse.Namespace, config: Path | None) -> TrainReq
         overrides=tuple(args.overrides),
         progress=args.progress,
         checkpoint_every=args.checkpoint_every,
+        wait=not args.no_wait,
     )
 
 

@@ -3,8 +3,10 @@
 Everything a device adds to training lives here:
 
 - **placement** (:mod:`hil.trainer.placement`): the matrices' shapes are known before any
-  weight is drawn, so they are placed first (and a network that does not fit is refused
-  before anything is written);
+  weight is drawn, so their regions are reserved first through the driver contract
+  (``Driver.reserve``: the server allocates them among its clients and may queue the run;
+  an in-process driver allocates locally), and a network that does not fit is refused
+  before anything is written; the reservation is released when the run finishes;
 - **mapping and program-and-verify**: :func:`hil.learning.build_network` draws the initial
   weights with the run's seed (the same draw as in software) and each becomes a
   :class:`~hil.trainer.device_matrix.DeviceMatrix` with its own weight↔µS map —
@@ -22,7 +24,7 @@ Everything a device adds to training lives here:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from drivers import DriverError, open_driver
+from drivers import DriverError, LeaseConflict, open_driver
 from drivers.base import Driver
 from hil.errors import HilError
 from hil.learning import MatrixOp, Network, ReadoutConfig, SNUConfig, build_network
@@ -39,7 +41,8 @@ from hil.trainer.cells import CellMapping, RefreshConfig
 from hil.trainer.config import DeviceSection
 from hil.trainer.device_matrix import DeviceMatrix, RequestIds, UpdateConfig
 from hil.trainer.model import network_shapes
-from hil.trainer.placement import place
+from hil.trainer.placement import wants
+from protocols.messages import MatrixWant
 from protocols.models import CAP_SNAPSHOT, CAP_TIME
 from protocols.region import Region
 
@@ -67,15 +70,33 @@ class ChipBackend:
         url: the driver's URL (recorded in the run).
         device: the run config's ``device`` section.
         run_id: prefix of every request id (the run directory's name).
-        seed: the run's seed (drift-compensation probes).
+        seed: the run's seed (drift-compensation probes; the reservation's noise stream).
+        wait: wait in the server's queue when the regions are held (else refuse at once).
+        on_wait: ``on_wait(position, why)`` while waiting.
+        whole_chips: also hold every chip whole (whole-chip work: drift evaluation).
+        fixed: exact regions to reserve (a resumed run's recorded placement).
     """
 
     on_device = True
 
     def __init__(
-        self, driver: Driver, url: str, device: DeviceSection, run_id: str, seed: int
+        self,
+        driver: Driver,
+        url: str,
+        device: DeviceSection,
+        run_id: str,
+        seed: int,
+        *,
+        wait: bool = True,
+        on_wait: Callable[[int, str], None] | None = None,
+        whole_chips: bool = False,
+        fixed: Mapping[str, Region] | None = None,
     ) -> None:
         self.driver, self.url, self.dev, self.seed = driver, url, device, seed
+        self.run_id = run_id
+        self.wait, self.on_wait, self.whole_chips = wait, on_wait, whole_chips
+        self.fixed = dict(fixed or {})
+        self.reservation_id: str | None = None
         self.ids = RequestIds(run_id)
         self.matrices: dict[str, DeviceMatrix] = {}
         self.placement: dict[str, Region] = {}
@@ -85,16 +106,82 @@ class ChipBackend:
 
     @classmethod
     def open(
-        cls, device: DeviceSection, run_id: str, seed: int, restore: Path | None = None
+        cls,
+        device: DeviceSection,
+        run_id: str,
+        seed: int,
+        restore: Path | None = None,
+        session_file: Path | None = None,
+        **kwargs: Any,
     ) -> ChipBackend:
-        """Open ``device.url`` (restoring a chip snapshot when given)."""
-        return cls(open_device(device.url, restore), device.url, device, run_id, seed)
+        """Open ``device.url`` (restoring a chip snapshot when given; being the same
+        server client again with the token in ``session_file`` when it exists)."""
+        url = device.url
+        if (
+            session_file is not None
+            and session_file.is_file()
+            and url.split(":")[0]
+            in (
+                "tcp",
+                "ipc",
+                "inproc",
+            )
+        ):
+            url = f"{url}{'&' if '?' in url else '?'}session_file={session_file}"
+        return cls(open_device(url, restore), device.url, device, run_id, seed, **kwargs)
 
     # ------------------------------------------------------------ placement
     def place(self, shapes: dict[str, tuple[int, int]]) -> dict[str, Region]:
-        """Regions for ``shapes``; raises :class:`PlacementError` before anything is written."""
+        """Reserve regions for ``shapes`` (once); raises :class:`PlacementError` (does not
+        fit) or :class:`HilError` (held, with ``wait=False``) before anything is written."""
+        if self.placement:
+            return self.placement
         info = self.driver.info()
-        return place(shapes, info.chips, info.rows, info.cols)
+        asked = wants(
+            shapes,
+            chips=info.chips,
+            rows=info.rows,
+            cols=info.cols,
+            chip=self.dev.chip,
+            region=self.dev.region,
+            fixed=self.fixed,
+        )
+        if self.whole_chips:
+            asked = [
+                *(w.model_copy(update={"chip": None}) for w in asked),
+                *(
+                    MatrixWant(
+                        name=f"chip{c}", rows=info.rows, cols=info.cols, chip=c, whole_chip=True
+                    )
+                    for c in range(info.chips)
+                ),
+            ]
+        try:
+            res = self.driver.reserve(
+                self.run_id, asked, seed=self.seed, wait=self.wait, on_wait=self.on_wait
+            )
+        except LeaseConflict as exc:
+            raise HilError(f"{self.url}: {exc}") from None
+        except DriverError as exc:
+            raise HilError(f"cannot reserve chip regions at {self.url}: {exc}") from exc
+        self.reservation_id = res.reservation_id
+        self.placement = {k: res.regions[k] for k in shapes}
+        return self.placement
+
+    def release(self) -> None:
+        """Release the run's reservation (the run is finished)."""
+        if self.reservation_id is not None:
+            self.driver.release_reservation(self.run_id)
+            self.reservation_id = None
+
+    def reservation_record(self) -> dict[str, Any]:
+        """``reservation.json``: the run's reservation on the device."""
+        return {
+            "url": self.url,
+            "run_id": self.run_id,
+            "reservation_id": self.reservation_id,
+            "regions": {k: r.model_dump() for k, r in self.placement.items()},
+        }
 
     def build_network(
         self,
@@ -106,7 +193,7 @@ class ChipBackend:
         program: bool = True,
     ) -> Network:
         """Place, map and (if ``program``) program-and-verify every matrix of the network."""
-        self.placement = self.place(network_shapes(layers, readout))
+        self.place(network_shapes(layers, readout))
         info, dev = self.driver.info(), self.dev
         assert info.g_net_max_us is not None  # DeviceInfo fills in its default
         g_net_max_us = info.g_net_max_us

@@ -132,6 +132,11 @@ class DeviceSection(_Strict):
     """virtual-clock devices: host compute time modelled per batch (drift during training)"""
     eval_delay_s: float = Field(default=0.0, ge=0)
     """virtual-clock devices: time between the end of an epoch's training and its evaluation"""
+    chip: int | None = Field(default=None, ge=0)
+    """reserve every matrix on this chip (default: wherever the device side finds room)"""
+    region: str | None = Field(default=None, pattern=r"^\d+:\d+:\d+$")
+    """``CHIP:ROW:COL``: reserve the run's matrices exactly there, shelf-packed from that
+    corner of that chip (reproducible placement; refused if held by another run)"""
 
     @model_validator(mode="after")
     def _thresholds(self) -> DeviceSection:

@@ -21,16 +21,19 @@ from hil.trainer import checkpoint as ckpt
 from hil.trainer.chip_backend import ChipBackend
 from hil.trainer.config import RunConfig
 from hil.trainer.runs import RunDir
-from hil.trainer.session import build_trainer, check_data, load_task
+from hil.trainer.session import build_trainer, check_data, load_task, recorded_regions
 from protocols.models import CAP_TIME
 
 MODES = ("none", "global", "per_column")
 
 
 def drift_evaluation(
-    run_dir: Path, delays_s: Sequence[float], modes: Sequence[str] = MODES
+    run_dir: Path, delays_s: Sequence[float], modes: Sequence[str] = MODES, *, wait: bool = True
 ) -> dict[str, Any]:
-    """Scores per compensation mode and delay; also written to ``RUN/drift_eval.json``."""
+    """Scores per compensation mode and delay; also written to ``RUN/drift_eval.json``.
+
+    Drift evaluation moves the device clock, so it holds every chip whole (a reservation
+    through the driver contract) and the run's matrices at their recorded regions."""
     run = RunDir.open(run_dir)
     cfg = RunConfig.model_validate(run.read_json("config.json"))
     ck, _ = ckpt.load(run.checkpoint_dir)
@@ -59,6 +62,9 @@ def drift_evaluation(
             f"{run.path.name}-drift-{mode}",
             cfg.train.seed,
             restore=run.checkpoint_dir / ck.chip_snapshot,
+            wait=wait,
+            whole_chips=True,
+            fixed=recorded_regions(run),
         )
         try:
             if not backend.driver.info().has(CAP_TIME):
@@ -72,6 +78,7 @@ def drift_evaluation(
                 backend.let_time_pass(t_end + delay - backend.time_s(), "drift")
                 rows.append({"delay_s": delay, **trainer.evaluator.scores(refs, mode)})
             out["modes"][mode] = rows
+            backend.release()
         finally:
             backend.close()
     run.write_json("drift_eval.json", out)

@@ -1,5 +1,12 @@
 """Placement of a network's matrices onto chip regions.
 
+On a device, a run's regions are reserved through the driver contract
+(:func:`wants`, ``Driver.reserve``): the device side (the server, for a shared chip)
+allocates each matrix where there is room (:func:`drivers.allocation.allocate`), the
+paper's chip first, on the run's chip if ``device.chip`` is set, or exactly at the
+shelf-packed block anchored at ``device.region`` (``CHIP:ROW:COL``). :func:`place` is the
+layout of the paper's run on an empty device, kept for reference and tests:
+
 As in the paper's hardware run, forward matrices (``h{l}.W``, ``h{l}.H``, ``out.W``) go to
 chip 0 ("chip 1") and the fixed feedback matrices ``B{l}`` to chip 1 ("chip 2"). On each
 chip the matrices, tallest first, go where :func:`drivers.allocation.allocate` puts them:
@@ -16,6 +23,7 @@ from collections.abc import Mapping
 
 from drivers.allocation import Defects, allocate
 from hil.errors import ConfigError
+from protocols.messages import MatrixWant
 from protocols.region import Region
 
 
@@ -100,3 +108,85 @@ def place(
             )
         out.update(placed)
     return out
+
+
+def anchored(
+    shapes: Mapping[str, tuple[int, int]], chip: int, row: int, col: int, rows: int, cols: int
+) -> dict[str, Region]:
+    """The matrices shelf-packed (tallest first) from corner ``(row, col)`` of ``chip``."""
+    out: dict[str, Region] = {}
+    shelf_row, shelf_height, c = row, 0, col
+    for name in sorted(shapes, key=lambda k: (-shapes[k][0], k)):
+        m, n = shapes[name]
+        if c + n > cols and c > col:
+            shelf_row, c, shelf_height = shelf_row + shelf_height, col, 0
+        if shelf_row + m > rows or c + n > cols:
+            raise PlacementError(
+                f"matrix {name} of shape {m}x{n} does not fit on chip {chip} from "
+                f"device.region {chip}:{row}:{col} ({rows}x{cols} array); move the corner "
+                f"or reduce the layer widths"
+            )
+        out[name] = Region(chip, shelf_row, shelf_row + m, c, c + n)
+        c += n
+        shelf_height = max(shelf_height, m)
+    return out
+
+
+def parse_anchor(text: str) -> tuple[int, int, int]:
+    chip, row, col = (int(x) for x in text.split(":"))
+    return chip, row, col
+
+
+def wants(
+    shapes: Mapping[str, tuple[int, int]],
+    *,
+    chips: int,
+    rows: int,
+    cols: int,
+    chip: int | None = None,
+    region: str | None = None,
+    fixed: Mapping[str, Region] | None = None,
+) -> list[MatrixWant]:
+    """What a run asks the device side to reserve: one :class:`MatrixWant` per matrix.
+
+    ``fixed`` (a resumed run's recorded regions) and ``region`` (an anchor) ask for exact
+    regions; ``chip`` for a chip; otherwise anywhere, the paper's chip first (forward
+    matrices on chip 0, feedback ``B*`` on chip 1: on an empty device, :func:`place`). Refuses a network that cannot fit
+    an empty device before anything is asked."""
+    for name, (m, n) in shapes.items():
+        if m > rows or n > cols:
+            raise PlacementError(
+                f"matrix {name} of shape {m}x{n} is larger than a {rows}x{cols} array; "
+                f"reduce the layer width"
+            )
+    if chip is not None and chip >= chips:
+        raise PlacementError(f"device.chip={chip}, but the device has only {chips} chip(s)")
+    exact: dict[str, Region] = dict(fixed or {})
+    if region is not None and not exact:
+        c, r, col = parse_anchor(region)
+        if c >= chips:
+            raise PlacementError(
+                f"device.region={region}: chip {c}, but the device has only {chips} chip(s)"
+            )
+        exact = anchored(shapes, c, r, col, rows, cols)
+    elif not exact:
+        if (
+            sum(m * n for m, n in shapes.values())
+            > (1 if chip is not None else chips) * rows * cols
+        ):
+            raise PlacementError(
+                f"the matrices ({sum(m * n for m, n in shapes.values())} cells) do not fit "
+                f"{'chip ' + str(chip) if chip is not None else f'{chips} chip(s)'} of "
+                f"{rows}x{cols} cells; reduce the layer widths"
+            )
+    return [
+        MatrixWant(
+            name=name,
+            rows=m,
+            cols=n,
+            chip=chip,
+            prefer=None if chip is not None or chips < 2 else chip_of(name),
+            region=exact.get(name),
+        )
+        for name, (m, n) in shapes.items()
+    ]

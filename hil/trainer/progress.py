@@ -59,3 +59,36 @@ class TrainingProgress:
 
     def epoch_done(self) -> None:
         self._p.update(self._epochs, advance=1)
+
+
+class WaitDisplay:
+    """While a run waits in a server's queue: a "waiting for chip …" bar with the queue
+    position (terminal), or one stderr line per change of position."""
+
+    def __init__(self, enabled: bool | None, url: str, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.enabled = self.console.is_terminal if enabled is None else enabled
+        self.url = url
+        self._p: Progress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> WaitDisplay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+    def update(self, position: int, why: str) -> None:
+        text = f"waiting for chip at {self.url}: position {position} in the queue ({why})"
+        if not self.enabled:
+            self.console.print(f"hil: {text}", highlight=False, soft_wrap=True)
+            return
+        if self._p is None:
+            self._p = Progress(
+                TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=self.console
+            )
+            self._p.start()
+            self._task = self._p.add_task(text, total=None)
+        else:
+            self._p.update(self._task, description=text)

@@ -33,11 +33,12 @@ from hil.trainer.backend import Backend, SoftwareBackend
 from hil.trainer.chip_backend import ChipBackend
 from hil.trainer.config import RunConfig, load_config
 from hil.trainer.model import layer_configs, matrix_shapes
-from hil.trainer.progress import TrainingProgress
+from hil.trainer.progress import TrainingProgress, WaitDisplay
 from hil.trainer.report import write_report
 from hil.trainer.runs import RunDir, environment
 from hil.trainer.status import RunLock
 from hil.trainer.trainer import Interrupted, Trainer
+from protocols.region import Region
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +62,8 @@ class TrainRequest:
     progress: bool | None = None
     checkpoint_every: int = 0
     runs_root: Path = Path("runs")
+    wait: bool = True
+    """wait in the server's queue when the chip regions are held (``--no-wait``: refuse)"""
 
 
 def resolve_request(req: TrainRequest) -> RunConfig:
@@ -160,7 +163,17 @@ def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
     if run is not None and ck is not None and ck.chip_snapshot:
         restore = run.checkpoint_dir / ck.chip_snapshot
     path = req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    backend = build_backend(cfg, _slug(path.name), restore)
+    fixed = recorded_regions(run) if run is not None and ck is not None else None
+    with WaitDisplay(req.progress, cfg.device.url) as waiting:
+        backend = build_backend(
+            cfg,
+            _slug(path.name),
+            restore,
+            wait=req.wait,
+            on_wait=waiting.update,
+            fixed=fixed,
+            session_file=None if run is None else run.path / SESSION_FILE,
+        )
     try:
         if run is None:
             run = RunDir.create(path)
@@ -168,6 +181,8 @@ def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
             run.write_json("config.json", cfg.model_dump(mode="json"))
             fault_point("run.config_written")
             run.write_json("environment.json", environment())
+        if isinstance(backend, ChipBackend):
+            record_reservation(run, backend)
         attempt = sum(e.get("event") in ATTEMPT_EVENTS for e in run.events())
         check_data(run, data, new=ck is None, task_name=cfg.task_spec.name)
         fault_point("run.data_recorded")
@@ -181,6 +196,12 @@ def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
         )
         guard.started(run)
         history = _train_on(cfg, req, run, data, backend, ck, generation, attempt)
+        if isinstance(backend, ChipBackend):
+            backend.release()  # finished: the regions are free for the next run
+            run.event(
+                "reservation_released",
+                reservation_id=backend.reservation_record()["reservation_id"],
+            )
     finally:
         backend.close()
     fault_point("run.trained")
@@ -224,12 +245,57 @@ def load_task(cfg: RunConfig, progress: bool) -> TaskData:
     return spec.load(cfg.settings_of(spec), ctx)
 
 
-def build_backend(cfg: RunConfig, run_id: str, restore: Path | None = None) -> Backend:
+SESSION_FILE = "session.token"
+"""A server session token (secret, mode 0600) that makes a resumed run the same client."""
+
+
+def record_reservation(run: RunDir, backend: ChipBackend) -> None:
+    """``RUN/reservation.json`` and, for a server session, ``RUN/session.token``."""
+    run.write_json("reservation.json", backend.reservation_record())
+    token = backend.driver.resume_token()
+    if token:
+        f = run.path / SESSION_FILE
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+
+
+def recorded_regions(run: RunDir) -> dict[str, Region] | None:
+    """The regions a run's matrices were programmed into (to reserve them again)."""
+    for name in ("reservation.json", "placement.json"):
+        if (run.path / name).is_file():
+            regions = run.read_json(name).get("regions")
+            if regions:
+                return {k: Region.model_validate(v) for k, v in regions.items()}
+    return None
+
+
+def build_backend(
+    cfg: RunConfig,
+    run_id: str,
+    restore: Path | None = None,
+    *,
+    wait: bool = True,
+    on_wait: Any = None,
+    fixed: dict[str, Region] | None = None,
+    session_file: Path | None = None,
+) -> Backend:
     """The run's backend: software, or the chips at ``cfg.device.url`` (restored from a
-    snapshot when given), with the network's placement checked before anything is written."""
+    snapshot when given), with the network's regions reserved before anything is written
+    (exactly ``fixed`` when given: a resumed run's; waiting in the server's queue unless
+    ``wait`` is False)."""
     if cfg.device.is_software:
         return SoftwareBackend()
-    backend = ChipBackend.open(cfg.device, run_id, cfg.train.seed, restore)
+    backend = ChipBackend.open(
+        cfg.device,
+        run_id,
+        cfg.train.seed,
+        restore,
+        session_file=session_file,
+        wait=wait,
+        on_wait=on_wait,
+        fixed=fixed,
+    )
     try:
         backend.place(matrix_shapes(cfg))  # refuse before writing
     except BaseException:

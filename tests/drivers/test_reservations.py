@@ -1,0 +1,154 @@
+"""Run reservations allocated by the server: allocation, the FIFO queue, --no-wait, take-back
+by the same identity and run id, expiry after the TTL, persistence, and enforcement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drivers import LeaseConflict
+from drivers.reservations import ReservationTable, allocate
+from drivers.server import DeviceServer
+from drivers.sim import SimDriver
+from drivers.statedb import StateDB
+from protocols import Region, encode
+from protocols.messages import (
+    AdvanceRequest,
+    Heartbeat,
+    MatrixWant,
+    MvmRequest,
+    ReserveRelease,
+    ReserveRequest,
+    ResetRequest,
+    StatusRequest,
+)
+from tests.drivers.fakes import Sessions
+
+
+def W(name: str, rows: int, cols: int, **kw: object) -> MatrixWant:
+    return MatrixWant(name=name, rows=rows, cols=cols, **kw)  # type: ignore[arg-type]
+
+
+def reserve(run: str, *wants: MatrixWant, wait: bool = True, rid: str = "r") -> list:  # type: ignore[type-arg]
+    return encode(ReserveRequest(request_id=rid, run_id=run, matrices=wants, wait=wait))
+
+
+def test_allocation_is_first_fit_and_never_overlaps() -> None:
+    taken = [Region(0, 0, 100, 0, 100)]
+    got = allocate([W("a", 100, 100), W("b", 200, 50)], 2, 256, 256, taken)
+    assert got is not None
+    assert got["b"] == Region(0, 0, 200, 100, 150)  # tallest first, beside the taken block
+    assert not got["a"].overlaps(got["b"]) and not any(g.overlaps(taken[0]) for g in got.values())
+    assert allocate([W("x", 256, 256, chip=0)], 2, 256, 256, taken) is None
+    assert allocate([W("x", 256, 256)], 2, 256, 256, taken) == {"x": Region(1, 0, 256, 0, 256)}
+
+
+def test_disjoint_runs_are_granted_side_by_side_and_status_shows_them() -> None:
+    server = DeviceServer(SimDriver("ideal"), "inproc://unused")
+    c = Sessions(server)
+    a = c.call(b"alice", reserve("runA", W("h0.W", 88, 150), W("out.W", 150, 88)))[0]
+    b = c.call(b"bob", reserve("runB", W("h0.W", 88, 150), W("out.W", 150, 88)))[0]
+    assert a.granted and b.granted
+    regions = [*a.regions.values(), *b.regions.values()]
+    for i, x in enumerate(regions):
+        for y in regions[i + 1 :]:
+            assert not x.overlaps(y)
+    assert a.regions["h0.W"].row0 == 0 and b.regions["h0.W"] != a.regions["h0.W"]
+    st = c.call(b"alice", encode(StatusRequest(request_id="s")))[0]
+    assert {(r.identity, r.run_id) for r in st.reservations} == {
+        (c.identity[b"alice"], "runA"),
+        (c.identity[b"bob"], "runB"),
+    }
+    assert st.chips[0].reserved_fraction > 0 and st.queue == ()
+    # bob may not touch alice's region, nor advance the whole device's clock
+    x = np.zeros((1, 88), np.float32)
+    mvm = MvmRequest(request_id="m", region=a.regions["h0.W"], arrays=())
+    from protocols import encode as enc
+
+    refused = c.call(b"bob", enc(mvm, {"x": x}))[0]
+    assert refused.code == "lease_conflict" and "runA" in refused.message
+    assert c.call(b"bob", encode(ResetRequest(request_id="z", region=a.regions["out.W"])))[
+        0
+    ].code == ("lease_conflict")
+    adv = c.call(b"bob", encode(AdvanceRequest(request_id="adv", dt_s=1.0)))[0]
+    assert adv.code == "lease_conflict" and "whole device" in adv.message
+
+
+def test_queue_is_fifo_no_wait_refuses_and_release_grants_the_head() -> None:
+    server = DeviceServer(SimDriver("ideal"), "inproc://unused")
+    c = Sessions(server)
+    whole = [W(f"chip{k}", 256, 256, chip=k, whole_chip=True) for k in (0, 1)]
+    assert c.call(b"alice", reserve("big", *whole))[0].granted
+    refused = c.call(b"bob", reserve("small", W("m", 8, 8), wait=False))[0]
+    assert refused.kind == "error" and refused.code == "lease_conflict"
+    assert "\n" not in refused.message and "--no-wait" in refused.message
+    first = c.call(b"bob", reserve("small", W("m", 8, 8)), now=1.0)[0]
+    second = c.call(b"carol", reserve("tiny", W("m", 4, 4)), now=1.0)[0]
+    assert (first.granted, first.position) == (False, 1) and "big" in first.waiting_for
+    assert (second.granted, second.position) == (False, 2)
+    st = c.call(b"alice", encode(StatusRequest(request_id="s")), now=1.0)[0]
+    assert [(q.position, q.run_id) for q in st.queue] == [(1, "small"), (2, "tiny")]
+    assert c.call(b"alice", encode(ReserveRelease(request_id="x", run_id="big")), now=2.0)[
+        0
+    ].released
+    # strict FIFO: the second in line is not granted before the first
+    assert c.call(b"carol", reserve("tiny", W("m", 4, 4)), now=2.0)[0].position == 2
+    got = c.call(b"bob", reserve("small", W("m", 8, 8)), now=2.0)[0]
+    assert got.granted and got.regions["m"].rows == 8
+    assert c.call(b"carol", reserve("tiny", W("m", 4, 4)), now=2.0)[0].granted
+
+
+def test_same_identity_and_run_take_it_back_and_it_lapses_after_the_ttl() -> None:
+    server = DeviceServer(SimDriver("ideal"), "inproc://unused", reservation_ttl_s=100.0)
+    c = Sessions(server)
+    a = c.call(b"alice", reserve("run", W("w", 16, 16)), now=0.0)[0]
+    again = c.call(b"alice", reserve("run", W("w", 16, 16, region=a.regions["w"])), now=50.0)[0]
+    assert again.granted and again.reservation_id == a.reservation_id
+    other = c.call(b"bob", reserve("run", W("w", 16, 16)), now=50.0)[
+        0
+    ]  # same run id, other identity
+    assert other.granted and other.regions["w"] != a.regions["w"]
+    hb = c.call(b"alice", encode(Heartbeat(request_id="h")), now=60.0)[0]
+    assert hb.runs == ("run",)
+    # alice silent for more than the TTL: her reservation lapses, bob (alive) keeps his
+    c.call(b"bob", encode(Heartbeat(request_id="h2")), now=150.0)
+    hb = c.call(b"alice", encode(Heartbeat(request_id="h3")), now=161.0)[0]
+    assert hb.runs == ()
+    taken = c.call(b"carol", reserve("c", W("w", 16, 16, region=a.regions["w"])), now=161.0)[0]
+    assert taken.granted
+
+
+def test_reservations_survive_a_restart_with_the_state_dir(tmp_path: Path) -> None:
+    db = StateDB.open(tmp_path)
+    server = DeviceServer(SimDriver("ideal"), "inproc://unused", state_db=db)
+    c = Sessions(server)
+    a = c.call(b"alice", reserve("run", W("w", 16, 16), W("v", 8, 8)))[0]
+    token = c.tokens[b"alice"]
+    server.close()
+    db.close()
+    db = StateDB.open(tmp_path)
+    server = DeviceServer(SimDriver("ideal"), "inproc://unused", state_db=db)
+    c2 = Sessions(server)
+    c2.tokens[b"alice"], c2.identity[b"alice"] = token, c.identity[b"alice"]
+    back = c2.call(b"alice", reserve("run", W("w", 16, 16), W("v", 8, 8)))[0]
+    assert back.granted and back.regions == a.regions and back.reservation_id == a.reservation_id
+    held = c2.call(b"bob", reserve("b", W("w", 16, 16, region=a.regions["w"]), wait=False))[0]
+    assert held.code == "lease_conflict"
+    db.close()
+
+
+def test_impossible_requests_are_refused_in_one_line() -> None:
+    table = ReservationTable(2, 256, 256, 10.0)
+    for wants, match in (
+        ([W("a", 300, 1)], "larger than"),
+        ([W("a", 1, 1, chip=5)], "does not exist"),
+        ([W("a", 2, 2, region=Region(0, 0, 3, 0, 2))], "is 3x2"),
+        ([W("a", 1, 1), W("a", 1, 1)], "unique"),
+    ):
+        with pytest.raises(Exception, match=match):
+            table.request("x", "r", wants, None, wait=True, now=0.0)
+    with pytest.raises(LeaseConflict):
+        table.request("x", "r", [W("all", 256, 256, chip=0)], None, wait=True, now=0.0)
+        table.request("y", "r", [W("a", 1, 1, chip=0)], None, wait=False, now=0.0)
