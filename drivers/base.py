@@ -38,7 +38,9 @@ with the state. A driver instance is not thread-safe; share it through the serve
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -83,6 +85,24 @@ class MvmCodes(NamedTuple):
     dtype: np.dtype
 
 
+@dataclass(frozen=True)
+class Tenant:
+    """Whose requests these are, for a driver that isolates tenants (the simulator):
+    a run's seed and its reserved regions. See :meth:`Driver.tenant`."""
+
+    seed: int
+    regions: tuple[Region, ...]
+
+    @classmethod
+    def of(cls, res: Reservation) -> Tenant | None:
+        """The tenant of a reservation: its matrix regions (or, for whole-chip work only,
+        its whole chips) and the run's seed (0 if it gave none)."""
+        parts = [r for k, r in res.regions.items() if k not in res.whole]
+        if not parts:
+            parts = list(res.regions.values())
+        return cls(int(res.seed or 0), tuple(sorted(parts, key=lambda r: (r.chip, r.row0, r.col0))))
+
+
 class LinkBytes(NamedTuple):
     """Counters of a driver's device link (see :meth:`Driver.link_bytes`)."""
 
@@ -101,6 +121,10 @@ MAX_ADVANCE_S = 10 * 365.25 * 86400.0
 
 class Driver(abc.ABC):
     """Abstract chip driver. Use as a context manager; see the module docstring."""
+
+    isolates_tenants = False
+    """True if :meth:`tenant` gives each tenant its own noise and clock (the simulator):
+    then a tenant's ``advance`` moves only its own clock, and needs no whole device."""
 
     def __init__(self, *, reply_cache_size: int = 4096) -> None:
         self._replies = ReplyCache(reply_cache_size)
@@ -178,7 +202,35 @@ class Driver(abc.ABC):
     def release_reservation(self, run_id: str) -> None:
         """Release run ``run_id``'s reservation (nothing if it holds none)."""
         if self._local_reservations is not None:
-            self._local_reservations.release("local", run_id, 0.0)
+            res = self._local_reservations.release("local", run_id, 0.0)
+            tenant = None if res is None else Tenant.of(res)
+            if tenant is not None:
+                self.end_tenant(tenant)
+
+    def local_tenant(self, region: Region | None) -> Tenant | None:
+        """The tenant of a local reservation that holds ``region`` (None: the device, i.e.
+        the latest local reservation); None without local reservations."""
+        table = self._local_reservations
+        if table is None or not table.held:
+            return None
+        if region is None:
+            return Tenant.of(list(table.held.values())[-1])
+        res = table.holder_of("local", region)
+        return None if res is None else Tenant.of(res)
+
+    @contextmanager
+    def tenant(self, tenant: Tenant | None) -> Iterator[None]:  # noqa: ARG002 - a hook
+        """Within the block, requests belong to ``tenant``: a driver that can (the
+        simulator) draws their noise from the tenant's own stream and moves the tenant's
+        own clock, so a run's results do not depend on other runs' traffic. The server
+        wraps each request of a reserved region in it. Default: nothing."""
+        yield
+
+    def end_tenant(self, tenant: Tenant) -> None:  # noqa: B027 - optional hook
+        """Forget ``tenant``'s streams (its reservation ended). Default: nothing."""
+
+    def keep_tenants(self, tenants: Sequence[Tenant]) -> None:  # noqa: B027 - optional hook
+        """Forget every tenant but ``tenants`` (the live reservations after a restart)."""
 
     def resume_token(self) -> str | None:
         """A secret that lets a later process be this client again (a server session

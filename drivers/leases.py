@@ -48,14 +48,15 @@ class LeaseTable:
 
     def expire(self, now: float) -> list[Lease]:
         """Drop and return the leases of clients silent for longer than ``ttl_s``."""
-        dead = {c for c, t in self._last_seen.items() if now - t > self.ttl_s}
+        # copies: the server's I/O thread touches clients as their messages arrive
+        dead = {c for c, t in list(self._last_seen.items()) if now - t > self.ttl_s}
         if not dead:
             return []
-        gone = [lease for lease in self._leases.values() if lease.client in dead]
+        gone = [lease for lease in list(self._leases.values()) if lease.client in dead]
         for lease in gone:
             del self._leases[lease.lease_id]
         for c in dead:
-            del self._last_seen[c]
+            self._last_seen.pop(c, None)
         return gone
 
     def acquire(self, client: str, region: Region, mode: LeaseMode, now: float) -> Lease:

@@ -142,6 +142,8 @@ class RemoteDriver(Driver):
         self.poll_s = poll_s
         self._runs: set[str] = set()  # run ids whose reservations this client holds
         self._lost: set[str] = set()  # ... that a heartbeat reply says are gone
+        self._leases: set[str] = set()  # lease ids this client holds
+        self._leases_lost = 0  # how many of them a heartbeat reply says lapsed
         self._session_file = None if session_file is None else Path(session_file)
         resume = None
         if self._session_file is not None and self._session_file.is_file():
@@ -356,6 +358,9 @@ class RemoteDriver(Driver):
         if gone:
             self._lost |= gone
             self._runs -= gone
+        if rep.leases < len(self._leases):
+            self._leases_lost = len(self._leases) - rep.leases
+            self._leases.clear()
 
     def heartbeat(self) -> HeartbeatReply:
         """One heartbeat now (the background thread sends them when idle)."""
@@ -364,6 +369,12 @@ class RemoteDriver(Driver):
         return rep
 
     def _check_reservations(self) -> None:
+        if self._leases_lost:
+            n, self._leases_lost = self._leases_lost, 0
+            raise ReservationLost(
+                f"the server at {self.endpoint} says {n} lease(s) of this client lapsed "
+                f"(silent longer than the lease TTL); take them again before using the region"
+            )
         if self._lost:
             runs = ", ".join(sorted(self._lost))
             raise ReservationLost(
@@ -401,10 +412,17 @@ class RemoteDriver(Driver):
                 )
             if not wait:  # pragma: no cover - the server refuses instead
                 raise LeaseConflict(f"run {run_id}: {rep.waiting_for}")
-            if on_wait is not None and (rep.position, rep.waiting_for) != last:
-                on_wait(rep.position, rep.waiting_for)
-            last = (rep.position, rep.waiting_for)
-            time.sleep(self.poll_s)
+            try:
+                if on_wait is not None and (rep.position, rep.waiting_for) != last:
+                    on_wait(rep.position, rep.waiting_for)
+                last = (rep.position, rep.waiting_for)
+                time.sleep(self.poll_s)
+            except BaseException:  # Ctrl-C while queued: give the place up at once
+                try:
+                    self.release_reservation(run_id)
+                except Exception:  # noqa: BLE001 - the queue entry also lapses by itself
+                    pass
+                raise
 
     def release_reservation(self, run_id: str) -> None:
         msg = ReserveRelease(request_id=new_request_id(), run_id=run_id)
@@ -422,10 +440,13 @@ class RemoteDriver(Driver):
         if mode not in ("read", "write"):
             raise InvalidRequest(f"lease mode {mode!r} must be 'read' or 'write'")
         msg = LeaseAcquire(request_id=new_request_id(), region=region, mode=mode)
-        return self._call(msg, LeaseReply)[0].lease_id
+        lease_id = self._call(msg, LeaseReply)[0].lease_id
+        self._leases.add(lease_id)
+        return lease_id
 
     def release_lease(self, lease_id: str) -> None:
         self._call(LeaseRelease(request_id=new_request_id(), lease_id=lease_id), LeaseReleased)
+        self._leases.discard(lease_id)
 
     @contextmanager
     def lease(self, region: Region, mode: LeaseMode = "write") -> Iterator[str]:

@@ -173,9 +173,8 @@ class ReservationTable:
         self.queue = [
             p for p in self.queue if now - self.last_seen.get(p.identity, now) <= self.queue_ttl_s
         ]
-        gone = [
-            r for r in self.held.values() if now - self.last_seen.get(r.identity, now) > self.ttl_s
-        ]
+        seen = dict(self.last_seen)  # a copy: the server's I/O thread touches it on arrival
+        gone = [r for r in list(self.held.values()) if now - seen.get(r.identity, now) > self.ttl_s]
         for r in gone:
             del self.held[(r.identity, r.run_id)]
         return gone
@@ -199,6 +198,12 @@ class ReservationTable:
         self.touch(identity, now)
         wants = tuple(wants)
         check_wants(wants, self.chips, self.rows, self.cols)
+        if allocate(wants, self.chips, self.rows, self.cols, []) is None:
+            raise InvalidRequest(
+                f"run {run_id}'s matrices ({', '.join(f'{w.name} {w.rows}x{w.cols}' for w in wants)}) "
+                f"do not fit the device's {self.chips} chip(s) of {self.rows}x{self.cols} cells "
+                f"even when nothing else is reserved; reduce the layer widths"
+            )
         mine = self.held.get((identity, run_id))
         if mine is not None:
             return self._take_back(mine, wants), 0, ""

@@ -17,13 +17,16 @@ Each request is ``[identity, header_json, *buffers]`` (``docs/protocol.md``). Th
   ``auth_keys`` directory get in; rejected keys are logged.
 
 :meth:`DeviceServer.handle` is the whole request logic without sockets; :meth:`serve`
-is the socket loop. The driver is only touched from the loop's thread.
+is the socket loop: an I/O thread owns the socket, answers heartbeats and marks clients
+alive as their messages arrive (liveness by arrival), and passes every other request to
+the worker thread; the driver and the tables are only changed from the worker.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import signal
 import sqlite3
 import sys
@@ -43,7 +46,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded
 from drivers.auth import KeyRing
-from drivers.base import Driver, Report, fingerprint
+from drivers.base import Driver, Report, Tenant, fingerprint
 from drivers.codes import mvm_over_codes
 from drivers.conn_log import ConnectionLog
 from drivers.leases import Lease, LeaseTable
@@ -181,6 +184,8 @@ class DeviceServer:
         self._started = time.monotonic()
         self._clients: dict[str, list[float]] = {}  # identity -> [last seen, requests]
         self._recent: deque[tuple[float, str]] = deque(maxlen=200_000)
+        self._live = threading.Lock()  # the I/O thread's arrival touches vs expiry
+        self._pending: dict[str, int] = {}  # identity -> requests waiting for the worker
         self._restore_leases(time.monotonic())
         self.heartbeat_interval_s = heartbeat_interval_s
         self._ctx = context or zmq.Context.instance()
@@ -246,34 +251,141 @@ class DeviceServer:
                 ready.set()
             if on_ready is not None:
                 on_ready(list(self.bound))
-            poller = zmq.Poller()
-            poller.register(sock, zmq.POLLIN)
-            poller.register(conn_log.monitor, zmq.POLLIN)
-            while not self._stop.is_set():
-                events = dict(poller.poll(50))
-                if conn_log.monitor in events:
-                    conn_log.drain()
-                if sock not in events:
-                    self._sweep(time.monotonic())
-                    continue
-                try:
-                    routing, body, user_id, refusal = self._receive(sock)
-                except zmq.Again:
-                    continue
-                if refusal is not None:
-                    reply = encode(ErrorReply(request_id="-", code="bad_request", message=refusal))
-                    log.warning("request_refused", client=client_name(routing), reason=refusal)
-                elif not body:
-                    continue  # an identity with no body: nothing to answer
-                else:
-                    reply = self.handle(routing, body, time.monotonic(), user_id)
-                self._send(sock, routing, reply)
+            self._serve_loop(sock, conn_log)
         finally:
             conn_log.close()
             sock.close()
             if self._auth is not None:
                 self._auth.stop()
             log.info("server_stopped")
+
+    def _serve_loop(self, sock: zmq.Socket, conn_log: ConnectionLog) -> None:
+        """Liveness by arrival: an I/O thread owns the socket, answers heartbeats itself
+        (touching the client's leases and reservations the moment they arrive) and
+        passes every other request to this thread, the worker, which alone touches the
+        driver and the tables; replies go back out through the I/O thread. A long
+        request therefore never delays a heartbeat, and a client whose request waits
+        behind it counts as alive (:meth:`_arrived`)."""
+        endpoint = f"inproc://hil-server-{id(self):x}-{time.monotonic_ns()}"
+        back = self._ctx.socket(zmq.PAIR)
+        back.bind(endpoint)
+        front = self._ctx.socket(zmq.PAIR)
+        front.connect(endpoint)
+        io = threading.Thread(
+            target=self._io_loop, args=(sock, back, conn_log), name="hil-server-io", daemon=True
+        )
+        io.start()
+        try:
+            while not self._stop.is_set():
+                if not front.poll(50):
+                    self._sweep(time.monotonic())
+                    continue
+                routing, uid, who, *body = front.recv_multipart()
+                user_id = uid.decode() or None
+                try:
+                    reply = self.handle(routing, body, time.monotonic(), user_id)
+                finally:
+                    self._done(who.decode())
+                front.send_multipart([routing, *reply], copy=False)
+        finally:
+            self._stop.set()
+            io.join(timeout=5)
+            front.close(linger=0)
+            back.close(linger=0)
+
+    def _io_loop(self, sock: zmq.Socket, back: zmq.Socket, conn_log: ConnectionLog) -> None:
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(back, zmq.POLLIN)
+        poller.register(conn_log.monitor, zmq.POLLIN)
+        while not self._stop.is_set():
+            events = dict(poller.poll(50))
+            if conn_log.monitor in events:
+                conn_log.drain()
+            if back in events:  # the worker's replies
+                while True:
+                    try:
+                        frames = back.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._send(sock, frames[0].bytes, list(frames[1:]))
+            if sock not in events:
+                continue
+            try:
+                peer, body, user_id, refusal = self._receive(sock)
+            except zmq.Again:
+                continue
+            if refusal is not None:
+                reply = encode(ErrorReply(request_id="-", code="bad_request", message=refusal))
+                log.warning("request_refused", client=client_name(peer), reason=refusal)
+                self._send(sock, peer, reply)
+                continue
+            if not body:
+                continue  # an identity with no body: nothing to answer
+            who = self._arrival(body, user_id)
+            fast = self._heartbeat_now(body, who, user_id) if who else None
+            if fast is not None:
+                self._send(sock, peer, fast)
+                continue
+            back.send_multipart([peer, (user_id or "").encode(), who.encode(), *body])
+
+    def _arrival(self, body: list[bytes], user_id: str | None) -> str:
+        """The identity of an arriving request ("" if it has none yet): it is alive now,
+        and stays alive while its request waits for the worker."""
+        try:
+            header = json.loads(body[0])
+            if not isinstance(header, dict) or header.get("kind") == "hello":
+                return ""
+            session = header.get("session")
+            who = self.sessions.identify(session if isinstance(session, str) else None, user_id)
+        except Exception:  # noqa: BLE001 - the worker answers bad requests properly
+            return ""
+        now = time.monotonic()
+        with self._live:
+            self._pending[who] = self._pending.get(who, 0) + 1
+            self.leases.touch(who, now)
+            self.reservations.touch(who, now)
+        return who
+
+    def _done(self, who: str) -> None:
+        if not who:
+            return
+        with self._live:
+            n = self._pending.get(who, 0) - 1
+            if n > 0:
+                self._pending[who] = n
+            else:
+                self._pending.pop(who, None)
+
+    def _keep_waiting_alive(self, now: float) -> None:
+        """Clients whose requests wait for the worker are alive (worker thread)."""
+        with self._live:
+            for who in list(self._pending):
+                self.leases.touch(who, now)
+                self.reservations.touch(who, now)
+
+    def _heartbeat_now(self, body: list[bytes], who: str, user_id: str | None) -> list[Any] | None:
+        """The reply to a heartbeat, from the I/O thread (None: not a plain heartbeat)."""
+        if len(body) != 1 or b'"heartbeat"' not in body[0]:
+            return None
+        try:
+            msg, _ = decode_request(body)
+        except ProtocolError:
+            return None
+        if not isinstance(msg, Heartbeat):
+            return None
+        self._done(who)
+        now = time.monotonic()
+        self._seen(who, msg.kind, now)
+        held = list(self.reservations.held.values())  # a copy: the worker may change it
+        leases = list(self.leases.all())
+        return encode(
+            HeartbeatReply(
+                request_id=msg.request_id,
+                leases=sum(1 for x in leases if x.client == who),
+                runs=tuple(sorted(r.run_id for r in held if r.identity == who)),
+            )
+        )
 
     def _receive(self, sock: zmq.Socket) -> tuple[bytes, list[bytes], str | None, str | None]:
         """``(routing id, body frames, CURVE user id, refusal)``, read one frame at a time:
@@ -326,6 +438,7 @@ class DeviceServer:
                 self.db.close()
 
     def _sweep(self, now: float) -> None:
+        self._keep_waiting_alive(now)
         self._expired(self.leases.expire(now))
         self._reservations_lapsed(self.reservations.expire(now))
 
@@ -338,6 +451,7 @@ class DeviceServer:
                 [(r.identity, r.run_id) for r in gone],
             )
         for r in gone:
+            self._end_tenant(r)
             log.info(
                 "reservation_expired",
                 reservation_id=r.reservation_id,
@@ -362,6 +476,23 @@ class DeviceServer:
                 res.whole = res.whole | {name}
         for res in found.values():
             self.reservations.restore(res, now)
+        self.driver.keep_tenants(
+            [t for t in (Tenant.of(r) for r in found.values()) if t is not None]
+        )
+
+    def _end_tenant(self, res: Reservation) -> None:
+        tenant = Tenant.of(res)
+        if tenant is not None:
+            self.driver.end_tenant(tenant)
+
+    def _tenant(self, client: str, region: Region | None) -> Tenant | None:
+        """The tenant of a request: the client's reservation holding ``region`` (for the
+        whole device, e.g. ``advance``: its latest reservation)."""
+        if region is None:
+            mine = [r for r in self.reservations.all() if r.identity == client]
+            return Tenant.of(mine[-1]) if mine else None
+        res = self.reservations.holder_of(client, region)
+        return None if res is None else Tenant.of(res)
 
     def _expired(self, leases: list[Lease]) -> None:
         if not leases:
@@ -405,6 +536,8 @@ class DeviceServer:
                 client = self.sessions.identify(msg.session, user_id)
             self._seen(client, verb, now)
             # lapsed before this message arrived: a late message does not revive them
+            # (a message that waited for the worker was counted alive on arrival)
+            self._keep_waiting_alive(now)
             self._reservations_lapsed(self.reservations.expire(now))
             self.leases.touch(client, now)
             self.reservations.touch(client, now)
@@ -509,12 +642,14 @@ class DeviceServer:
                 )
                 self.audit.record(client, msg.run_id, msg.kind, None, 0, "ok", rid)
             if dropped is not None:
+                self._end_tenant(dropped)
                 log.info("reservation_released", client=client, run_id=msg.run_id)
             return encode(
                 ReserveReleased(request_id=rid, run_id=msg.run_id, released=dropped is not None)
             )
         if isinstance(msg, TimeRequest):
-            return encode(TimeReply(request_id=rid, time_s=d.time_s()))
+            with d.tenant(self._tenant(client, None)):
+                return encode(TimeReply(request_id=rid, time_s=d.time_s()))
         if isinstance(msg, StatusRequest):
             return encode(self._status(rid, now))
         if isinstance(msg, LeaseAcquire):
@@ -573,15 +708,17 @@ class DeviceServer:
         if isinstance(msg, MvmRequest):
             self.leases.check(client, msg.region, write=False, now=now)
             self.reservations.check(client, msg.region, "an mvm")
-            if "x_code" in arrays:  # DAC codes in, ADC codes out (drivers/codes.py)
-                y_code, lsb = mvm_over_codes(d, msg.region, arrays["x_code"], msg.transpose)
-                return encode(MvmReply(request_id=rid, y_lsb_us=lsb), {"y_code": y_code})
-            y = d.mvm(msg.region, arrays["x"], transpose=msg.transpose)
+            with d.tenant(self._tenant(client, msg.region)):
+                if "x_code" in arrays:  # DAC codes in, ADC codes out (drivers/codes.py)
+                    y_code, lsb = mvm_over_codes(d, msg.region, arrays["x_code"], msg.transpose)
+                    return encode(MvmReply(request_id=rid, y_lsb_us=lsb), {"y_code": y_code})
+                y = d.mvm(msg.region, arrays["x"], transpose=msg.transpose)
             return encode(MvmReply(request_id=rid), {"y": y})
         if isinstance(msg, ReadRequest):
             self.leases.check(client, msg.region, write=False, now=now)
             self.reservations.check(client, msg.region, "a read")
-            g = d.read_conductances(msg.region)
+            with d.tenant(self._tenant(client, msg.region)):
+                g = d.read_conductances(msg.region)
             return encode(ReadReply(request_id=rid), {"g_us": g})
         if isinstance(msg, PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest):
             return encode(self._state_changing(client, msg, arrays, now))
@@ -766,10 +903,14 @@ class DeviceServer:
             recorded = self.replies.get(client, rid, kind, fp)
             if recorded is None:
                 self.leases.check(client, region, write=True, now=now)
-                self.reservations.check(client, region, f"{kind}")
+                tenant = self._tenant(client, region)
+                if region is not None or tenant is None or not d.isolates_tenants:
+                    # a tenant's advance on an isolating driver moves only its own clock
+                    self.reservations.check(client, region, f"{kind}")
                 drid = driver_request_id(client, rid)
                 applied = d.recorded_reply(drid) is None
-                rep = self._apply(msg, arrays, drid)
+                with d.tenant(tenant):
+                    rep = self._apply(msg, arrays, drid)
                 self.replies.put(client, rid, kind, fp, rep)
                 pulses = self._wear(client, msg, arrays, rep) if applied else 0
                 self.audit.record(client, "", kind, region, pulses, "ok", rid)

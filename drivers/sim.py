@@ -29,7 +29,8 @@ import functools
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -39,7 +40,7 @@ import structlog
 
 import simulator
 from drivers import DeviceError, InvalidRequest
-from drivers.base import DAC_CODE_MAX, Driver, MvmCodes
+from drivers.base import DAC_CODE_MAX, Driver, MvmCodes, Tenant
 from drivers.fsio import atomic_write_bytes, fsync_dir
 from drivers.statedb import StateDB
 from protocols.models import (
@@ -89,6 +90,8 @@ def _compact_ints(a: np.ndarray) -> np.ndarray:
 class SimDriver(Driver):
     """Two simulated chips behind the driver contract, optionally crash-safe on disk."""
 
+    isolates_tenants = True
+
     def __init__(
         self,
         preset: str = "hermes",
@@ -111,6 +114,7 @@ class SimDriver(Driver):
         self.compact_bytes = compact_bytes
         self._fsync = fsync
         self.state_db: StateDB | None = None
+        self._tenant: Tenant | None = None
         self._gen = 0
         self._journal_records = 0
         self._journal_bytes = 0
@@ -281,6 +285,12 @@ class SimDriver(Driver):
             "type": type(reply).__name__,
             "reply": reply.model_dump(),
         }
+        if self._tenant is not None:
+            header["tenant"] = {
+                "seed": self._tenant.seed,
+                "regions": [r.model_dump() for r in self._tenant.regions],
+                "starts": self._tenant_starts(),
+            }
         stored = {k: _compact_ints(v) for k, v in arrays.items() if v is not None}
         with db.transaction():  # joins the server's transaction when there is one
             self._journal_bytes += db.append_journal(header, stored)
@@ -295,6 +305,16 @@ class SimDriver(Driver):
                 self.compact()
 
     def _replay(self, h: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        t = h.get("tenant")
+        tenant = (
+            None
+            if t is None
+            else Tenant(int(t["seed"]), tuple(Region.model_validate(r) for r in t["regions"]))
+        )
+        with self.tenant(tenant, None if t is None else t["starts"]):
+            self._replay_now(h, arrays)
+
+    def _replay_now(self, h: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         for chip, t in zip(self.chips, h["t_before"], strict=True):
             if t > chip.time_s:
                 chip.advance_to(t)
@@ -328,6 +348,85 @@ class SimDriver(Driver):
                 f"recorded {recorded}; the state dir does not match this code"
             )
         self._replies.put(h["rid"], verb, h["fp"], recorded)
+
+    # ------------------------------------------------------------ tenants
+    @staticmethod
+    def _chip_regions(tenant: Tenant, c: int) -> tuple[simulator.Region, ...]:
+        return tuple(
+            simulator.Region(c, r.row0, r.row1, r.col0, r.col1)
+            for r in tenant.regions
+            if r.chip == c
+        )
+
+    @staticmethod
+    def _stream_key(tenant: Tenant, regions: Sequence[simulator.Region]) -> tuple[int, ...]:
+        """The run's seed and its regions on one chip (with the chip's seed and id, the
+        stream's ``SeedSequence``): never arrival order."""
+        return (tenant.seed, *(x for r in regions for x in (r.row0, r.row1, r.col0, r.col1)))
+
+    @contextmanager
+    def tenant(
+        self, tenant: Tenant | None, starts: dict[str, float] | None = None
+    ) -> Iterator[None]:
+        """Requests in the block use ``tenant``'s own streams on each chip it holds regions
+        of (:meth:`simulator.Chip.stream`): noise and clock of its own. ``starts``: stream
+        start times per chip (journal replay)."""
+        if tenant is None or self._tenant is not None:
+            yield
+            return
+        with ExitStack() as stack:
+            for c, chip in enumerate(self.chips):
+                regions = self._chip_regions(tenant, c)
+                if regions:
+                    start = None if starts is None else starts.get(str(c))
+                    stack.enter_context(
+                        chip.stream(self._stream_key(tenant, regions), regions, start)
+                    )
+            self._tenant = tenant
+            try:
+                yield
+            finally:
+                self._tenant = None
+
+    def _tenant_chips(self) -> list[int]:
+        if self._tenant is None:
+            return list(range(len(self.chips)))
+        return sorted({r.chip for r in self._tenant.regions})
+
+    def _tenant_starts(self) -> dict[str, float]:
+        t = self._tenant
+        if t is None:
+            return {}
+        out = {}
+        for c in self._tenant_chips():
+            start = self.chips[c].stream_start_s(self._stream_key(t, self._chip_regions(t, c)))
+            if start is not None:
+                out[str(c)] = start
+        return out
+
+    def _as_tenant(self, region: Region | None) -> Any:
+        """The context of a request: the active tenant, else this driver's own (local)
+        reservation holding ``region``, else none."""
+        if self._tenant is not None:
+            return nullcontext()
+        return self.tenant(self.local_tenant(region))
+
+    def end_tenant(self, tenant: Tenant) -> None:
+        for c, chip in enumerate(self.chips):
+            regions = self._chip_regions(tenant, c)
+            if regions:
+                chip.end_stream(self._stream_key(tenant, regions))
+
+    def keep_tenants(self, tenants: Sequence[Tenant]) -> None:
+        for c, chip in enumerate(self.chips):
+            live = {
+                self._stream_key(t, self._chip_regions(t, c))
+                for t in tenants
+                if self._chip_regions(t, c)
+            }
+            for key in chip.streams:
+                if key not in live:
+                    chip.end_stream(key)
 
     # ------------------------------------------------------------ hooks
     def _info(self) -> DeviceInfo:
@@ -372,12 +471,14 @@ class SimDriver(Driver):
     @_sim_errors
     def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:
         chip, r = self._chip(region)
-        return chip.mvm_t(r, x) if transpose else chip.mvm(r, x)
+        with self._as_tenant(region):
+            return chip.mvm_t(r, x) if transpose else chip.mvm(r, x)
 
     @_sim_errors
     def _read_conductances(self, region: Region) -> np.ndarray:
         chip, r = self._chip(region)
-        return chip.read_conductances(r)
+        with self._as_tenant(region):
+            return chip.read_conductances(r)
 
     @_sim_errors
     def true_conductances(self, region: Region) -> np.ndarray:
@@ -413,11 +514,16 @@ class SimDriver(Driver):
 
     @_sim_errors
     def _do_advance(self, dt_s: float) -> AdvanceReport:
-        for chip in self.chips:
+        chips = [self.chips[c] for c in self._tenant_chips()]  # a tenant's clocks only
+        for chip in chips:
             chip.advance(dt_s)
-        return AdvanceReport(time_s=max(self._times()))
+        return AdvanceReport(time_s=max(c.time_s for c in chips))
 
     def _apply_pulses(self, region, counts, reset_mask, request_id) -> PulseReport:  # type: ignore[no-untyped-def]
+        with self._as_tenant(region):
+            return self._apply_pulses_now(region, counts, reset_mask, request_id)
+
+    def _apply_pulses_now(self, region, counts, reset_mask, request_id) -> PulseReport:  # type: ignore[no-untyped-def]
         t = self._times()
         rep = self._do_pulses(region, counts, reset_mask)
         self._record(
@@ -432,12 +538,19 @@ class SimDriver(Driver):
         return rep
 
     def _reset(self, region: Region, request_id: str) -> ResetReport:
-        t = self._times()
-        rep = self._do_reset(region)
-        self._record("reset", request_id, region.chip, t, {"region": region.model_dump()}, {}, rep)
-        return rep
+        with self._as_tenant(region):
+            t = self._times()
+            rep = self._do_reset(region)
+            self._record(
+                "reset", request_id, region.chip, t, {"region": region.model_dump()}, {}, rep
+            )
+            return rep
 
     def _program(self, region, target_us, tolerance_us, max_iterations, request_id):  # type: ignore[no-untyped-def]
+        with self._as_tenant(region):
+            return self._program_now(region, target_us, tolerance_us, max_iterations, request_id)
+
+    def _program_now(self, region, target_us, tolerance_us, max_iterations, request_id):  # type: ignore[no-untyped-def]
         t = self._times()
         rep = self._do_program(region, target_us, tolerance_us, max_iterations)
         self._record(
@@ -456,13 +569,15 @@ class SimDriver(Driver):
         return rep
 
     def _advance(self, dt_s: float, request_id: str) -> AdvanceReport:
-        t = self._times()
-        rep = self._do_advance(dt_s)
-        self._record("advance", request_id, None, t, {"dt_s": dt_s}, {}, rep)
-        return rep
+        with self._as_tenant(None):
+            t = self._times()
+            rep = self._do_advance(dt_s)
+            self._record("advance", request_id, None, t, {"dt_s": dt_s}, {}, rep)
+            return rep
 
     def _time_s(self) -> float:
-        return max(self._times())
+        with self._as_tenant(None):
+            return max(self.chips[c].time_s for c in self._tenant_chips())
 
     def _close_db(self) -> None:
         if self.state_db is not None:

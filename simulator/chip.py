@@ -19,6 +19,15 @@ std is at most ``cache_rel_tol`` (default 1e-4), bounded by
 youngest device's age and ``ln_min = ln((age_min + t0 + t_read)/(2 t_read))``. Any write
 to an overlapping region drops the entry.
 
+Tenant streams (:meth:`Chip.stream`): requests made inside ``with chip.stream(key,
+regions)`` draw their write and read noise from RNGs of their own,
+``SeedSequence(seed, spawn_key=(chip_id, STREAM_TAG, *key))``, and move a clock of their
+own (it starts at the later of the last explicit :meth:`Chip.advance` outside any stream,
+i.e. deliberate ageing of the whole chip, and the last programming time of the stream's
+regions; never at a time other tenants' traffic moved), with a cache of their own. A shared chip's server gives each run
+reservation one stream (``key`` from the run's seed and its regions), so a run's results
+on a region do not depend on other runs' traffic or on arrival order.
+
 Randomness: ``SeedSequence(seed, spawn_key=(chip_id,))`` spawns three streams: *init*
 (PCG64: device spread, faults, initial state), *write* (PCG64: pulses, programming noise,
 nu draws, verify reads) and *read* (SFC64, for speed: MVM and
@@ -30,6 +39,8 @@ never change the future written state; replaying the writes (at their chip times
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +70,21 @@ class PulseResult:
     """RESETs applied"""
     t_s: float
     """chip time after the request (s)"""
+
+
+STREAM_TAG = 0x7E
+"""Spawn-key tag separating tenant streams from the chip's own (``(chip_id,)``)."""
+
+
+@dataclass
+class _Stream:
+    """A tenant's clock, write and read RNGs and MVM cache (see :meth:`Chip.stream`)."""
+
+    clock: Clock
+    write_rng: np.random.Generator
+    read_rng: np.random.Generator
+    cache: dict[tuple[int, int, int, int], _CacheEntry]
+    start_s: float
 
 
 @dataclass
@@ -107,6 +133,9 @@ class Chip:
             self._params, np.random.Generator(np.random.PCG64(init)), self._clock.time_s
         )
         self._cache: dict[tuple[int, int, int, int], _CacheEntry] = {}
+        self._streams: dict[tuple[int, ...], _Stream] = {}
+        self._in_stream = False
+        self._aged_s = self._clock.time_s
 
     def __repr__(self) -> str:
         return (
@@ -154,11 +183,80 @@ class Chip:
 
     def advance(self, dt_s: float) -> float:
         """Let ``dt_s`` seconds pass (devices drift); returns the new time."""
-        return self._clock.advance(dt_s)
+        t = self._clock.advance(dt_s)
+        if not self._in_stream:
+            self._aged_s = t
+        return t
 
     def advance_to(self, t_s: float) -> float:
         """Move the clock forward to ``t_s`` (for journal replay); returns the new time."""
         return self._clock.advance_to(t_s)
+
+    # ----------------------------------------------------------------- tenant streams
+    @contextmanager
+    def stream(
+        self,
+        key: tuple[int, ...] | None,
+        regions: tuple[Region, ...] = (),
+        start_s: float | None = None,
+    ) -> Iterator[None]:
+        """Within the block, requests use the tenant stream ``key`` (module doc), created
+        on first use; its clock starts at ``start_s`` if given (a journal replay), else
+        at the later of the chip clock and the last programming time of ``regions``'
+        devices. ``key=None``: the chip's own streams."""
+        if key is None:
+            yield
+            return
+        key = tuple(int(k) for k in key)
+        st = self._streams.get(key)
+        if st is None:
+            st = self._streams[key] = self._new_stream(key, regions, start_s)
+        saved = (self._clock, self._write_rng, self._read_rng, self._cache, self._in_stream)
+        self._clock, self._write_rng, self._read_rng, self._cache = (
+            st.clock,
+            st.write_rng,
+            st.read_rng,
+            st.cache,
+        )
+        self._in_stream = True
+        try:
+            yield
+        finally:
+            self._clock, self._write_rng, self._read_rng, self._cache, self._in_stream = saved
+
+    def _new_stream(
+        self, key: tuple[int, ...], regions: tuple[Region, ...], start_s: float | None
+    ) -> _Stream:
+        write, read = np.random.SeedSequence(
+            self._seed, spawn_key=(self._chip_id, STREAM_TAG, *key)
+        ).spawn(2)
+        t0 = self._aged_s
+        for r in regions:
+            r = validation.check_region(r, self._chip_id)
+            rs, cs = r.slices
+            t0 = max(t0, float(self._pop.arrays["t_prog_s"][rs, cs].max()))
+        if start_s is not None:
+            t0 = float(start_s)
+        return _Stream(
+            Clock(self._clock.mode, t0),
+            np.random.Generator(np.random.PCG64(write)),
+            np.random.Generator(np.random.SFC64(read)),
+            {},
+            t0,
+        )
+
+    def stream_start_s(self, key: tuple[int, ...]) -> float | None:
+        """The start time of tenant stream ``key`` (None if there is none)."""
+        st = self._streams.get(tuple(int(k) for k in key))
+        return None if st is None else st.start_s
+
+    def end_stream(self, key: tuple[int, ...]) -> bool:
+        """Forget tenant stream ``key`` (its run released its regions); True if it existed."""
+        return self._streams.pop(tuple(int(k) for k in key), None) is not None
+
+    @property
+    def streams(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(self._streams)
 
     # ----------------------------------------------------------------- reads
     def mvm(self, region: Region, x: np.ndarray) -> np.ndarray:

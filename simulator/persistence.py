@@ -47,6 +47,18 @@ def chip_to_bytes(chip: Chip) -> bytes:
         "write_rng": _jsonable(chip._write_rng.bit_generator.state),
         "read_rng": _jsonable(chip._read_rng.bit_generator.state),
         "cache_anchors": [[*key, entry.t_s] for key, entry in chip._cache.items()],
+        "aged_s": chip._aged_s,
+        "streams": [
+            {
+                "key": list(key),
+                "clock": st.clock.state(),
+                "write_rng": _jsonable(st.write_rng.bit_generator.state),
+                "read_rng": _jsonable(st.read_rng.bit_generator.state),
+                "cache_anchors": [[*k, e.t_s] for k, e in st.cache.items()],
+                "start_s": st.start_s,
+            }
+            for key, st in chip._streams.items()
+        ],
     }
     arrays = dict(chip._pop.arrays)
     arrays[META_KEY] = np.array(json.dumps(meta))
@@ -148,4 +160,24 @@ def chip_from_bytes(
     for r0, r1, c0, c1, t_s in meta["cache_anchors"]:
         region = Region(chip.chip_id, r0, r1, c0, c1)
         chip._cache[region.key] = chip._build_entry(region, float(t_s))
+    from simulator.chip import _Stream
+
+    chip._in_stream = False
+    chip._aged_s = float(meta.get("aged_s", 0.0))
+    chip._streams = {}
+    for st in meta.get("streams", []):  # tenant streams (absent in older files)
+        stream_clock = dict(st["clock"])
+        if clock_mode is not None:
+            stream_clock["mode"] = clock_mode
+        cache = {}
+        for r0, r1, c0, c1, t_s in st["cache_anchors"]:
+            region = Region(chip.chip_id, r0, r1, c0, c1)
+            cache[region.key] = chip._build_entry(region, float(t_s))
+        chip._streams[tuple(st["key"])] = _Stream(
+            Clock.from_state(stream_clock),
+            _rng(st["write_rng"]),
+            _rng(st["read_rng"]),
+            cache,
+            float(st["start_s"]),
+        )
     return chip

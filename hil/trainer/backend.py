@@ -80,6 +80,15 @@ class Backend(Protocol):
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None: ...
 
+    def fingerprint(self) -> dict[str, np.ndarray]:
+        """A read of the device weights to keep with a checkpoint (``{}``: nothing)."""
+        ...
+
+    def check_fingerprint(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """Refuse (``HilError``) if the device no longer holds the weights whose
+        :meth:`fingerprint` is in ``arrays``; returns the agreement per matrix."""
+        ...
+
     @property
     def device_params(self) -> frozenset[str]: ...
 
@@ -142,6 +151,12 @@ class SoftwareBackend:
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         return None
+
+    def fingerprint(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def check_fingerprint(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        return {}
 
     @property
     def device_params(self) -> frozenset[str]:

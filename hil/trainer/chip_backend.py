@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from drivers import DriverError, LeaseConflict, open_driver
+from drivers import DriverError, InvalidRequest, LeaseConflict, open_driver
 from drivers.base import Driver
 from hil.errors import HilError
 from hil.learning import MatrixOp, Network, ReadoutConfig, SNUConfig, build_network
@@ -41,7 +41,7 @@ from hil.trainer.cells import CellMapping, RefreshConfig
 from hil.trainer.config import DeviceSection
 from hil.trainer.device_matrix import DeviceMatrix, RequestIds, UpdateConfig
 from hil.trainer.model import network_shapes
-from hil.trainer.placement import wants
+from hil.trainer.placement import PlacementError, wants
 from protocols.messages import MatrixWant
 from protocols.models import CAP_SNAPSHOT, CAP_TIME
 from protocols.region import Region
@@ -49,6 +49,9 @@ from protocols.region import Region
 log = structlog.get_logger(__name__)
 
 PROBE_ROWS = 16
+FINGERPRINT = "fingerprint"
+FINGERPRINT_MIN_R = 0.9
+"""Least correlation of a matrix's probe outputs at resume with those at the checkpoint."""
 
 
 def open_device(url: str, restore: Path | None = None) -> Driver:
@@ -103,6 +106,7 @@ class ChipBackend:
         self.programming: dict[str, dict[str, Any]] = {}
         self.targets: dict[str, np.ndarray] = {}
         self.probes: dict[str, np.ndarray] = {}
+        self.last_probe: dict[str, np.ndarray] = {}  # the fingerprint (see fingerprint())
 
     @classmethod
     def open(
@@ -162,6 +166,8 @@ class ChipBackend:
             )
         except LeaseConflict as exc:
             raise HilError(f"{self.url}: {exc}") from None
+        except InvalidRequest as exc:
+            raise PlacementError(f"{self.url}: {exc}") from None
         except DriverError as exc:
             raise HilError(f"cannot reserve chip regions at {self.url}: {exc}") from exc
         self.reservation_id = res.reservation_id
@@ -234,6 +240,8 @@ class ChipBackend:
             name: probe_rng.choice([-1.0, 1.0], size=(PROBE_ROWS, m.shape[0])).astype(np.float32)
             for name, m in self.matrices.items()
         }
+        if program:  # the first fingerprint: the freshly programmed weights
+            self.last_probe = self._probe_now()
         return net
 
     def placement_record(self) -> dict[str, Any]:
@@ -294,7 +302,8 @@ class ChipBackend:
 
     def epoch_metrics(self) -> dict[str, Any]:
         """This epoch's device counters (then reset); ends with one read per trainable
-        matrix (saturated cells) and the device clock."""
+        matrix (saturated cells), the device clock and one probe MVM per matrix (the
+        fingerprint of :meth:`fingerprint`)."""
         mats = self.matrices.values()
         out: dict[str, Any] = {
             "pulses": sum(m.stats.pulses for m in mats),
@@ -310,6 +319,7 @@ class ChipBackend:
             out["device_time_s"] = self.driver.time_s()
         for m in mats:
             m.stats.reset()
+        self.last_probe = self._probe_now()  # this epoch's fingerprint
         return out
 
     # ------------------------------------------------------------ checkpoints
@@ -322,10 +332,61 @@ class ChipBackend:
         return {f"{n}:{k}": v for n, m in self.matrices.items() for k, v in m.state().items()}
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.last_probe = {
+            n: arrays[f"{n}:{FINGERPRINT}"] for n in self.matrices if f"{n}:{FINGERPRINT}" in arrays
+        }
         for name, m in self.matrices.items():
             m.load_state(
-                {k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{name}:")}
+                {
+                    k.split(":", 1)[1]: v
+                    for k, v in arrays.items()
+                    if k.startswith(f"{name}:") and not k.endswith(FINGERPRINT)
+                }
             )
+
+    def _probe_now(self) -> dict[str, np.ndarray]:
+        """The fixed probe's raw outputs (µS) of every matrix now (one MVM each)."""
+        return {
+            n: np.asarray(self.driver.mvm(m.region, self.probes[n]), np.float64)
+            for n, m in self.matrices.items()
+        }
+
+    def fingerprint(self) -> dict[str, np.ndarray]:
+        """The latest probe read of every matrix (taken after programming and at every
+        epoch end, so in the run's own flow: no request of its own, and the run's
+        results do not depend on how often it checkpoints), kept with every checkpoint
+        so a resume on a non-volatile chip can check the chip still holds the weights
+        (:meth:`check_fingerprint`)."""
+        return {f"{n}:{FINGERPRINT}": y for n, y in self.last_probe.items()}
+
+    def check_fingerprint(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """Probe every matrix again and compare with the checkpoint's fingerprint: the
+        outputs must correlate (Pearson r ≥ :data:`FINGERPRINT_MIN_R`; drift scales them
+        and noise blurs them, neither decorrelates them). Raises :class:`HilError` naming
+        the matrix otherwise: the cells were reset or written by someone else."""
+        out: dict[str, float] = {}
+        for n, m in self.matrices.items():
+            ref = arrays.get(f"{n}:{FINGERPRINT}")
+            if ref is None:
+                continue  # a checkpoint from before fingerprints
+            now = np.asarray(self.driver.mvm(m.region, self.probes[n]), np.float64).ravel()
+            ref = np.asarray(ref, np.float64).ravel()
+            r = (
+                float(np.corrcoef(ref, now)[0, 1])
+                if ref.std() > 0 and now.std() > 0
+                else (1.0 if np.array_equal(ref, now) else 0.0)
+            )
+            out[n] = r
+            self.last_probe[n] = now.reshape(np.shape(arrays[f"{n}:{FINGERPRINT}"]))
+            if not r >= FINGERPRINT_MIN_R:
+                raise HilError(
+                    f"the chip at {self.url} no longer holds this run's weights: matrix {n} "
+                    f"at {m.region} reads back with correlation {r:.2f} to the read taken at "
+                    f"the checkpoint (at least {FINGERPRINT_MIN_R} expected); its cells were "
+                    f"reset or written by another run (did its reservation lapse?). Refusing "
+                    f"to resume; start a new run"
+                )
+        return out
 
     @property
     def can_snapshot(self) -> bool:

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     SerializerFunctionWrapHandler,
     ValidationError,
     model_serializer,
@@ -134,9 +135,9 @@ class DeviceSection(_Strict):
     """virtual-clock devices: time between the end of an epoch's training and its evaluation"""
     chip: int | None = Field(default=None, ge=0)
     """reserve every matrix on this chip (default: wherever the device side finds room)"""
-    region: str | None = Field(default=None, pattern=r"^\d+:\d+:\d+$")
-    """``CHIP:ROW:COL``: reserve the run's matrices exactly there, shelf-packed from that
-    corner of that chip (reproducible placement; refused if held by another run)"""
+    region: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt] | None = None
+    """``[CHIP, ROW, COL]``: reserve the run's matrices exactly there, shelf-packed from
+    that corner of that chip (reproducible placement; waits while another run holds it)"""
 
     @model_validator(mode="after")
     def _thresholds(self) -> DeviceSection:

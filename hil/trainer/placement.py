@@ -4,7 +4,7 @@ On a device, a run's regions are reserved through the driver contract
 (:func:`wants`, ``Driver.reserve``): the device side (the server, for a shared chip)
 allocates each matrix where there is room (:func:`drivers.allocation.allocate`), the
 paper's chip first, on the run's chip if ``device.chip`` is set, or exactly at the
-shelf-packed block anchored at ``device.region`` (``CHIP:ROW:COL``). :func:`place` is the
+shelf-packed block anchored at ``device.region`` (``[CHIP, ROW, COL]``). :func:`place` is the
 layout of the paper's run on an empty device, kept for reference and tests:
 
 As in the paper's hardware run, forward matrices (``h{l}.W``, ``h{l}.H``, ``out.W``) go to
@@ -123,18 +123,13 @@ def anchored(
         if shelf_row + m > rows or c + n > cols:
             raise PlacementError(
                 f"matrix {name} of shape {m}x{n} does not fit on chip {chip} from "
-                f"device.region {chip}:{row}:{col} ({rows}x{cols} array); move the corner "
+                f"device.region [{chip}, {row}, {col}] ({rows}x{cols} array); move the corner "
                 f"or reduce the layer widths"
             )
         out[name] = Region(chip, shelf_row, shelf_row + m, c, c + n)
         c += n
         shelf_height = max(shelf_height, m)
     return out
-
-
-def parse_anchor(text: str) -> tuple[int, int, int]:
-    chip, row, col = (int(x) for x in text.split(":"))
-    return chip, row, col
 
 
 def wants(
@@ -144,7 +139,7 @@ def wants(
     rows: int,
     cols: int,
     chip: int | None = None,
-    region: str | None = None,
+    region: tuple[int, int, int] | None = None,
     fixed: Mapping[str, Region] | None = None,
 ) -> list[MatrixWant]:
     """What a run asks the device side to reserve: one :class:`MatrixWant` per matrix.
@@ -163,10 +158,10 @@ def wants(
         raise PlacementError(f"device.chip={chip}, but the device has only {chips} chip(s)")
     exact: dict[str, Region] = dict(fixed or {})
     if region is not None and not exact:
-        c, r, col = parse_anchor(region)
+        c, r, col = region
         if c >= chips:
             raise PlacementError(
-                f"device.region={region}: chip {c}, but the device has only {chips} chip(s)"
+                f"device.region={list(region)}: chip {c}, but the device has only {chips} chip(s)"
             )
         exact = anchored(shapes, c, r, col, rows, cols)
     elif not exact:

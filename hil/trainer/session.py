@@ -197,11 +197,9 @@ def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
         guard.started(run)
         history = _train_on(cfg, req, run, data, backend, ck, generation, attempt)
         if isinstance(backend, ChipBackend):
+            held = backend.reservation_id
             backend.release()  # finished: the regions are free for the next run
-            run.event(
-                "reservation_released",
-                reservation_id=backend.reservation_record()["reservation_id"],
-            )
+            run.event("reservation_released", reservation_id=held)
     finally:
         backend.close()
     fault_point("run.trained")
@@ -390,6 +388,9 @@ def _train_on(
         trainer.attempt = attempt
         if ck is not None:
             trainer.restore(ck, attempt)
+            if not ck.chip_snapshot:  # a chip that cannot be rolled back: still ours?
+                agreement = backend.check_fingerprint(ck.arrays)
+                run.event("fingerprint_checked", correlation=agreement)
         elif backend.can_snapshot or not backend.on_device:
             trainer.save_checkpoint()  # the initial state, chips included
         history = trainer.run_epochs(cfg.train.epochs)

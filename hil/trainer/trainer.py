@@ -253,7 +253,10 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         if self.checkpointer is not None:
-            self.checkpointer.save(self.checkpoint(), self.backend.snapshot)
+            ck = self.checkpoint()
+            # a read of the device weights (one probe MVM per matrix), checked on resume
+            ck.arrays.update(self.backend.fingerprint())
+            self.checkpointer.save(ck, self.backend.snapshot)
 
     def load_weights(self, ck: ckpt.Checkpoint) -> None:
         """Host parameters and every device matrix's χ/counter/counters from ``ck``."""

@@ -72,8 +72,12 @@ def test_disjoint_runs_are_granted_side_by_side_and_status_shows_them() -> None:
     assert c.call(b"bob", encode(ResetRequest(request_id="z", region=a.regions["out.W"])))[
         0
     ].code == ("lease_conflict")
-    adv = c.call(b"bob", encode(AdvanceRequest(request_id="adv", dt_s=1.0)))[0]
+    # a client without a reservation may not move the whole device's clock; a tenant
+    # of the simulator (which isolates tenants) moves only its own
+    adv = c.call(b"carol", encode(AdvanceRequest(request_id="adv", dt_s=1.0)))[0]
     assert adv.code == "lease_conflict" and "whole device" in adv.message
+    mine = c.call(b"bob", encode(AdvanceRequest(request_id="adv", dt_s=1.0)))[0]
+    assert mine.kind == "advance_reply"
 
 
 def test_queue_is_fifo_no_wait_refuses_and_release_grants_the_head() -> None:
@@ -152,3 +156,95 @@ def test_impossible_requests_are_refused_in_one_line() -> None:
     with pytest.raises(LeaseConflict):
         table.request("x", "r", [W("all", 256, 256, chip=0)], None, wait=True, now=0.0)
         table.request("y", "r", [W("a", 1, 1, chip=0)], None, wait=False, now=0.0)
+
+
+def _tenant_traffic(c: Sessions, who: bytes, region: Region, now: float, noise: bool) -> list:  # type: ignore[type-arg]
+    """A run's requests on its region; with ``noise`` another client works beside it."""
+    from protocols.messages import ProgramRequest, PulseRequest, TimeRequest
+
+    rng = np.random.default_rng(3)
+    out: list = []  # type: ignore[type-arg]
+    target = rng.uniform(-5, 5, region.shape).astype(np.float32)
+    x = rng.uniform(-1, 1, (4, region.rows)).astype(np.float32)
+    steps = [
+        (ProgramRequest(request_id="p", region=region, tolerance_us=0.5, max_iterations=10), {"target_us": target}),
+        (MvmRequest(request_id="m1", region=region), {"x": x}),
+        (PulseRequest(request_id="q", region=region), {"counts": np.ones((*region.shape, 4), np.uint8)}),
+        (MvmRequest(request_id="m2", region=region), {"x": x}),
+        (AdvanceRequest(request_id="a", dt_s=3600.0), {}),
+        (MvmRequest(request_id="m3", region=region), {"x": x}),
+        (TimeRequest(request_id="t"), {}),
+    ]  # fmt: skip
+    other = Region(0, 100, 140, 100, 140)
+    for i, (msg, arrays) in enumerate(steps):
+        if noise:  # the neighbour programs, pulses and reads in between
+            c.call(b"bob", encode(ProgramRequest(request_id=f"bp{i}", region=other, tolerance_us=0.5, max_iterations=10), {"target_us": np.full(other.shape, 3.0, np.float32)}), now)  # fmt: skip
+            c.call(b"bob", encode(MvmRequest(request_id=f"bm{i}", region=other), {"x": np.ones((64, other.rows), np.float32)}), now)  # fmt: skip
+        rep, arr = c.call(who, encode(msg, arrays), now)
+        assert rep.kind != "error", rep
+        out.append(
+            (rep.model_dump(exclude={"request_id"}), {k: v.tolist() for k, v in arr.items()})
+        )
+    return out
+
+
+@pytest.mark.parametrize("state", [False, True])
+def test_a_runs_noise_and_clock_do_not_depend_on_its_neighbours(
+    tmp_path: Path, state: bool
+) -> None:
+    """hermes: the same requests on the same region give the same replies alone and
+    beside a busy neighbour (its own noise stream and clock), also across a restart."""
+    region = Region(0, 0, 32, 0, 16)
+
+    def server(sub: str) -> DeviceServer:
+        url = tmp_path / sub if state else None
+        return DeviceServer(SimDriver("hermes", seed=2, state_dir=url), "inproc://unused")
+
+    results = []
+    for noise in (False, True):
+        srv = server(f"s{noise}")
+        c = Sessions(srv)
+        got = c.call(b"alice", encode(ReserveRequest(request_id="r", run_id="run", seed=7, matrices=(W("w", 32, 16, region=region),))))[0]  # fmt: skip
+        assert got.granted
+        if noise:
+            assert c.call(b"bob", reserve("b", W("w", 40, 40, region=Region(0, 100, 140, 100, 140))))[0].granted  # fmt: skip
+        results.append(_tenant_traffic(c, b"alice", region, 0.0, noise))
+        if state:
+            srv.close()
+            srv.driver.close()
+    assert results[0] == results[1]
+    assert results[0][-1][0]["time_s"] < 3600.0 + 1.0  # its own clock: its hour, not bob's traffic
+
+
+def test_a_tenants_stream_survives_a_crash_and_journal_replay(tmp_path: Path) -> None:
+    """The journal records each write's tenant (seed, regions, stream start), so replay
+    rebuilds the tenant's stream and clock: after kill -9 it continues exactly."""
+    from drivers.base import Tenant
+
+    region = Region(0, 8, 24, 8, 40)
+    tenant = Tenant(11, (region,))
+    target = np.linspace(-4, 4, region.rows * region.cols, dtype=np.float32).reshape(region.shape)
+    x = np.linspace(-1, 1, 3 * region.rows, dtype=np.float32).reshape(3, region.rows)
+
+    def writes(d: SimDriver) -> None:
+        d.advance(60.0, request_id="age")  # deliberate ageing of the whole chip
+        with d.tenant(tenant):
+            d.program(region, target, tolerance_us=0.5, max_iterations=8, request_id="p")
+            d.apply_pulses(region, np.ones((*region.shape, 4), np.int32), request_id="q")
+            d.advance(30.0, request_id="a")
+
+    def reads(d: SimDriver) -> tuple:  # type: ignore[type-arg]
+        with d.tenant(tenant):
+            return d.time_s(), d.mvm(region, x).tolist(), d.read_conductances(region).tolist()
+
+    ref = SimDriver("hermes", seed=1)
+    writes(ref)
+    crashed = SimDriver("hermes", seed=1, state_dir=tmp_path, compact_every=10_000)
+    writes(crashed)
+    crashed.state_db.close()  # type: ignore[union-attr]  # kill -9: nothing compacted
+    back = SimDriver("hermes", seed=1, state_dir=tmp_path)
+    try:
+        assert reads(back) == reads(ref)
+        assert back.time_s() == pytest.approx(60.0)  # the chip's own clock saw only the ageing
+    finally:
+        back.close()

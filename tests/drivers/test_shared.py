@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,62 @@ def test_unauthenticated_non_loopback_binds_warn(capsys: pytest.CaptureFixture[s
         main(["serve", "sim://?preset=ideal", "--bind", "tcp://192.0.2.1:5555", "--insecure"]) == 1
     )
     assert "without authentication" not in capsys.readouterr().err
+
+
+def test_a_busy_server_never_expires_a_live_client(tmp_path: Path) -> None:
+    """Long program requests of one client keep the worker busy for several lease TTLs;
+    the other client's heartbeats are answered on arrival, so its lease and reservation
+    stay, and its neighbour still may not write into them."""
+    from drivers import LeaseConflict
+    from protocols.messages import MatrixWant
+
+    extra = ["--lease-ttl", "1.5", "--heartbeat-interval", "0.3", "--reservation-ttl", "1.5"]
+    with ServeProcess(
+        "sim://?preset=hermes&seed=0", "tcp://127.0.0.1:*", extra, tmp_path / "serve.log"
+    ) as srv:
+        alice = RemoteDriver(srv.endpoint, client_name="alice")
+        bob = RemoteDriver(srv.endpoint, client_name="bob", timeout_s=60, retries=0)
+        try:
+            alice.acquire_lease(R)
+            mine = alice.reserve("a", [MatrixWant(name="w", rows=8, cols=8, chip=0)])
+            target = np.full((256, 256), 5.0, np.float32)
+            for i in range(4):  # each ~1-2 s of simulated program-and-verify
+                bob.program(Region(1, 0, 256, 0, 256), target, tolerance_us=0.01,
+                            max_iterations=100, request_id=f"long{i}")  # fmt: skip
+            hb = alice.heartbeat()
+            assert hb.leases == 1 and hb.runs == ("a",)
+            with pytest.raises(LeaseConflict):
+                bob.reset(R, request_id="steal-lease")
+            with pytest.raises(LeaseConflict):
+                bob.reset(mine.regions["w"], request_id="steal-reservation")
+            alice.mvm(mine.regions["w"], np.zeros((1, 8), np.float32))  # still hers
+        finally:
+            bob.close()
+            alice.close()
+
+
+def test_the_client_stops_when_a_heartbeat_says_its_reservation_is_gone(tmp_path: Path) -> None:
+    from drivers import ReservationLost
+    from protocols.messages import MatrixWant
+
+    extra = ["--reservation-ttl", "0.5", "--lease-ttl", "0.5"]
+    with ServeProcess(
+        "sim://?preset=ideal&seed=0", "tcp://127.0.0.1:*", extra, tmp_path / "serve.log"
+    ) as srv:
+        alice = RemoteDriver(srv.endpoint, client_name="alice", heartbeats=False)
+        observer = RemoteDriver(srv.endpoint, client_name="observer")
+        try:
+            got = alice.reserve("a", [MatrixWant(name="w", rows=4, cols=4)])
+            alice.acquire_lease(Region(1, 0, 4, 0, 4))
+            deadline = time.monotonic() + 30
+            while observer.status()["reservations"] and time.monotonic() < deadline:
+                time.sleep(0.2)  # alice silent (no heartbeats) beyond the TTL: it lapses
+            hb = alice.heartbeat()
+            assert hb.runs == () and hb.leases == 0
+            with pytest.raises(ReservationLost, match="lease"):
+                alice.mvm(got.regions["w"], np.zeros((1, 4), np.float32))
+            with pytest.raises(ReservationLost, match="no longer holds the reservation of run a"):
+                alice.mvm(got.regions["w"], np.zeros((1, 4), np.float32))
+        finally:
+            observer.close()
+            alice.close()

@@ -82,8 +82,16 @@ def _trainer(jsb_path: Path, *sets: str):  # type: ignore[no-untyped-def]
 
 def test_one_batch_is_mvms_and_one_pulse_request_per_trained_matrix(jsb_path: Path) -> None:
     trainer, task, driver = _trainer(jsb_path, "device.refresh_every=0")
-    # initial write: one program-and-verify per matrix, in build order, and no other request
-    assert driver.requests == [("program", "h0.W"), ("program", "B0"), ("program", "out.W")]
+    # initial write: one program-and-verify per matrix, in build order, then one probe MVM
+    # per matrix (the fingerprint a resume on a server checks), and no other request
+    assert driver.requests == [
+        ("program", "h0.W"),
+        ("program", "B0"),
+        ("program", "out.W"),
+        ("mvm", "h0.W"),
+        ("mvm", "B0"),
+        ("mvm", "out.W"),
+    ]
     driver.log.clear()
 
     idx = [0, 1, 2, 3]
@@ -118,7 +126,8 @@ def test_epoch_end_reads_only_for_drift_probe_and_saturation(jsb_path: Path) -> 
     assert {name for _, name in driver.requests[6:]} == {"h0.W", "out.W"}
     driver.log.clear()
     metrics = trainer.backend.epoch_metrics()
-    assert driver.requests == [("read", "h0.W"), ("read", "out.W")]  # saturated cells
+    # saturated cells, then the epoch's fingerprint (one probe MVM per matrix)
+    assert driver.requests == [("read", "h0.W"), ("read", "out.W"), *probes]
     assert metrics["mvm_requests"] > 0
 
 

@@ -176,7 +176,7 @@ def _cli(
     ("extra", "fragment"),
     [
         (["--set", "network.hidden=[300]"], "reduce the layer width"),
-        (["--set", "network.hidden=[200]"], "does not fit on chip 0"),
+        (["--set", "network.hidden=[200, 200]"], "do not fit the device"),
         (["--set", "optim.lr=-3"], "optim.lr"),
         (["--device", "tcp://127.0.0.1:9?timeout_s=0.2&retries=1"], "cannot open device"),
         (["--device", "warp://nowhere"], "unknown driver URL scheme"),

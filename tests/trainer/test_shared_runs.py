@@ -128,3 +128,105 @@ def test_a_run_that_does_not_fit_waits_in_the_queue_or_refuses_with_no_wait(
         finally:
             holder.close()
     assert RunDir.open(tmp_path / "waited").summary() is not None
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.slow
+def test_a_hermes_run_on_a_region_equals_itself_alone_while_two_others_train_beside_it(
+    tmp_path: Path, small_overrides: tuple[str, ...]
+) -> None:
+    """Tenant isolation: each reservation draws its noise from its own stream (server
+    seed, region, run seed) on its own clock, so the neighbours change nothing."""
+    sim = "sim://?preset=hermes&seed=3"
+    anchors = {1: "[0,0,0]", 2: "[0,100,0]", 3: "[1,0,0]"}
+    with ServeProcess(sim, "tcp://127.0.0.1:*", log_path=tmp_path / "serve.log") as srv:
+        procs = {
+            seed: _start(
+                _args((*small_overrides, f"device.region={anchor}"), seed),
+                srv.endpoint,
+                tmp_path / f"shared{seed}",
+            )
+            for seed, anchor in anchors.items()
+        }
+        for p in procs.values():
+            _finish(p)
+    for seed in (1, 2):
+        alone = tmp_path / f"alone{seed}"
+        train(
+            TrainRequest(
+                device=sim, run_dir=alone, epochs=1, seed=seed, progress=False,
+                overrides=(*small_overrides, f"device.region={anchors[seed]}"),
+            )
+        )  # fmt: skip
+        shared = RunDir.open(tmp_path / f"shared{seed}").metrics()
+        assert without_timing(shared) == without_timing(RunDir.open(alone).metrics())
+        rec = json.loads((tmp_path / f"shared{seed}" / "reservation.json").read_text())
+        chip, row, col = json.loads(anchors[seed])
+        assert min((r["chip"], r["row0"], r["col0"]) for r in rec["regions"].values()) == (
+            chip,
+            row,
+            col,
+        )
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.slow
+def test_resume_on_a_server_takes_its_reservation_back_and_checks_the_weights(
+    tmp_path: Path, small_overrides: tuple[str, ...]
+) -> None:
+    """kill -9 after the last checkpoint: --resume is the same client (its session token),
+    takes its reservation back and checks the chip still holds its weights; after the
+    reservation lapsed and another run wrote there, --resume refuses in one line."""
+    import numpy as np
+
+    sim = "sim://?preset=hermes&seed=5"
+    extra = ["--reservation-ttl", "2"]
+    env = {**__import__("os").environ, "HIL_FAULT": "run.trained"}
+    with ServeProcess(sim, "tcp://127.0.0.1:*", extra, tmp_path / "serve.log") as srv:
+        for name in ("kept", "lost"):
+            run = tmp_path / name
+            p = subprocess.run(
+                [*_args(small_overrides, 1), "--device", srv.endpoint, "--run-dir", str(run)],
+                capture_output=True, text=True, timeout=300, env=env,
+            )  # fmt: skip
+            assert p.returncode != 0 and (run / "checkpoint").is_dir()
+            assert (run / "session.token").stat().st_mode & 0o077 == 0  # a secret: 0600
+        regions = json.loads((tmp_path / "lost" / "reservation.json").read_text())["regions"]
+        # "kept": resumed at once, its reservation still held: continues and finishes
+        resumed = subprocess.run(
+            [sys.executable, "-m", "hil", "--log-level", "warning", "train", "--resume",
+             "--run-dir", str(tmp_path / "kept"), "--epochs", "2", "--no-progress"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        events = [
+            json.loads(x) for x in (tmp_path / "kept" / "events.jsonl").read_text().splitlines()
+        ]
+        checked = [e for e in events if e["event"] == "fingerprint_checked"]
+        assert checked and all(r >= 0.9 for r in checked[-1]["correlation"].values())
+        # "lost": its reservation lapses (nobody speaks for it); another run overwrites it
+        other = RemoteDriver(srv.endpoint, client_name="other")
+        try:
+            from protocols.region import Region
+
+            wants = [
+                MatrixWant(name=k, rows=r["row1"] - r["row0"], cols=r["col1"] - r["col0"],
+                           region=Region.model_validate(r))
+                for k, r in regions.items()
+            ]  # fmt: skip
+            other.reserve("intruder", wants)  # waits until the crashed run's TTL ran out
+            for w in wants:
+                assert w.region is not None
+                other.program(w.region, np.zeros(w.region.shape, np.float32),
+                              tolerance_us=0.5, max_iterations=5)  # fmt: skip
+            other.release_reservation("intruder")
+        finally:
+            other.close()
+        refused = subprocess.run(
+            [sys.executable, "-m", "hil", "--log-level", "warning", "train", "--resume",
+             "--run-dir", str(tmp_path / "lost"), "--epochs", "2", "--no-progress"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert refused.returncode != 0
+    lines = [ln for ln in refused.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "no longer holds this run's weights" in lines[0], refused.stderr
