@@ -24,8 +24,9 @@ from protocols.models import (
 )
 from protocols.region import Region
 
-PROTOCOL_VERSION = 2
-"""Bumped on any incompatible change of a message or of the framing."""
+PROTOCOL_VERSION = 3
+"""Bumped on any incompatible change of a message or of the framing (docs/protocol.md,
+"Version history")."""
 
 DTYPES: dict[str, str] = {
     "bool": "|b1",
@@ -169,6 +170,12 @@ class Heartbeat(_Request):
     kind: Literal["heartbeat"] = "heartbeat"
 
 
+class LeasesRequest(_Request):
+    """The caller's own live leases and run reservations."""
+
+    kind: Literal["leases"] = "leases"
+
+
 class AuditRequest(_Request):
     """The server's audit trail, oldest first, filtered (all filters optional)."""
 
@@ -263,6 +270,41 @@ class LeaseReleased(_Message):
     lease_id: str
 
 
+class OwnLease(BaseModel):
+    """A lease the caller holds (``leases_reply``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lease_id: str
+    region: Region
+    mode: LeaseMode
+    request_id: str = Field(description="the request_id of the lease_acquire that took it")
+    granted: float = Field(description="Unix time (s) it was granted")
+
+
+class OwnReservation(BaseModel):
+    """A run reservation the caller holds (``leases_reply``): server-allocated space of a
+    run (docs/protocol.md, reservations)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reservation_id: str
+    run_id: str
+    name: str = Field(description="the run's name for the reserved space")
+    region: Region
+    whole_chip: bool = Field(description="the reservation holds its whole chip")
+    created: float = Field(description="Unix time (s) it was made")
+    expires: float = Field(description="Unix time (s) it lapses unless renewed")
+
+
+class LeasesReply(_Message):
+    """The caller's own live leases and run reservations, oldest first."""
+
+    kind: Literal["leases_reply"] = "leases_reply"
+    leases: tuple[OwnLease, ...]
+    reservations: tuple[OwnReservation, ...] = ()
+
+
 class HeartbeatReply(_Message):
     kind: Literal["heartbeat_reply"] = "heartbeat_reply"
     leases: int = Field(ge=0, description="leases this client still holds")
@@ -340,7 +382,8 @@ class WearReply(_Message):
 
 
 class ErrorReply(_Message):
-    """A typed failure. ``request_id`` is ``"-"`` when the request could not be parsed."""
+    """A typed failure. ``request_id`` is the request's id whenever its header parsed as
+    a JSON object with a well-formed ``request_id``; ``"-"`` only when it did not."""
 
     kind: Literal["error"] = "error"
     code: ErrorCode
@@ -360,6 +403,7 @@ RequestMessage = (
     | LeaseAcquire
     | LeaseRelease
     | Heartbeat
+    | LeasesRequest
     | AuditRequest
     | WearRequest
     | StatusRequest
@@ -378,6 +422,7 @@ ReplyMessage = (
     | LeaseReply
     | LeaseReleased
     | HeartbeatReply
+    | LeasesReply
     | AuditReply
     | WearReply
     | StatusReply
@@ -395,3 +440,5 @@ REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)
 
 STATE_CHANGING_KINDS = frozenset({"apply_pulses", "reset", "program", "advance"})
 """Request kinds that change a chip; their ``request_id`` makes retries idempotent."""
+LEASE_KINDS = frozenset({"lease_acquire", "lease_release"})
+"""Request kinds that change the lease table; idempotent by ``request_id`` too."""
