@@ -169,8 +169,9 @@ class DeviceServer:
         self._keyring: KeyRing | None = None
         self._server_keys: tuple[bytes, bytes] | None = None
         self.bound: list[str] = []
+        self._reload = threading.Event()
+        self._next_key_check = 0.0
         if auth_keys_dir is not None:
-            self._keyring = KeyRing(Path(auth_keys_dir))
             secret_file = Path(server_secret_key or Path(auth_keys_dir) / "server.key_secret")
             if not secret_file.is_file():
                 raise InvalidRequest(
@@ -181,6 +182,8 @@ class DeviceServer:
             if secret is None:
                 raise InvalidRequest(f"{secret_file} holds no secret key")
             self._server_keys = (public, secret)
+            # the server's own key pair is never a client's, even with server.key in DIR
+            self._keyring = KeyRing(Path(auth_keys_dir), exclude={public})
 
     # ------------------------------------------------------------ socket loop
     def serve(self, ready: threading.Event | None = None, on_ready: Any = None) -> None:
@@ -231,6 +234,7 @@ class DeviceServer:
             poller.register(sock, zmq.POLLIN)
             poller.register(conn_log.monitor, zmq.POLLIN)
             while not self._stop.is_set():
+                self._check_keys(time.monotonic())
                 events = dict(poller.poll(50))
                 if conn_log.monitor in events:
                     conn_log.drain()
@@ -314,6 +318,22 @@ class DeviceServer:
     def stop(self) -> None:
         """Ask :meth:`serve` to return (safe from any thread or a signal handler)."""
         self._stop.set()
+
+    def reload_keys(self) -> None:
+        """Ask :meth:`serve` to re-read the ``--auth-keys`` folder (SIGHUP; safe from any
+        thread or a signal handler)."""
+        self._reload.set()
+
+    def _check_keys(self, now: float) -> None:
+        """Re-read the keys folder on request, or (every 0.5 s at most) when it changed."""
+        ring = self._keyring
+        if ring is None:
+            return
+        if self._reload.is_set() or (now >= self._next_key_check and ring.changed()):
+            self._reload.clear()
+            ring.reload()
+        if now >= self._next_key_check:
+            self._next_key_check = now + 0.5
 
     def close(self) -> None:
         """Fold the wear ledger and close a database this server opened itself."""
@@ -821,6 +841,10 @@ def run_server(
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda signum, frame: server.stop())
+            # SIGHUP: re-read the --auth-keys folder (keys added or removed while serving)
+            previous[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda signum, frame: server.reload_keys()
+            )
         try:
             server.serve(on_ready=on_ready)
         finally:

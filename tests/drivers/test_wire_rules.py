@@ -137,3 +137,29 @@ def test_state_changing_ids_still_apply_once(server: DeviceServer) -> None:
     assert clients.call(b"a", encode(ResetRequest(request_id="adv", region=R)))[0].code == (
         "bad_request"
     )
+
+
+def test_the_keyring_excludes_the_server_key_and_reloads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    import zmq.auth
+
+    from drivers.auth import KeyRing, generate_keypair
+
+    server_pub, _ = generate_keypair(tmp_path, "server")
+    alice_pub, _ = generate_keypair(tmp_path, "alice")
+    server_key = zmq.auth.load_certificate(str(server_pub))[0]
+    alice_key = zmq.auth.load_certificate(str(alice_pub))[0]
+    ring = KeyRing(tmp_path, exclude={server_key})
+    assert ring.allowed == {alice_key} and not ring.callback("*", server_key)
+    assert not ring.changed()
+    bob_pub, _ = generate_keypair(tmp_path, "bob")
+    bob_key = zmq.auth.load_certificate(str(bob_pub))[0]
+    os.utime(tmp_path, ns=(0, ring.stamp() + 1))  # a coarse clock may not have moved
+    assert ring.changed() and not ring.callback("*", bob_key)
+    assert ring.reload() == (1, 0) and ring.callback("*", bob_key)
+    alice_pub.unlink()
+    (tmp_path / "junk.key").write_text("not a certificate")
+    assert ring.reload() == (0, 1) and not ring.callback("*", alice_key)
+    with pytest.raises(Exception, match="other than the server's own"):
+        KeyRing(tmp_path, exclude={server_key, bob_key})
