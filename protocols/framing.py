@@ -147,6 +147,17 @@ def _parse_header(raw: bytes | memoryview, adapter: TypeAdapter[M]) -> M:
         raise MessageTooLarge(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
     raw = bytes(raw)
     try:
+        # strict: JSON types must match the schema exactly (docs/protocol.md §3); one parse
+        # on the good path, the diagnosis below only for a header that fails
+        msg = adapter.validate_json(raw, strict=True)
+    except ValidationError as exc:
+        errors = exc.errors()
+    else:
+        if "version" not in msg.model_fields_set or msg.version != PROTOCOL_VERSION:
+            given = msg.version if "version" in msg.model_fields_set else None
+            raise VersionMismatchError(_version_message(given), msg.request_id)
+        return msg
+    try:
         obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise MalformedMessage(f"header is not UTF-8 JSON: {exc}") from None
@@ -155,20 +166,18 @@ def _parse_header(raw: bytes | memoryview, adapter: TypeAdapter[M]) -> M:
     rid = request_id_of(obj)
     version = obj.get("version")
     if type(version) is not int or version != PROTOCOL_VERSION:
-        raise VersionMismatchError(
-            f"protocol version {version!r} is not supported; this side speaks "
-            f"version {PROTOCOL_VERSION}. Upgrade the older of client and server.",
-            rid,
-        )
-    try:
-        # strict: JSON types must match the schema exactly (docs/protocol.md, "Types")
-        return adapter.validate_json(raw, strict=True)
-    except ValidationError as exc:
-        errs = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-            for e in exc.errors()[:5]
-        )
-        raise MalformedMessage(f"invalid {obj.get('kind', '?')!r} message: {errs}", rid) from None
+        raise VersionMismatchError(_version_message(version), rid)
+    errs = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:5]
+    )
+    raise MalformedMessage(f"invalid {obj.get('kind', '?')!r} message: {errs}", rid)
+
+
+def _version_message(version: object) -> str:
+    return (
+        f"protocol version {version!r} is not supported; this side speaks version "
+        f"{PROTOCOL_VERSION}. Upgrade the older of client and server."
+    )
 
 
 def _decode_arrays(msg: AnyMessage, buffers: Sequence[bytes | memoryview]) -> dict[str, np.ndarray]:
