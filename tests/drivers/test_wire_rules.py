@@ -163,3 +163,29 @@ def test_the_keyring_excludes_the_server_key_and_reloads(tmp_path) -> None:  # t
     assert ring.reload() == (0, 1) and not ring.callback("*", alice_key)
     with pytest.raises(Exception, match="other than the server's own"):
         KeyRing(tmp_path, exclude={server_key, bob_key})
+
+
+def test_remote_driver_refuses_to_send_what_the_server_could_not_answer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from drivers import LimitExceeded
+    from drivers.remote import RemoteDriver
+    from protocols.framing import MAX_MESSAGE_BYTES
+    from protocols.messages import PulseReply, PulseRequest
+
+    server = DeviceServer(SimDriver("ideal"), f"ipc://{tmp_path}/d.sock")
+    ready = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(ready,), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    try:
+        with RemoteDriver(server.bound[0], timeout_s=30) as remote:
+            sent = remote.link_bytes().sent
+            huge = np.zeros(MAX_MESSAGE_BYTES + 1, np.uint8)
+            with pytest.raises(LimitExceeded, match="message bound"):
+                remote._call(PulseRequest(request_id="p", region=R), PulseReply, {"counts": huge})
+            assert remote.link_bytes().sent == sent  # nothing went out
+            assert remote.leases() == {"leases": [], "reservations": []}
+    finally:
+        server.stop()
+        thread.join(10)
