@@ -181,11 +181,26 @@ def test_sessions_without_curve_over_ipc(tmp_path: Path) -> None:
         lease = wire.lease_acquire(_r(R), "read")
         assert [x["lease_id"] for x in wire.leases()["leases"]] == [lease["lease_id"]]
         assert remote.leases()["leases"] == []  # only the caller's own
-        # a second socket resuming the session is the same identity
+        # a request whose reply was never read (the socket closed), re-sent from a new
+        # socket with another routing id on the resumed session: applied once (§1, §7)
+        r3 = {"chip": 1, "row0": 0, "row1": 4, "col0": 0, "col1": 4}
+        counts = np.arange(64, dtype=np.uint8).reshape(4, 4, 4) % 7
+        rid, frames = wire.frames("apply_pulses", {"counts": counts}, "once", region=r3)
+        wire.send(frames)
+        wire.close()
         with WireClient(srv.endpoint) as again:
             resumed = again.hello("other", session=hello["session"])
             assert resumed["client_id"] == hello["client_id"]
-            assert again.heartbeat() == 1
+            again.send(frames)
+            reply, _ = again.receive(rid)
+            assert reply["kind"] == "apply_pulses_reply"
+            assert reply["report"]["set_pulses"] == int(counts.sum())
+            set_pulses, _ = again.wear(r3)
+            assert _same(set_pulses, counts.astype(np.int64))  # applied once, not twice
+            assert [r["request_id"] for r in again.audit(identity=hello["client_id"])].count(
+                "once"
+            ) == 1
+            assert again.heartbeat() == 1  # the read lease of the first socket
 
 
 def _refused(endpoint: str, keys: Path, secret: Path) -> bool:
