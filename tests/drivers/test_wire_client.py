@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from drivers.auth import generate_keypair
 from drivers.remote import RemoteDriver
@@ -201,6 +202,28 @@ def test_sessions_without_curve_over_ipc(tmp_path: Path) -> None:
                 "once"
             ) == 1
             assert again.heartbeat() == 1  # the read lease of the first socket
+
+
+def test_one_frame_over_the_bound_drops_the_connection_and_the_server_serves_on(
+    tmp_path: Path,
+) -> None:
+    """§9: past ZMQ_MAXMSGSIZE no reply is possible; libzmq drops the connection."""
+    with ServeProcess("sim://?preset=ideal", f"ipc://{tmp_path}/d.sock") as srv:
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        sock.connect(srv.endpoint)
+        try:
+            header = {"version": VERSION, "kind": "info", "request_id": "big"}
+            sock.send_multipart([json.dumps(header).encode(), bytes(64 * 2**20 + 1)])
+            assert monitor.poll(60_000), "the server did not drop the connection"
+            assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+        finally:
+            sock.disable_monitor()
+            monitor.close(0)
+            sock.close(0)
+        with WireClient(srv.endpoint) as wire:
+            assert wire.hello()["info"]["chips"] == 2
 
 
 def _refused(endpoint: str, keys: Path, secret: Path) -> bool:
