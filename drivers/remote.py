@@ -41,6 +41,7 @@ from drivers import (
     DeviceUnreachable,
     InvalidRequest,
     LeaseConflict,
+    LimitExceeded,
     ReservationLost,
 )
 from drivers.base import Driver, LinkBytes, new_request_id
@@ -48,6 +49,7 @@ from drivers.codes import dac_codes, from_adc_codes
 from drivers.reservations import Reservation
 from drivers.zmq_link import Curve, ZmqLink
 from protocols import encode
+from protocols.framing import MAX_MESSAGE_BYTES
 from protocols.messages import (
     STATE_CHANGING_KINDS,
     AdvanceReply,
@@ -66,6 +68,8 @@ from protocols.messages import (
     LeaseRelease,
     LeaseReleased,
     LeaseReply,
+    LeasesReply,
+    LeasesRequest,
     MatrixWant,
     MvmReply,
     MvmRequest,
@@ -287,6 +291,12 @@ class RemoteDriver(Driver):
         if getattr(self, "session", "") and not isinstance(msg, Hello):
             msg = msg.model_copy(update={"session": self.session})
         frames = encode(msg, arrays)
+        size = sum(len(f) for f in frames)
+        if size > MAX_MESSAGE_BYTES:  # the server could not even answer it (docs/protocol.md)
+            raise LimitExceeded(
+                f"a {msg.kind} request of {size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte "
+                f"message bound of the wire protocol; split it"
+            )
         attempts = self.retries + 1 if attempts is None else attempts
         timeout_s = timeout_s or self.timeout_s
         with self._lock:
@@ -447,6 +457,12 @@ class RemoteDriver(Driver):
     def release_lease(self, lease_id: str) -> None:
         self._call(LeaseRelease(request_id=new_request_id(), lease_id=lease_id), LeaseReleased)
         self._leases.discard(lease_id)
+
+    def leases(self) -> dict[str, list[dict[str, Any]]]:
+        """This client's own live leases and run reservations (the ``leases`` verb), as
+        ``{"leases": [...], "reservations": [...]}`` of JSON-able dicts."""
+        rep = self._call(LeasesRequest(request_id=new_request_id()), LeasesReply)[0]
+        return rep.model_dump(mode="json", include={"leases", "reservations"})
 
     @contextmanager
     def lease(self, region: Region, mode: LeaseMode = "write") -> Iterator[str]:

@@ -38,6 +38,8 @@ class Reservation:
     seed: int | None = None
     whole: frozenset[str] = frozenset()
     """names of whole-chip entries"""
+    created: float = 0.0
+    """Unix time it was granted (set by the server)"""
 
     def describe(self) -> str:
         where = ", ".join(str(r) for r in self.regions.values())
