@@ -7,7 +7,8 @@
 - ``messages/KIND.json``: one schema per message kind.
 
 Each message's schema carries ``x-arrays`` (the buffers that follow the header:
-``required``, ``optional`` and ``one_of`` names, see docs/protocol.md §1) and pins
+``required``, ``optional`` and ``one_of`` names, and per array its accepted dtypes,
+shape, unit and meaning; docs/protocol.md §2, §6) and pins
 ``version`` to :data:`~protocols.messages.PROTOCOL_VERSION`. Validation is strict
 (docs/protocol.md, "Types"): a JSON string or boolean never stands for a number, a
 non-integral number never for an integer. ``--check`` compares instead of writing and
@@ -37,12 +38,55 @@ def _message_classes() -> list[type[Any]]:
     return [*get_args(RequestMessage), *get_args(ReplyMessage)]
 
 
+_INTEGERS = ["int8", "uint8", "int16", "uint16", "int32", "int64"]
+ARRAYS: dict[str, dict[str, dict[str, Any]]] = {
+    # kind -> array name -> accepted dtypes, shape, unit and meaning (docs/protocol.md §6)
+    "mvm": {
+        "x": {"dtype": ["float32", "float64"], "shape": "(batch, rows); (batch, cols) if "
+              "transpose", "unit": "", "meaning": "inputs in [-1, 1], finite; float32 on "
+              "the device"},
+        "x_code": {"dtype": ["int8"], "shape": "as x", "unit": "", "meaning": "DAC codes "
+                   "in [-127, 127], x = x_code/127 (capability mvm_codes)"},
+    },
+    "mvm_reply": {
+        "y": {"dtype": ["float32"], "shape": "(batch, cols); (batch, rows) if transpose",
+              "unit": "µS", "meaning": "y = x_q @ G_net (G_net.T if transpose)"},
+        "y_code": {"dtype": ["int8", "int16"], "shape": "as y", "unit": "y_lsb_us",
+                   "meaning": "ADC codes: y = float32(y_code) * float32(y_lsb_us)"},
+    },
+    "read_conductances_reply": {
+        "g_us": {"dtype": ["float32"], "shape": "(rows, cols, 4)", "unit": "µS",
+                 "meaning": "one read of each device, order A+, B+, A-, B-"},
+    },
+    "apply_pulses": {
+        "counts": {"dtype": _INTEGERS, "shape": "(rows, cols, 4)", "unit": "pulses",
+                   "meaning": "SET pulses per device, 0..limits.max_pulses_per_device"},
+        "reset_mask": {"dtype": ["bool"], "shape": "(rows, cols, 4)", "unit": "",
+                       "meaning": "devices RESET before the SET pulses"},
+    },
+    "program": {
+        "target_us": {"dtype": ["float32", "float64"], "shape": "(rows, cols)",
+                      "unit": "µS", "meaning": "net conductance targets G_net = ((A+ + B+)"
+                      " - (A- + B-))/2, |value| <= info.g_net_max_us; float32 on the device"},
+    },
+    "wear_reply": {
+        "set_pulses": {"dtype": ["int64"], "shape": "(rows, cols, 4)", "unit": "pulses",
+                       "meaning": "SET pulses per device in the wear ledger"},
+        "resets": {"dtype": ["int64"], "shape": "(rows, cols, 4)", "unit": "RESETs",
+                   "meaning": "RESETs per device in the wear ledger"},
+    },
+}  # fmt: skip
+"""What the framing cannot say: each array's dtypes, shape, unit and meaning."""
+
+
 def _annotate(schema: dict[str, Any], cls: type[Any]) -> dict[str, Any]:
     """Add ``x-arrays`` and the pinned version to the object schema of ``cls``."""
+    kind = cls.model_fields["kind"].default
     schema["x-arrays"] = {
         "required": list(cls.REQUIRED_ARRAYS),
         "optional": list(cls.OPTIONAL_ARRAYS),
         "one_of": list(cls.ONE_OF_ARRAYS),
+        "arrays": ARRAYS.get(kind, {}),
     }
     schema["properties"]["version"]["const"] = PROTOCOL_VERSION
     return schema

@@ -99,6 +99,8 @@ class WireClient:
         self.sock.connect(endpoint)
 
     def close(self) -> None:
+        if self.sock.closed:
+            return
         self.sock.disable_monitor()
         self.monitor.close(0)
         self.sock.close(0)

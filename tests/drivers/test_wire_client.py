@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from drivers.auth import generate_keypair
 from drivers.remote import RemoteDriver
@@ -181,11 +182,48 @@ def test_sessions_without_curve_over_ipc(tmp_path: Path) -> None:
         lease = wire.lease_acquire(_r(R), "read")
         assert [x["lease_id"] for x in wire.leases()["leases"]] == [lease["lease_id"]]
         assert remote.leases()["leases"] == []  # only the caller's own
-        # a second socket resuming the session is the same identity
+        # a request whose reply was never read (the socket closed), re-sent from a new
+        # socket with another routing id on the resumed session: applied once (§1, §7)
+        r3 = {"chip": 1, "row0": 0, "row1": 4, "col0": 0, "col1": 4}
+        counts = np.arange(64, dtype=np.uint8).reshape(4, 4, 4) % 7
+        rid, frames = wire.frames("apply_pulses", {"counts": counts}, "once", region=r3)
+        wire.send(frames)
+        wire.close()
         with WireClient(srv.endpoint) as again:
             resumed = again.hello("other", session=hello["session"])
             assert resumed["client_id"] == hello["client_id"]
-            assert again.heartbeat() == 1
+            again.send(frames)
+            reply, _ = again.receive(rid)
+            assert reply["kind"] == "apply_pulses_reply"
+            assert reply["report"]["set_pulses"] == int(counts.sum())
+            set_pulses, _ = again.wear(r3)
+            assert _same(set_pulses, counts.astype(np.int64))  # applied once, not twice
+            assert [r["request_id"] for r in again.audit(identity=hello["client_id"])].count(
+                "once"
+            ) == 1
+            assert again.heartbeat() == 1  # the read lease of the first socket
+
+
+def test_one_frame_over_the_bound_drops_the_connection_and_the_server_serves_on(
+    tmp_path: Path,
+) -> None:
+    """§9: past ZMQ_MAXMSGSIZE no reply is possible; libzmq drops the connection."""
+    with ServeProcess("sim://?preset=ideal", f"ipc://{tmp_path}/d.sock") as srv:
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        sock.connect(srv.endpoint)
+        try:
+            header = {"version": VERSION, "kind": "info", "request_id": "big"}
+            sock.send_multipart([json.dumps(header).encode(), bytes(64 * 2**20 + 1)])
+            assert monitor.poll(60_000), "the server did not drop the connection"
+            assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+        finally:
+            sock.disable_monitor()
+            monitor.close(0)
+            sock.close(0)
+        with WireClient(srv.endpoint) as wire:
+            assert wire.hello()["info"]["chips"] == 2
 
 
 def _refused(endpoint: str, keys: Path, secret: Path) -> bool:

@@ -23,7 +23,7 @@ from protocols.messages import (
     ProgramRequest,
     PulseRequest,
 )
-from protocols.schema import main, schemas, stale, write
+from protocols.schema import ARRAYS, _message_classes, main, schemas, stale, write
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "docs" / "schema"
 R = Region(0, 0, 2, 0, 3)
@@ -112,11 +112,14 @@ def test_the_schema_refuses_what_the_server_refuses(field: str, value: object) -
 
 def test_the_schema_names_each_kinds_buffers() -> None:
     mvm = json.loads(schemas()["messages/mvm.json"])
-    assert mvm["x-arrays"] == {
-        "required": [],
-        "optional": ["x", "x_code"],
-        "one_of": ["x", "x_code"],
-    }
+    arrays = mvm["x-arrays"]
+    assert arrays["optional"] == arrays["one_of"] == ["x", "x_code"] and arrays["required"] == []
+    assert arrays["arrays"]["x_code"]["dtype"] == ["int8"]
     pulses = json.loads(schemas()["messages/apply_pulses.json"])
     assert pulses["x-arrays"]["required"] == ["counts"]
+    # every array a message can carry is described, and nothing else
+    for cls in _message_classes():
+        kind = cls.model_fields["kind"].default
+        names = set(cls.REQUIRED_ARRAYS) | set(cls.OPTIONAL_ARRAYS)
+        assert set(ARRAYS.get(kind, {})) == names, kind
     assert pulses["properties"]["version"]["const"] == PROTOCOL_VERSION
