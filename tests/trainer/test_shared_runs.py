@@ -38,6 +38,15 @@ def _start(args: list[str], url: str, run_dir: Path) -> subprocess.Popen[str]:
     )
 
 
+def _whole(d: RemoteDriver) -> list[MatrixWant]:
+    """Every chip of the device, whole."""
+    info = d.info()
+    return [
+        MatrixWant(name=f"chip{c}", rows=info.rows, cols=info.cols, chip=c, whole_chip=True)
+        for c in range(info.chips)
+    ]
+
+
 def _finish(p: subprocess.Popen[str], timeout: float = 600) -> str:
     out, err = p.communicate(timeout=timeout)
     assert p.returncode == 0, err[-3000:]
@@ -51,14 +60,24 @@ def test_three_runs_share_an_ideal_server_and_each_equals_itself_alone(
 ) -> None:
     sim = "sim://?preset=ideal&seed=0"
     with ServeProcess(sim, "tcp://127.0.0.1:*", log_path=tmp_path / "serve.log") as srv:
-        procs = {
-            seed: _start(_args(small_overrides, seed), srv.endpoint, tmp_path / f"shared{seed}")
-            for seed in (1, 2, 3)
-        }
-        for p in procs.values():
-            _finish(p)
-        with RemoteDriver(srv.endpoint) as d:
-            status = d.status()
+        # all three queue behind a holder of the whole device, then start together
+        holder = RemoteDriver(srv.endpoint, client_name="holder")
+        try:
+            holder.reserve("gate", _whole(holder))
+            procs = {
+                seed: _start(_args(small_overrides, seed), srv.endpoint, tmp_path / f"shared{seed}")
+                for seed in (1, 2, 3)
+            }
+            deadline = time.monotonic() + 300
+            while len(holder.status()["queue"]) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(holder.status()["queue"]) == 3
+            holder.release_reservation("gate")
+            for p in procs.values():
+                _finish(p)
+            status = holder.status()
+        finally:
+            holder.close()
     assert status["reservations"] == [] and status["queue"] == []  # all released at the end
     regions = []
     for seed in (1, 2, 3):
@@ -73,7 +92,7 @@ def test_three_runs_share_an_ideal_server_and_each_equals_itself_alone(
             )
         )  # fmt: skip
         assert without_timing(shared.metrics()) == without_timing(RunDir.open(alone).metrics())
-    # the server allocated disjoint regions: no fixed packing from row 0 for all three
+    # they trained at once on disjoint regions the server allocated (not all from row 0)
     from protocols.region import Region
 
     for i, (sa, a) in enumerate(regions):
@@ -91,12 +110,7 @@ def test_a_run_that_does_not_fit_waits_in_the_queue_or_refuses_with_no_wait(
     with ServeProcess(sim, "tcp://127.0.0.1:*", log_path=tmp_path / "serve.log") as srv:
         holder = RemoteDriver(srv.endpoint, client_name="holder")
         try:
-            info = holder.info()
-            whole = [
-                MatrixWant(name=f"chip{c}", rows=info.rows, cols=info.cols, chip=c, whole_chip=True)
-                for c in range(info.chips)
-            ]
-            holder.reserve("everything", whole)
+            holder.reserve("everything", _whole(holder))
             refused = subprocess.run(
                 [
                     *_args(small_overrides, 1, ("--no-wait",)),
@@ -140,16 +154,25 @@ def test_a_hermes_run_on_a_region_equals_itself_alone_while_two_others_train_bes
     sim = "sim://?preset=hermes&seed=3"
     anchors = {1: "[0,0,0]", 2: "[0,100,0]", 3: "[1,0,0]"}
     with ServeProcess(sim, "tcp://127.0.0.1:*", log_path=tmp_path / "serve.log") as srv:
-        procs = {
-            seed: _start(
-                _args((*small_overrides, f"device.region={anchor}"), seed),
-                srv.endpoint,
-                tmp_path / f"shared{seed}",
-            )
-            for seed, anchor in anchors.items()
-        }
-        for p in procs.values():
-            _finish(p)
+        holder = RemoteDriver(srv.endpoint, client_name="holder")  # a gate: start together
+        try:
+            holder.reserve("gate", _whole(holder))
+            procs = {
+                seed: _start(
+                    _args((*small_overrides, f"device.region={anchor}"), seed),
+                    srv.endpoint,
+                    tmp_path / f"shared{seed}",
+                )
+                for seed, anchor in anchors.items()
+            }
+            deadline = time.monotonic() + 300
+            while len(holder.status()["queue"]) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            holder.release_reservation("gate")
+            for p in procs.values():
+                _finish(p)
+        finally:
+            holder.close()
     for seed in (1, 2):
         alone = tmp_path / f"alone{seed}"
         train(
