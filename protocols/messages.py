@@ -190,6 +190,20 @@ class WearRequest(_Request):
     region: Region
 
 
+class HealthRequest(_Request):
+    """The latest health report the server keeps (``hil health``)."""
+
+    kind: Literal["health"] = "health"
+
+
+class HealthPut(_Request):
+    """Keep a health report as the server's latest: the array ``report`` is its JSON text
+    (uint8, UTF-8), an object of kind ``pcm-hil-health``."""
+
+    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("report",)
+    kind: Literal["health_put"] = "health_put"
+
+
 # ---------------------------------------------------------------- replies
 
 
@@ -339,6 +353,13 @@ class WearReply(_Message):
     kind: Literal["wear_reply"] = "wear_reply"
 
 
+class HealthReply(_Message):
+    """The kept health report as the array ``report`` (JSON text, uint8); absent: none."""
+
+    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ("report",)
+    kind: Literal["health_reply"] = "health_reply"
+
+
 class ErrorReply(_Message):
     """A typed failure. ``request_id`` is ``"-"`` when the request could not be parsed."""
 
@@ -362,6 +383,8 @@ RequestMessage = (
     | Heartbeat
     | AuditRequest
     | WearRequest
+    | HealthRequest
+    | HealthPut
     | StatusRequest
 )
 """Every request model (the static type of a decoded request)."""
@@ -380,6 +403,7 @@ ReplyMessage = (
     | HeartbeatReply
     | AuditReply
     | WearReply
+    | HealthReply
     | StatusReply
     | ErrorReply
 )
