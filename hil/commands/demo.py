@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hil.commands.train import DATA_HELP, print_summary
+from hil.commands.train import DATA_HELP, print_summary, say
 from hil.trainer.session import TrainRequest, train
 
 DEMO_SETTINGS = (
@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     print(f"hil demo: hardware-in-the-loop OSTTP on JSB Chorales, device {args.device}")
-    print_summary(train(req))
+    print_summary(train(req, notify=say))
     return 0
 
 
