@@ -1,16 +1,20 @@
 """Placement of a network's matrices onto chip regions.
 
 As in the paper's hardware run, forward matrices (``h{l}.W``, ``h{l}.H``, ``out.W``) go to
-chip 0 ("chip 1") and the fixed feedback matrices ``B{l}`` to chip 1 ("chip 2"). On each chip
-the matrices are packed by a shelf algorithm: left to right along a shelf of rows, a new
-shelf below when the columns run out; regions never overlap. A network that does not fit
-raises :class:`PlacementError` naming the matrix, its shape and the space left.
+chip 0 ("chip 1") and the fixed feedback matrices ``B{l}`` to chip 1 ("chip 2"). On each
+chip the matrices, tallest first, go where :func:`drivers.allocation.allocate` puts them:
+first fit around the matrices already placed, never on a row or column that the latest
+health report (``hil health``) marks bad, and, among those places, where the fewest bad
+cells are. Regions never overlap. If the bad cells' preference leaves a matrix no room,
+the chip is placed again by plain first fit (bad lines still avoided). A network that does
+not fit raises :class:`PlacementError` naming the matrix, its shape and the space left.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from drivers.allocation import Defects, allocate
 from hil.errors import ConfigError
 from protocols.region import Region
 
@@ -24,10 +28,42 @@ def chip_of(name: str) -> int:
     return 1 if name.startswith("B") else 0
 
 
+def _place_chip(
+    shapes: Mapping[str, tuple[int, int]],
+    names: list[str],
+    chip: int,
+    rows: int,
+    cols: int,
+    bad: Defects,
+    use_cells: bool,
+) -> tuple[dict[str, Region], str | None]:
+    out: dict[str, Region] = {}
+    for name in sorted(names, key=lambda k: -shapes[k][0]):
+        region = allocate(
+            shapes[name],
+            rows,
+            cols,
+            chip=chip,
+            taken=out.values(),
+            bad_rows=bad.rows,
+            bad_cols=bad.cols,
+            bad_cells=bad.cells if use_cells else (),
+        )
+        if region is None:
+            return out, name
+        out[name] = region
+    return out, None
+
+
 def place(
-    shapes: Mapping[str, tuple[int, int]], chips: int, rows: int, cols: int
+    shapes: Mapping[str, tuple[int, int]],
+    chips: int,
+    rows: int,
+    cols: int,
+    defects: Mapping[int, Defects] | None = None,
 ) -> dict[str, Region]:
-    """Regions for ``shapes`` (name -> (m, n): m rows driven by inputs, n columns read)."""
+    """Regions for ``shapes`` (name -> (m, n): m rows driven by inputs, n columns read),
+    avoiding the bad rows and columns of ``defects`` (chip -> :class:`Defects`)."""
     out: dict[str, Region] = {}
     by_chip: dict[int, list[str]] = {}
     for name in shapes:
@@ -37,24 +73,30 @@ def place(
             raise PlacementError(
                 f"matrices {names} belong on chip {chip}, but the device has only {chips} chip(s)"
             )
-        shelf_row, shelf_height, col = 0, 0, 0
-        for name in sorted(names, key=lambda k: -shapes[k][0]):
+        for name in names:
             m, n = shapes[name]
             if m > rows or n > cols:
                 raise PlacementError(
                     f"matrix {name} of shape {m}x{n} is larger than a {rows}x{cols} array "
                     f"(chip {chip}); reduce the layer width"
                 )
-            if col + n > cols:  # next shelf
-                shelf_row, col, shelf_height = shelf_row + shelf_height, 0, 0
-            if shelf_row + m > rows:
-                used = ", ".join(f"{k} {out[k]}" for k in out if out[k].chip == chip)
-                raise PlacementError(
-                    f"matrix {name} of shape {m}x{n} does not fit on chip {chip} "
-                    f"({rows}x{cols}; already placed: {used or 'nothing'}); "
-                    f"reduce the layer widths"
-                )
-            out[name] = Region(chip, shelf_row, shelf_row + m, col, col + n)
-            col += n
-            shelf_height = max(shelf_height, m)
+        bad = (defects or {}).get(chip, Defects())
+        placed, failed = _place_chip(shapes, names, chip, rows, cols, bad, use_cells=True)
+        if failed is not None and bad.cells:
+            placed, failed = _place_chip(shapes, names, chip, rows, cols, bad, use_cells=False)
+        if failed is not None:
+            m, n = shapes[failed]
+            used = ", ".join(f"{k} {r}" for k, r in placed.items())
+            lines = (
+                f"; avoiding {len(bad.rows)} bad rows and {len(bad.cols)} bad columns "
+                f"of the health report"
+                if bad.rows or bad.cols
+                else ""
+            )
+            raise PlacementError(
+                f"matrix {failed} of shape {m}x{n} does not fit on chip {chip} "
+                f"({rows}x{cols}; already placed: {used or 'nothing'}{lines}); "
+                f"reduce the layer widths"
+            )
+        out.update(placed)
     return out

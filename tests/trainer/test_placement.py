@@ -36,3 +36,24 @@ def test_a_network_that_does_not_fit_names_the_matrix() -> None:
         place(shapes, chips=2, rows=256, cols=256)
     with pytest.raises(PlacementError, match="only 1 chip"):
         place(matrix_shapes(load_config(None)), chips=1, rows=256, cols=256)
+
+
+def test_placement_avoids_the_health_reports_bad_lines_and_prefers_clean_cells() -> None:
+    from drivers.allocation import Defects
+
+    shapes = matrix_shapes(load_config(None))
+    clean = place(shapes, chips=2, rows=256, cols=256)
+    bad = {
+        0: Defects(rows=frozenset({5}), cols=frozenset({100})),
+        1: Defects(cells=frozenset({(0, 0), (10, 10)})),
+    }
+    regions = place(shapes, chips=2, rows=256, cols=256, defects=bad)
+    assert regions.keys() == clean.keys()
+    for name, r in regions.items():
+        assert r.shape == shapes[name] and r.chip == clean[name].chip
+        if r.chip == 0:
+            assert not r.row0 <= 5 < r.row1 and not r.col0 <= 100 < r.col1, (name, r)
+    assert not regions["h0.W"].overlaps(regions["out.W"])
+    assert bad[1].cells_in(regions["B0"]) == []  # a clean 88x150 window exists on chip 1
+    with pytest.raises(PlacementError, match="avoiding 1 bad rows and 0 bad columns"):
+        place(shapes, chips=2, rows=256, cols=256, defects={0: Defects(rows=frozenset({128}))})
