@@ -1,27 +1,28 @@
-"""Reproduce the JSB results of Ortner et al. (AICAS 2023) with ``hil train``'s own trainer.
+"""Reproduce the JSB results of Ortner et al. (AICAS 2023): a thin wrapper over ``hil sweep``.
 
-Every run is :func:`hil.trainer.session.train` on a config of ``configs/`` (one run
-directory per config and seed under ``--runs-dir``); this script only chooses the runs and
-collects their ``summary.json`` and ``metrics.jsonl`` into one JSON file and a plot. Spread
-over seeds is the sample standard deviation (ddof = 1).
+Every figure is a ``hil sweep`` of a spec in ``configs/sweeps/`` (each trial an ordinary
+``hil train`` run directory); this script only runs (or, when a sweep directory is already
+there, resumes) those sweeps and collects their trials into one JSON file and a plot.
+Spread over seeds is the sample standard deviation (ddof = 1).
 
-- ``software``: ``configs/jsb_software/<config>_<rule>.yaml`` for each rule (BPTT, OSTL,
-  DRTP, OSTTP) and configuration (``paper``, ``tuned``, ``tuned_noH``, ``tuned_detach``);
-  test NLL at the epoch of best validation NLL; training time of one epoch of the ``tuned``
-  configuration at batch 1 and 16 (the ``train_s`` metric); the baselines of the task.
-  The last of ``--configs`` is reported at the top level of ``rules``, the others as
-  ``rules.<rule>.<config>_config``. Writes ``results/jsb_software.json`` and ``.png``.
-- ``hil``: hardware-in-the-loop OSTTP on the in-process hermes simulator,
-  ``configs/jsb_osttp_hil_tuned.yaml`` and ``configs/jsb_osttp_hil.yaml`` per seed
-  (simulator seed = run seed); the drift evaluation of ``hil runs eval`` on the tuned runs;
-  wall time per epoch in-process vs over ``hil serve`` on TCP loopback vs software.
-  Writes ``results/jsb_hil.json`` and ``.png``.
+- ``software``: ``configs/sweeps/jsb_software_<config>.yaml`` for each of ``--configs``
+  (``paper``, ``tuned``, ``tuned_noH``; every rule BPTT, OSTL, DRTP, OSTTP, seeds 0 1 2), test
+  NLL at the epoch of best validation NLL; ``configs/sweeps/jsb_software_timing.yaml`` (one
+  trial at a time) for the training time of one epoch at batch 1 and 16 (``train_s``); the
+  baselines of the task. The last of ``--configs`` is reported at the top level of ``rules``,
+  the others as ``rules.<rule>.<config>_config``. Writes ``results/jsb_software.json``, ``.png``.
+- ``hil``: ``configs/sweeps/jsb_hil.yaml`` (hardware-in-the-loop OSTTP on the in-process
+  hermes simulator, tuned and paper configs, seeds 0 1 2, with the drift evaluation of
+  ``hil runs eval``), then wall time per epoch in-process vs over ``hil serve`` on TCP
+  loopback vs software, measured back to back. Writes ``results/jsb_hil.json`` and ``.png``.
 
 Usage::
 
-    python scripts/reproduce_paper.py software --configs paper tuned tuned_noH \
-        --seeds 0 1 2 --epochs 40 --paper-epochs 5 --workers 2
-    python scripts/reproduce_paper.py hil --seeds 0 1 2 --epochs 15
+    python scripts/reproduce_paper.py software [--configs paper tuned tuned_noH]
+    python scripts/reproduce_paper.py hil
+
+The same sweeps by hand: ``hil sweep configs/sweeps/<spec>.yaml --sweep-dir DIR``; this
+script then only collects them (``--sweeps-dir`` holding ``sweep-<name>/``).
 """
 
 from __future__ import annotations
@@ -36,30 +37,47 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from hil.procs import ServeProcess  # noqa: E402
+from hil.sweep.runner import run_sweep  # noqa: E402
+from hil.sweep.spec import load_spec  # noqa: E402
 from hil.trainer.runs import RunDir, mean_std  # noqa: E402
 from hil.trainer.session import TrainRequest, load_task, resolve_request, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+SWEEPS = CONFIGS / "sweeps"
 RULE_NAMES = ("bptt", "ostl", "drtp", "osttp")
-SOFTWARE_CONFIGS = ("paper", "tuned", "tuned_noH", "tuned_detach")
+SOFTWARE_CONFIGS = ("paper", "tuned", "tuned_noH")
 HIL_CONFIGS = {
     "tuned": CONFIGS / "jsb_osttp_hil_tuned.yaml",
     "paper": CONFIGS / "jsb_osttp_hil.yaml",
 }
-DRIFT_DELAYS_S = (0.0, 3600.0, 86400.0, 30 * 86400.0)
 CURVE_KEYS = ("train_nll", "valid_nll", "test_nll", "pulses", "refreshes", "train_s", "epoch_s")
 
 
 def machine() -> str:
     return f"{os.cpu_count()}-core {platform.machine()} sandbox, Python {platform.python_version()}"
+
+
+def sweep(name: str, sweeps_dir: Path, max_concurrent: int | None = None) -> list[dict[str, Any]]:
+    """Run ``configs/sweeps/<name>.yaml`` (resuming its directory when there is one); every
+    trial's row of ``sweep.json`` with its run's ``summary`` and per-epoch ``curve``."""
+    spec, trials = load_spec(SWEEPS / f"{name}.yaml")
+    sweep_dir = sweeps_dir / f"sweep-{spec.name}"
+    resume = (sweep_dir / ".sweep" / "spec.json").is_file()
+    summary = run_sweep(spec, trials, sweep_dir, resume=resume, max_concurrent=max_concurrent)
+    rows = []
+    for row in summary["trials"]:
+        run = RunDir.open(sweep_dir / row["run_dir"])
+        metrics = run.metrics()
+        curve = {k: [m.get(k, 0) for m in metrics] for k in CURVE_KEYS}
+        rows.append({**row, "summary": run.read_json("summary.json"), "curve": curve})
+    return rows
 
 
 def run(
@@ -70,7 +88,7 @@ def run(
     *sets: str,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """One ``hil train`` run from scratch; its summary and per-epoch curves."""
+    """One ``hil train`` run from scratch (the epoch-time comparison); summary and curves."""
     shutil.rmtree(run_dir, ignore_errors=True)
     summary = train(
         TrainRequest(
@@ -86,29 +104,6 @@ def run(
     metrics = RunDir.open(run_dir).metrics()
     curve = {k: [m.get(k, 0) for m in metrics] for k in CURVE_KEYS}
     return {"seed": seed, "summary": summary, "curve": curve}
-
-
-def _software_job(job: tuple[str, str, int, int, str]) -> dict[str, Any]:
-    rule, cfg, seed, epochs, runs = job
-    out = run(
-        CONFIGS / "jsb_software" / f"{cfg}_{rule}.yaml",
-        Path(runs) / f"{cfg}_{rule}_s{seed}",
-        seed,
-        epochs,
-    )
-    return {"rule": rule, "config": cfg, **out}
-
-
-def _timing_job(job: tuple[str, int, str]) -> float:
-    rule, batch, runs = job
-    out = run(
-        CONFIGS / "jsb_software" / f"tuned_{rule}.yaml",
-        Path(runs) / f"time_{rule}_b{batch}",
-        0,
-        1,
-        f"train.batch_size={batch}",
-    )
-    return float(out["curve"]["train_s"][0])
 
 
 def _plot_software(results: list[dict[str, Any]], configs: list[str], path: Path) -> None:
@@ -153,29 +148,23 @@ def _seed_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_software(args: argparse.Namespace) -> dict[str, Any]:
-    runs = str(args.runs_dir)
-    jobs = [
-        (rule, cfg, seed, args.paper_epochs if cfg == "paper" else args.epochs, runs)
-        for cfg in reversed(args.configs)
-        for rule in args.rules
-        for seed in args.seeds
-    ]
-    timing_jobs = [(rule, b, runs) for rule in args.rules for b in (1, 16)]
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        results = list(pool.map(_software_job, jobs))
-        timing = dict(
-            zip(
-                [(r, b) for r, b, _ in timing_jobs], pool.map(_timing_job, timing_jobs), strict=True
-            )
-        )
+    results = []
+    for cfg in args.configs:
+        for row in sweep(f"jsb_software_{cfg}", args.sweeps_dir, args.max_concurrent):
+            results.append({**row, "rule": row["params"]["rule"], "config": cfg})
+    timed: dict[tuple[str, int], list[float]] = {}
+    for row in sweep("jsb_software_timing", args.sweeps_dir, max_concurrent=1):
+        key = (row["params"]["rule"], row["params"]["train.batch_size"])
+        timed.setdefault(key, []).append(row["curve"]["train_s"][0])
+    timing = {key: float(np.mean(v)) for key, v in timed.items()}  # mean over the seeds
     main_cfg = args.configs[-1]
     rules: dict[str, Any] = {}
-    for rule in args.rules:
+    for rule in RULE_NAMES:
 
         def of(cfg: str, rule: str = rule) -> dict[str, Any]:
             picked = [r for r in results if r["rule"] == rule and r["config"] == cfg]
-            config = CONFIGS / "jsb_software" / f"{cfg}_{rule}.yaml"
-            return {**_seed_summary(picked), "config": str(config.relative_to(REPO))}
+            spec = SWEEPS / f"jsb_software_{cfg}.yaml"
+            return {**_seed_summary(picked), "sweep": str(spec.relative_to(REPO))}
 
         entry = of(main_cfg)
         entry["train_s_b1"], entry["train_s_b16"] = timing[(rule, 1)], timing[(rule, 16)]
@@ -195,6 +184,7 @@ def run_software(args: argparse.Namespace) -> dict[str, Any]:
         "baselines": baselines(task) if baselines else {},
         "curves": [{k: r[k] for k in ("rule", "config", "seed", "curve")} for r in results],
         "machine": machine(),
+        "load_average": os.getloadavg(),
         "data_source": task.source,
         "data_sha256": task.fingerprint,
     }
@@ -208,6 +198,7 @@ def _epoch_time_ratios(epochs: int, runs: Path) -> dict[str, Any]:
     """Wall time per epoch of the tuned HIL run: in-process simulator, the same over a
     ``hil serve`` on TCP loopback, and software OSTTP, measured back to back."""
     cfg, sim = HIL_CONFIGS["tuned"], "sim://?preset=hermes&seed=0"
+    runs.mkdir(parents=True, exist_ok=True)
     local = run(cfg, runs / "time_inprocess", 0, epochs, device=sim)
     with ServeProcess(sim, "tcp://127.0.0.1:*") as srv:
         remote = run(cfg, runs / "time_tcp", 0, epochs, device=srv.endpoint)
@@ -252,31 +243,31 @@ def _plot_hil(results: dict[str, Any], path: Path) -> None:
 
 
 def run_hil(args: argparse.Namespace) -> dict[str, Any]:
-    """HIL OSTTP on the hermes simulator, per seed, for the tuned and the paper config."""
+    """HIL OSTTP on the hermes simulator, per seed, for the tuned and the paper config, with
+    the drift evaluation of every trained chip (the ``evaluate.drift`` of the spec)."""
     from hil.logging import configure_logging
-    from hil.trainer.evaluate import drift_evaluation
 
     configure_logging("warning", json=False)
-    runs: Path = args.runs_dir
+    rows = sweep("jsb_hil", args.sweeps_dir, args.max_concurrent)
+    spec, _ = load_spec(SWEEPS / "jsb_hil.yaml")
     out: dict[str, Any] = {
         "benchmark": "jsb_hil",
+        "sweep": str((SWEEPS / "jsb_hil.yaml").relative_to(REPO)),
         "network": "88 -> 150 SNU (full reset, no H) -> 88 sigmoid; W1, W2 on chip 1, B on chip 2",
         "device": "sim://?preset=hermes&seed=<seed> (in-process simulator, HERMES-like PCM)",
         "metric": "test NLL at the epoch of best valid NLL (and at the last epoch); spread: "
         "sample std over seeds (ddof = 1)",
-        "seeds": args.seeds,
+        "seeds": spec.seeds,
     }
     for name, cfg in HIL_CONFIGS.items():
-        results = [
-            run(cfg, runs / f"{name}_s{s}", s, args.epochs, device=f"sim://?preset=hermes&seed={s}")
-            for s in args.seeds
-        ]
+        results = [r for r in rows if r["params"]["config"] == name]
         best = [r["summary"]["test_nll_at_best"] for r in results]
         final = [r["summary"]["test_nll"] for r in results]
         (mean, std), (final_mean, final_std) = mean_std(best), mean_std(final)
+        drift = [r["drift"] for r in results]
         out[name] = {
             "config": str(cfg.relative_to(REPO)),
-            "epochs": args.epochs,
+            "epochs": spec.epochs,
             "test_nll_mean": mean,
             "test_nll_std": std,
             "test_nll_final_mean": final_mean,
@@ -284,22 +275,20 @@ def run_hil(args: argparse.Namespace) -> dict[str, Any]:
             "per_seed_test_nll": best,
             "pulses_mean": float(np.mean([r["summary"]["pulses"] for r in results])),
             "curves": [r["curve"] for r in results],
+            "drift": {
+                "delays_s": drift[0]["delays_s"],
+                **{
+                    mode: [float(np.mean([d[mode][i] for d in drift])) for i in range(len(v))]
+                    for mode, v in drift[0].items()
+                    if mode != "delays_s"
+                },
+            },
         }
-    for k in ("test_nll_mean", "test_nll_std"):  # headline: the tuned configuration
+    for k in ("test_nll_mean", "test_nll_std", "drift"):  # headline: the tuned configuration
         out[k] = out["tuned"][k]
-    drift = [drift_evaluation(runs / f"tuned_s{s}", DRIFT_DELAYS_S) for s in args.seeds]
-    out["drift"] = {
-        "delays_s": list(DRIFT_DELAYS_S),
-        **{
-            mode: [
-                float(np.mean([d["modes"][mode][i]["test_nll"] for d in drift]))
-                for i in range(len(DRIFT_DELAYS_S))
-            ]
-            for mode in drift[0]["modes"]
-        },
-    }
-    out.update(_epoch_time_ratios(args.timing_epochs, runs))
+    out.update(_epoch_time_ratios(args.timing_epochs, args.sweeps_dir / "timing_hil"))
     out["machine"] = machine()
+    out["load_average"] = os.getloadavg()
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=str))
     _plot_hil(out, args.out.with_suffix(".png"))
@@ -308,26 +297,20 @@ def run_hil(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument(
+        "--sweeps-dir",
+        type=Path,
+        default=REPO / "runs" / "reproduce",
+        help="where the sweeps live (sweep-<name>/ each; an existing one is resumed)",
+    )
+    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: Ray's CPUs)")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("software", help="train every rule in software (results/jsb_software.json)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument(
-        "--epochs", type=int, help="epochs of every configuration but paper (default: the config's)"
-    )
-    p.add_argument(
-        "--paper-epochs", type=int, help="epochs of the paper configuration (default: the config's)"
-    )
-    p.add_argument("--configs", nargs="+", default=["paper", "tuned"], choices=SOFTWARE_CONFIGS)
-    p.add_argument("--rules", nargs="+", default=list(RULE_NAMES), choices=RULE_NAMES)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "reproduce_software")
+    p = sub.add_parser("software", help="every rule in software (results/jsb_software.json)")
+    p.add_argument("--configs", nargs="+", default=list(SOFTWARE_CONFIGS), choices=SOFTWARE_CONFIGS)
     p.add_argument("--out", type=Path, default=REPO / "results" / "jsb_software.json")
     p.set_defaults(part=run_software)
     h = sub.add_parser("hil", help="hardware-in-the-loop OSTTP on the simulated chips")
-    h.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    h.add_argument("--epochs", type=int, default=15)
     h.add_argument("--timing-epochs", type=int, default=2)
-    h.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "reproduce_hil")
     h.add_argument("--out", type=Path, default=REPO / "results" / "jsb_hil.json")
     h.set_defaults(part=run_hil)
     args = parser.parse_args(argv)

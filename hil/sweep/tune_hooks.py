@@ -6,6 +6,8 @@ plain data and find the (unpicklable) terminal view through :data:`VIEWS`.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from hil.sweep import results
+from hil.sweep.trial import state_dir
 
 VIEWS: dict[str, Any] = {}
 """sweep directory -> its :class:`hil.sweep.progress.SweepProgress` (this process only)"""
@@ -23,18 +26,18 @@ def _tid(trial: Any) -> str:
 
 
 class ProgressCallback(Callback):
-    """Feeds Tune's trial states (running, pending) to the view; writes sweep.json live."""
+    """Feeds Tune's trial states (running, pending) to the view; writes sweep.json live, and
+    appends every change of the set of running trials to ``.sweep/schedule.jsonl`` (time,
+    running ids, ids waiting for a chip): what ran when, as Ray scheduled it."""
 
     def __init__(self, sweep_dir: str):
         self.sweep_dir = sweep_dir
+        self._last: tuple[list[str], list[str]] | None = None
 
     def _view(self) -> Any:
         return VIEWS.get(self.sweep_dir)
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        view = self._view()
-        if view is None:
-            return
         state = {}
         for tr in trials:
             job = tr.config["job"]["trial"]
@@ -42,8 +45,24 @@ class ProgressCallback(Callback):
                 state[job["id"]] = "running"
             elif tr.status == "PENDING":
                 state[job["id"]] = "waiting for a chip" if job["resource"] else "queued"
+        self._log_schedule(state)
+        view = self._view()
+        if view is None:
+            return
         view.state = state
         view.refresh()
+
+    def _log_schedule(self, state: dict[str, str]) -> None:
+        now = (
+            sorted(k for k, v in state.items() if v == "running"),
+            sorted(k for k, v in state.items() if v == "waiting for a chip"),
+        )
+        if now == self._last:
+            return
+        self._last = now
+        line = json.dumps({"time": time.time(), "running": now[0], "waiting_for_chip": now[1]})
+        with open(state_dir(Path(self.sweep_dir)) / "schedule.jsonl", "a") as f:
+            f.write(line + "\n")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         view = self._view()

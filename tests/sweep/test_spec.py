@@ -145,3 +145,25 @@ def test_the_figure_specs_are_valid(path: Path):
     spec, trials = load_spec(path)
     assert trials and len({t.id for t in trials}) == len(trials)
     assert len(spec.seeds) >= 2  # every figure is a mean ± std over seeds
+
+
+@pytest.mark.parametrize("name", ["paper", "tuned", "tuned_noH"])
+def test_the_software_figure_sweeps_train_the_jsb_software_configs(name: str):
+    """Each trial of `configs/sweeps/jsb_software_<name>.yaml` resolves to exactly the run
+    config of `configs/jsb_software/<name>_<rule>.yaml` at its seed (names aside), so the
+    figures that `hil sweep` makes are the ones those config files document."""
+    from hil.trainer.session import TrainRequest, resolve_request
+
+    spec, trials = load_spec(REPO / "configs" / "sweeps" / f"jsb_software_{name}.yaml")
+    assert {t.params["rule"] for t in trials} == {"bptt", "ostl", "drtp", "osttp"}
+    for t in trials:
+        via_sweep = resolve_request(
+            TrainRequest(
+                config=Path(t.base), seed=t.seed, epochs=spec.epochs, overrides=tuple(t.overrides)
+            )
+        ).model_dump(mode="json")
+        config = REPO / "configs" / "jsb_software" / f"{name}_{t.params['rule']}.yaml"
+        direct = resolve_request(TrainRequest(config=config, seed=t.seed)).model_dump(mode="json")
+        via_sweep.pop("name")
+        direct.pop("name")
+        assert via_sweep == direct, t.id

@@ -156,7 +156,16 @@ def test_a_capacity_1_chip_serialises_its_trials_while_sim_trials_run_at_once(
     assert len(sim) == 2 and len(chip) == 2
     (a0, a1), (b0, b1) = sorted(chip)
     assert a1 <= b0, f"chip trials overlap: {chip}"
-    assert max(s[0] for s in sim) < min(s[1] for s in sim), f"sim trials did not overlap: {sim}"
+    # "at once" as Ray scheduled them: both sim trials running in one step of Tune (their
+    # processes' own start and end times depend on the machine's load, not on the sweep)
+    sim_ids = {r["id"] for r in rows if r["device"].startswith("sim")}
+    schedule = [
+        json.loads(line)
+        for line in (tmp_path / "sw" / ".sweep" / "schedule.jsonl").read_text().splitlines()
+    ]
+    assert any(sim_ids <= set(s["running"]) for s in schedule), schedule
+    chip_ids = {r["id"] for r in rows if r["device"].startswith("tcp")}
+    assert not any(chip_ids <= set(s["running"]) for s in schedule), schedule
     assert "waiting for a chip 1" in out.stdout or "waiting for a chip 2" in out.stdout
 
 
