@@ -141,7 +141,7 @@ def test_first_hour(tmp_path: Path, operator: dict[str, str]) -> None:
     res = hil(env, cwd, "train", "--resume", "--run-dir", "runs/t1", "--epochs", "2",
               "--no-progress")  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.startswith("resuming runs/t1 at epoch 2 of 2 (1 epoch done) from ")
+    assert res.stdout.startswith("resuming runs/t1 at epoch 2/2 (1 epoch done) from ")
     t1b = summary_matches_metrics(cwd / "runs/t1")
     assert t1b["epochs"] == 2
     before = (cwd / "runs/t1/summary.json").read_bytes()

@@ -288,7 +288,7 @@ def resume_note(run: RunDir, ck: ckpt.Checkpoint | None, generation: int, epochs
             f"resuming {run.path}: no checkpoint was committed, so the run starts again "
             f"from the beginning ({epochs} {plural(epochs, 'epoch')})"
         )
-    at = f"epoch {ck.epoch + 1} batch {ck.batch + 1}" if ck.batch else f"epoch {ck.epoch + 1}"
+    at = f"epoch {ck.epoch + 1}/{epochs}" + (f", batch {ck.batch + 1}" if ck.batch else "")
     done = (
         f"{ck.epoch} {plural(ck.epoch, 'epoch')}"
         + (f" and {ck.batch} {plural(ck.batch, 'batch', 'batches')}" if ck.batch else "")
@@ -296,7 +296,7 @@ def resume_note(run: RunDir, ck: ckpt.Checkpoint | None, generation: int, epochs
     )
     chips = "with its chip snapshot" if ck.chip_snapshot else "chips continue as they are"
     return (
-        f"resuming {run.path} at {at} of {epochs} ({done}) from checkpoint generation "
+        f"resuming {run.path} at {at} ({done}) from checkpoint generation "
         f"{generation} ({run.checkpoint_dir / ckpt.STATE_FILE}; {chips})"
     )
 

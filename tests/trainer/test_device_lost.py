@@ -97,7 +97,7 @@ def test_server_killed_mid_run_ends_it_in_one_line_and_it_resumes(
         )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.splitlines()[0] == (
-        f"resuming {run_dir} at epoch {ck['epoch'] + 1} of {ck['epoch'] + 1} "
+        f"resuming {run_dir} at epoch {ck['epoch'] + 1}/{ck['epoch'] + 1} "
         f"({ck['epoch']} epoch{'s' if ck['epoch'] != 1 else ''} done) from checkpoint "
         f"generation {ck['generation']} ({run_dir / 'checkpoint' / 'state.json'}; chips "
         f"continue as they are)"

@@ -183,12 +183,8 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_checkpoint(
         env={**os.environ},
     )
     assert res.returncode == 0, res.stderr
-    at = (
-        f"epoch {ck['epoch'] + 1} batch {ck['batch'] + 1}"
-        if ck["batch"]
-        else f"epoch {ck['epoch'] + 1}"
-    )
-    assert res.stdout.startswith(f"resuming {tmp_path / 'run'} at {at} of 3 ("), res.stdout
+    at = f"epoch {ck['epoch'] + 1}/3" + (f", batch {ck['batch'] + 1}" if ck["batch"] else "")
+    assert res.stdout.startswith(f"resuming {tmp_path / 'run'} at {at} ("), res.stdout
     assert without_timing(RunDir.open(tmp_path / "run").metrics()) == without_timing(
         RunDir.open(tmp_path / "ref").metrics()
     )
