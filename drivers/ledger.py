@@ -42,7 +42,16 @@ from drivers.statedb import (
     pack_arrays,
     unpack_arrays,
 )
+from protocols.messages import LeaseReleased, LeaseReply
 from protocols.region import Region
+
+Recorded = Report | LeaseReply | LeaseReleased
+"""What a reply record holds: a state-changing verb's report or a lease verb's reply."""
+RECORD_TYPES: dict[str, type[Recorded]] = {
+    **REPORT_TYPES,
+    "LeaseReply": LeaseReply,
+    "LeaseReleased": LeaseReleased,
+}
 
 
 class ReplyRecords:
@@ -56,7 +65,7 @@ class ReplyRecords:
         self._count = dict(c.execute("SELECT identity, count(*) FROM replies GROUP BY identity"))
         self._puts = 0
 
-    def get(self, identity: str, request_id: str, verb: str, fp: str) -> Report | None:
+    def get(self, identity: str, request_id: str, verb: str, fp: str) -> Recorded | None:
         """The recorded reply, None if never seen; raises on a changed request or eviction."""
         row = self.db.conn.execute(
             "SELECT verb, fingerprint, reply FROM replies WHERE identity = ? AND request_id = ?",
@@ -81,9 +90,9 @@ class ReplyRecords:
                 f"request; a retry must repeat the same request. Use a fresh id for a new one."
             )
         rec = json.loads(text)
-        return REPORT_TYPES[rec["type"]].model_validate(rec["reply"])
+        return RECORD_TYPES[rec["type"]].model_validate(rec["reply"])
 
-    def put(self, identity: str, request_id: str, verb: str, fp: str, reply: Report) -> None:
+    def put(self, identity: str, request_id: str, verb: str, fp: str, reply: Recorded) -> None:
         """Record a reply (in the current transaction, whose number it keeps)."""
         self._puts += 1
         text = json.dumps({"type": type(reply).__name__, "reply": reply.model_dump()})

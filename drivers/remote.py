@@ -40,11 +40,13 @@ from drivers import (
     DeviceTimeout,
     DeviceUnreachable,
     InvalidRequest,
+    LimitExceeded,
 )
 from drivers.base import Driver, LinkBytes, new_request_id
 from drivers.codes import dac_codes, from_adc_codes
 from drivers.zmq_link import Curve, ZmqLink
 from protocols import encode
+from protocols.framing import MAX_MESSAGE_BYTES
 from protocols.messages import (
     STATE_CHANGING_KINDS,
     AdvanceReply,
@@ -63,6 +65,8 @@ from protocols.messages import (
     LeaseRelease,
     LeaseReleased,
     LeaseReply,
+    LeasesReply,
+    LeasesRequest,
     MvmReply,
     MvmRequest,
     ProgramReply,
@@ -265,6 +269,12 @@ class RemoteDriver(Driver):
         if getattr(self, "session", "") and not isinstance(msg, Hello):
             msg = msg.model_copy(update={"session": self.session})
         frames = encode(msg, arrays)
+        size = sum(len(f) for f in frames)
+        if size > MAX_MESSAGE_BYTES:  # the server could not even answer it (docs/protocol.md)
+            raise LimitExceeded(
+                f"a {msg.kind} request of {size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte "
+                f"message bound of the wire protocol; split it"
+            )
         attempts = self.retries + 1 if attempts is None else attempts
         timeout_s = timeout_s or self.timeout_s
         with self._lock:
@@ -347,6 +357,12 @@ class RemoteDriver(Driver):
 
     def release_lease(self, lease_id: str) -> None:
         self._call(LeaseRelease(request_id=new_request_id(), lease_id=lease_id), LeaseReleased)
+
+    def leases(self) -> dict[str, list[dict[str, Any]]]:
+        """This client's own live leases and run reservations (the ``leases`` verb), as
+        ``{"leases": [...], "reservations": [...]}`` of JSON-able dicts."""
+        rep = self._call(LeasesRequest(request_id=new_request_id()), LeasesReply)[0]
+        return rep.model_dump(mode="json", include={"leases", "reservations"})
 
     @contextmanager
     def lease(self, region: Region, mode: LeaseMode = "write") -> Iterator[str]:

@@ -41,7 +41,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded
+from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded, NotFound
 from drivers.auth import KeyRing
 from drivers.base import Driver, Report, fingerprint
 from drivers.codes import mvm_over_codes
@@ -52,7 +52,12 @@ from drivers.sessions import Sessions
 from drivers.statedb import StateDB
 from drivers.zmq_link import COPY_THRESHOLD
 from protocols import PROTOCOL_VERSION, ProtocolError, encode
-from protocols.framing import MAX_ARRAY_BYTES, MAX_HEADER_BYTES, decode_request
+from protocols.framing import (
+    MAX_BODY_FRAMES,
+    MAX_MESSAGE_BYTES,
+    decode_request,
+    peek_request_id,
+)
 from protocols.messages import (
     STATE_CHANGING_KINDS,
     AdvanceReply,
@@ -73,9 +78,13 @@ from protocols.messages import (
     LeaseRelease,
     LeaseReleased,
     LeaseReply,
+    LeasesReply,
+    LeasesRequest,
     LeaseStatus,
     MvmReply,
     MvmRequest,
+    OwnLease,
+    OwnReservation,
     ProgramReply,
     ProgramRequest,
     PulseReply,
@@ -99,12 +108,6 @@ log = structlog.get_logger(__name__)
 
 SERVER_NAME = "pcm-hil device server"
 SERVER_VERSION = "0.1.0"
-MAX_BODY_FRAMES = 5
-"""Frames after the routing id: a header and at most 4 arrays. A message with more is
-refused; its extra frames are received one at a time and dropped unkept."""
-MAX_MESSAGE_BYTES = 64 * 2**20
-"""Bound on a message's frames in total (and, via ZMQ_MAXMSGSIZE, on any one frame); the
-largest valid request (a batch-4096 float64 MVM input) is 8 MiB."""
 RATE_WINDOW_S = 60.0
 AUDITED_KINDS = STATE_CHANGING_KINDS | {"lease_acquire", "lease_release"}
 
@@ -166,8 +169,9 @@ class DeviceServer:
         self._keyring: KeyRing | None = None
         self._server_keys: tuple[bytes, bytes] | None = None
         self.bound: list[str] = []
+        self._reload = threading.Event()
+        self._next_key_check = 0.0
         if auth_keys_dir is not None:
-            self._keyring = KeyRing(Path(auth_keys_dir))
             secret_file = Path(server_secret_key or Path(auth_keys_dir) / "server.key_secret")
             if not secret_file.is_file():
                 raise InvalidRequest(
@@ -178,6 +182,8 @@ class DeviceServer:
             if secret is None:
                 raise InvalidRequest(f"{secret_file} holds no secret key")
             self._server_keys = (public, secret)
+            # the server's own key pair is never a client's, even with server.key in DIR
+            self._keyring = KeyRing(Path(auth_keys_dir), exclude={public})
 
     # ------------------------------------------------------------ socket loop
     def serve(self, ready: threading.Event | None = None, on_ready: Any = None) -> None:
@@ -194,8 +200,9 @@ class DeviceServer:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDTIMEO, 0)
         sock.copy_threshold = COPY_THRESHOLD  # copying is cheaper than pyzmq's zero-copy GC
-        # a peer sending a frame larger than any valid array is disconnected by libzmq
-        sock.setsockopt(zmq.MAXMSGSIZE, min(MAX_MESSAGE_BYTES, MAX_ARRAY_BYTES + MAX_HEADER_BYTES))
+        # a peer sending one frame larger than a whole message may be is disconnected by
+        # libzmq before the frame arrives: no reply is possible (docs/protocol.md, Bounds)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         if self._keyring is not None and self._server_keys is not None:
             self._auth = ThreadAuthenticator(self._ctx)
             self._auth.start()
@@ -227,6 +234,7 @@ class DeviceServer:
             poller.register(sock, zmq.POLLIN)
             poller.register(conn_log.monitor, zmq.POLLIN)
             while not self._stop.is_set():
+                self._check_keys(time.monotonic())
                 events = dict(poller.poll(50))
                 if conn_log.monitor in events:
                     conn_log.drain()
@@ -238,8 +246,16 @@ class DeviceServer:
                 except zmq.Again:
                     continue
                 if refusal is not None:
-                    reply = encode(ErrorReply(request_id="-", code="bad_request", message=refusal))
-                    log.warning("request_refused", client=client_name(routing), reason=refusal)
+                    rid, reason = refusal
+                    reply = encode(
+                        ErrorReply(request_id=rid or "-", code="limit_exceeded", message=reason)
+                    )
+                    log.warning(
+                        "request_refused",
+                        client=client_name(routing),
+                        request_id=rid,
+                        reason=reason,
+                    )
                 elif not body:
                     continue  # an identity with no body: nothing to answer
                 else:
@@ -252,24 +268,33 @@ class DeviceServer:
                 self._auth.stop()
             log.info("server_stopped")
 
-    def _receive(self, sock: zmq.Socket) -> tuple[bytes, list[bytes], str | None, str | None]:
+    def _receive(
+        self, sock: zmq.Socket
+    ) -> tuple[bytes, list[bytes], str | None, tuple[str | None, str] | None]:
         """``(routing id, body frames, CURVE user id, refusal)``, read one frame at a time:
         beyond :data:`MAX_BODY_FRAMES` frames or :data:`MAX_MESSAGE_BYTES` bytes the rest
-        is received and dropped without being kept (``refusal`` says why)."""
+        is received and dropped without being kept; ``refusal`` is then the request id of
+        the header (if it parses) and the reason."""
         routing = sock.recv(flags=zmq.NOBLOCK, copy=False)
         body: list[zmq.Frame] = []
-        total, n, refusal = 0, 0, None
+        total, n = 0, 0
+        refusal: tuple[str | None, str] | None = None
         while sock.getsockopt(zmq.RCVMORE):
             frame = sock.recv(copy=False)
             n += 1
             total += len(frame)
             if refusal is not None:
                 continue
+            reason = None
             if n > MAX_BODY_FRAMES:
-                refusal = f"message has more than {MAX_BODY_FRAMES} frames (a header and at most 4 arrays)"
+                reason = (
+                    f"message has more than {MAX_BODY_FRAMES} frames (a header and at most "
+                    f"4 arrays)"
+                )
             elif total > MAX_MESSAGE_BYTES:
-                refusal = f"message exceeds {MAX_MESSAGE_BYTES} bytes"
-            if refusal is not None:
+                reason = f"message exceeds {MAX_MESSAGE_BYTES} bytes (all frames together)"
+            if reason is not None:
+                refusal = (peek_request_id(body[0].buffer) if body else None, reason)
                 body = []
                 continue
             body.append(frame)
@@ -293,6 +318,22 @@ class DeviceServer:
     def stop(self) -> None:
         """Ask :meth:`serve` to return (safe from any thread or a signal handler)."""
         self._stop.set()
+
+    def reload_keys(self) -> None:
+        """Ask :meth:`serve` to re-read the ``--auth-keys`` folder (SIGHUP; safe from any
+        thread or a signal handler)."""
+        self._reload.set()
+
+    def _check_keys(self, now: float) -> None:
+        """Re-read the keys folder on request, or (every 0.5 s at most) when it changed."""
+        ring = self._keyring
+        if ring is None:
+            return
+        if self._reload.is_set() or (now >= self._next_key_check and ring.changed()):
+            self._reload.clear()
+            ring.reload()
+        if now >= self._next_key_check:
+            self._next_key_check = now + 0.5
 
     def close(self) -> None:
         """Fold the wear ledger and close a database this server opened itself."""
@@ -362,7 +403,11 @@ class DeviceServer:
                     f"is stopping; retry with the same request_id once it is back",
                 )
             )
-        except (DriverError, ProtocolError) as exc:
+        except ProtocolError as exc:  # the header's id whenever it parsed (never "-" then)
+            code = exc.code
+            request_id = exc.request_id or request_id
+            out = encode(ErrorReply(request_id=request_id, code=exc.code, message=str(exc)))
+        except DriverError as exc:
             code = exc.code
             out = encode(ErrorReply(request_id=request_id, code=exc.code, message=str(exc)))
         except Exception as exc:  # the server must survive any driver bug
@@ -436,45 +481,11 @@ class DeviceServer:
         if isinstance(msg, StatusRequest):
             return encode(self._status(rid, now))
         if isinstance(msg, LeaseAcquire):
-            d._check_region(msg.region)  # noqa: SLF001 - regions checked against the chips
-            if len(self.leases.held_by(client)) >= self.max_leases:
-                raise LimitExceeded(
-                    f"this client holds {self.max_leases} leases, its quota; release some"
-                )
-            lease = self.leases.acquire(client, msg.region, msg.mode, now)
-            r = lease.region
-            with self.db.transaction() as c:
-                c.execute(
-                    "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        lease.lease_id,
-                        client,
-                        rid,
-                        r.chip,
-                        r.row0,
-                        r.row1,
-                        r.col0,
-                        r.col1,
-                        lease.mode,
-                        time.time(),
-                    ),
-                )
-                self.audit.record(client, "", msg.kind, r, 0, "ok", rid)
-            return encode(
-                LeaseReply(
-                    request_id=rid,
-                    lease_id=lease.lease_id,
-                    region=lease.region,
-                    mode=msg.mode,
-                    ttl_s=self.leases.ttl_s,
-                )
-            )
+            return encode(self._lease_acquire(client, msg, now))
         if isinstance(msg, LeaseRelease):
-            released = self.leases.release(client, msg.lease_id, now)
-            with self.db.transaction() as c:
-                c.execute("DELETE FROM leases WHERE lease_id = ?", (released.lease_id,))
-                self.audit.record(client, "", msg.kind, released.region, 0, "ok", rid)
-            return encode(LeaseReleased(request_id=rid, lease_id=msg.lease_id))
+            return encode(self._lease_release(client, msg, now))
+        if isinstance(msg, LeasesRequest):
+            return encode(self._own_leases(client, rid))
         if isinstance(msg, AuditRequest):
             rows = self.audit.query(
                 since=msg.since, identity=msg.identity, region=msg.region, limit=msg.limit
@@ -501,6 +512,83 @@ class DeviceServer:
         if isinstance(msg, PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest):
             return encode(self._state_changing(client, msg, arrays, now))
         raise InvalidRequest(f"request kind {msg.kind!r} is not served")  # pragma: no cover
+
+    def _lease_acquire(self, client: str, msg: LeaseAcquire, now: float) -> LeaseReply:
+        """Grant a lease once per request id: a retry gets the recorded reply while that
+        lease lives, ``not_found`` once it has lapsed (never a second lease)."""
+        rid = msg.request_id
+        fp = fingerprint(msg.kind, msg.model_dump_json(include={"region", "mode"}))
+        with self.db.transaction() as c:
+            recorded = self.replies.get(client, rid, msg.kind, fp)
+            if isinstance(recorded, LeaseReply):
+                if any(x.lease_id == recorded.lease_id for x in self.leases.held_by(client)):
+                    return recorded
+                raise NotFound(
+                    f"lease {recorded.lease_id}, granted to request {rid!r}, has lapsed "
+                    f"(released or expired); acquire again with a fresh request_id"
+                )
+            self.driver._check_region(msg.region)  # noqa: SLF001 - checked against the chips
+            if len(self.leases.held_by(client)) >= self.max_leases:
+                raise LimitExceeded(
+                    f"this client holds {self.max_leases} leases, its quota; release some"
+                )
+            lease = self.leases.acquire(client, msg.region, msg.mode, now)
+            r = lease.region
+            c.execute(
+                "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (lease.lease_id, client, rid, r.chip, r.row0, r.row1, r.col0, r.col1,
+                 lease.mode, time.time()),
+            )  # fmt: skip
+            self.audit.record(client, "", msg.kind, r, 0, "ok", rid)
+            reply = LeaseReply(
+                request_id=rid, lease_id=lease.lease_id, region=r, mode=msg.mode,
+                ttl_s=self.leases.ttl_s,
+            )  # fmt: skip
+            self.replies.put(client, rid, msg.kind, fp, reply)
+        return reply
+
+    def _lease_release(self, client: str, msg: LeaseRelease, now: float) -> LeaseReleased:
+        """Release once per request id: a retry gets the first reply."""
+        rid = msg.request_id
+        fp = fingerprint(msg.kind, msg.lease_id)
+        with self.db.transaction() as c:
+            recorded = self.replies.get(client, rid, msg.kind, fp)
+            if isinstance(recorded, LeaseReleased):
+                return recorded
+            released = self.leases.release(client, msg.lease_id, now)
+            c.execute("DELETE FROM leases WHERE lease_id = ?", (released.lease_id,))
+            self.audit.record(client, "", msg.kind, released.region, 0, "ok", rid)
+            reply = LeaseReleased(request_id=rid, lease_id=msg.lease_id)
+            self.replies.put(client, rid, msg.kind, fp, reply)
+        return reply
+
+    def _own_leases(self, client: str, rid: str) -> LeasesReply:
+        """The caller's live leases (expired ones were swept before dispatch) and its run
+        reservations, oldest first."""
+        live = {x.lease_id for x in self.leases.held_by(client)}
+        rows = self.db.conn.execute(
+            "SELECT lease_id, request_id, chip, row0, row1, col0, col1, mode, granted "
+            "FROM leases WHERE identity = ? ORDER BY granted, lease_id",
+            (client,),
+        ).fetchall()
+        leases = tuple(
+            OwnLease(lease_id=lid, region=Region(chip, r0, r1, c0, c1), mode=mode,
+                     request_id=req, granted=granted)
+            for lid, req, chip, r0, r1, c0, c1, mode, granted in rows
+            if lid in live
+        )  # fmt: skip
+        rows = self.db.conn.execute(
+            "SELECT reservation_id, run_id, name, chip, row0, row1, col0, col1, whole_chip, "
+            "created, expires FROM reservations WHERE identity = ? ORDER BY created",
+            (client,),
+        ).fetchall()
+        reservations = tuple(
+            OwnReservation(reservation_id=res, run_id=run, name=name,
+                           region=Region(chip, r0, r1, c0, c1), whole_chip=bool(whole),
+                           created=created, expires=expires)
+            for res, run, name, chip, r0, r1, c0, c1, whole, created, expires in rows
+        )  # fmt: skip
+        return LeasesReply(request_id=rid, leases=leases, reservations=reservations)
 
     def _status(self, rid: str, now: float) -> StatusReply:
         info = self.driver.info()
@@ -585,17 +673,16 @@ class DeviceServer:
         with self.db.transaction():
             # a retry of a request applied before a conflicting lease was granted still
             # gets its original reply (nothing is applied)
-            recorded = self.replies.get(client, rid, kind, fp)
-            if recorded is None:
+            rep = self.replies.get(client, rid, kind, fp)
+            if rep is None:
                 self.leases.check(client, region, write=True, now=now)
                 drid = driver_request_id(client, rid)
                 applied = d.recorded_reply(drid) is None
-                rep = self._apply(msg, arrays, drid)
-                self.replies.put(client, rid, kind, fp, rep)
-                pulses = self._wear(client, msg, arrays, rep) if applied else 0
+                report = self._apply(msg, arrays, drid)
+                self.replies.put(client, rid, kind, fp, report)
+                pulses = self._wear(client, msg, arrays, report) if applied else 0
                 self.audit.record(client, "", kind, region, pulses, "ok", rid)
-            else:
-                rep = recorded
+                rep = report
         if isinstance(msg, PulseRequest) and isinstance(rep, PulseReport):
             return PulseReply(request_id=rid, report=rep)
         if isinstance(msg, ResetRequest) and isinstance(rep, ResetReport):
@@ -754,6 +841,10 @@ def run_server(
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda signum, frame: server.stop())
+            # SIGHUP: re-read the --auth-keys folder (keys added or removed while serving)
+            previous[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda signum, frame: server.reload_keys()
+            )
         try:
             server.serve(on_ready=on_ready)
         finally:

@@ -14,9 +14,18 @@ if TYPE_CHECKING:
 
 
 class ProtocolError(Exception):
-    """Root of the protocol's error tree: a message or frame is malformed."""
+    """Root of the protocol's error tree: a message or frame is malformed.
+
+    ``request_id`` is the id of the offending request when its header parsed as JSON and
+    carried a well-formed ``request_id`` (1-128 characters), else ``None``: an error reply
+    then carries it, so a client can match the error to its request.
+    """
 
     code: ErrorCode = "bad_request"
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class MalformedMessage(ProtocolError):
@@ -29,6 +38,12 @@ class VersionMismatchError(ProtocolError):
     """The peer speaks another protocol version."""
 
     code: ErrorCode = "version_mismatch"
+
+
+class MessageTooLarge(MalformedMessage):
+    """A message exceeds a size bound (header bytes, frames, total bytes)."""
+
+    code: ErrorCode = "limit_exceeded"
 
 
 from protocols.framing import decode_reply, decode_request, encode  # noqa: E402
@@ -60,6 +75,7 @@ __all__ = [
     "DeviceInfo",
     "Limits",
     "MalformedMessage",
+    "MessageTooLarge",
     "ProgramReport",
     "ProtocolError",
     "PulseReport",

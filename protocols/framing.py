@@ -4,10 +4,12 @@ The header is the JSON of one message (:mod:`protocols.messages`); its ``arrays`
 lists one :class:`~protocols.messages.ArraySpec` (name, dtype, shape, nbytes) per raw
 buffer frame that follows, in order. Decoding checks, before any ``np.frombuffer``:
 
-1. the header is at most :data:`MAX_HEADER_BYTES` of UTF-8 JSON holding an object;
-2. ``version`` equals :data:`~protocols.messages.PROTOCOL_VERSION` (else
+1. the header is at most :data:`MAX_HEADER_BYTES` (else :class:`MessageTooLarge`) of
+   UTF-8 JSON holding an object;
+2. ``version`` is the integer :data:`~protocols.messages.PROTOCOL_VERSION` (else
    :class:`VersionMismatchError`);
-3. the message validates against the request (or reply) union;
+3. the message validates *strictly* against the request (or reply) union: no coercion of
+   strings or booleans into numbers or flags, no floats into integers;
 4. the number of buffer frames equals the number of specs, names are unique and are
    exactly the kind's required names plus allowed optional ones;
 5. each dtype is whitelisted, ``prod(shape) * itemsize == nbytes == len(buffer)`` and
@@ -24,7 +26,7 @@ from typing import TypeVar
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from protocols import MalformedMessage, VersionMismatchError
+from protocols import MalformedMessage, MessageTooLarge, VersionMismatchError
 from protocols.messages import (
     DTYPES,
     PROTOCOL_VERSION,
@@ -40,7 +42,16 @@ from protocols.messages import (
 M = TypeVar("M", RequestMessage, ReplyMessage)
 
 MAX_HEADER_BYTES = 64 * 1024
+"""Largest header frame (bytes of UTF-8 JSON)."""
 MAX_ARRAY_BYTES = 256 * 1024 * 1024
+"""Largest array buffer the framing accepts (the server's message bound is tighter)."""
+MAX_BODY_FRAMES = 5
+"""Frames of a message (after a ROUTER's routing id): a header and at most 4 arrays."""
+MAX_MESSAGE_BYTES = 64 * 2**20
+"""Largest message a ``hil serve`` accepts, all frames together (and any one frame: a
+larger frame makes libzmq drop the connection, ZMQ_MAXMSGSIZE). The largest valid request,
+a batch-4096 float64 MVM input, is 8 MiB."""
+MAX_REQUEST_ID_CHARS = 128
 
 _NAME_OF_DTYPE: dict[np.dtype, DTypeName] = {
     np.dtype(v): k  # type: ignore[misc]  # DTYPES' keys are exactly the DTypeName literals
@@ -106,32 +117,78 @@ def _check_names(msg: AnyMessage, specs: Sequence[ArraySpec]) -> None:
         )
 
 
-def _parse_header(raw: bytes | memoryview, adapter: TypeAdapter[M]) -> M:
+def request_id_of(header: object) -> str | None:
+    """The ``request_id`` of a decoded JSON header when it is well formed (a string of
+    1-128 characters), else ``None``."""
+    if isinstance(header, dict):
+        rid = header.get("request_id")
+        if isinstance(rid, str) and 1 <= len(rid) <= MAX_REQUEST_ID_CHARS:
+            return rid
+    return None
+
+
+def peek_request_id(raw: bytes | memoryview) -> str | None:
+    """The ``request_id`` of a raw header frame, if it parses (used to answer a message
+    refused for its size with the id of its request); ``None`` otherwise."""
     if len(raw) > MAX_HEADER_BYTES:
-        raise MalformedMessage(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+        return None
     try:
-        obj = json.loads(bytes(raw).decode("utf-8"))
+        return request_id_of(json.loads(bytes(raw).decode("utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+
+
+def _parse_header(raw: bytes | memoryview, adapter: TypeAdapter[M]) -> M:
+    """Validate one header strictly (no coercion: ``"1"`` is no number, ``1`` no boolean).
+
+    Every error raised after the JSON parsed carries the header's ``request_id`` (when it
+    is well formed), so the error reply can be matched to its request."""
+    if len(raw) > MAX_HEADER_BYTES:
+        raise MessageTooLarge(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+    raw = bytes(raw)
+    try:
+        # strict: JSON types must match the schema exactly (docs/protocol.md §3); one parse
+        # on the good path, the diagnosis below only for a header that fails
+        msg = adapter.validate_json(raw, strict=True)
+    except ValidationError as exc:
+        errors = exc.errors()
+    else:
+        if "version" not in msg.model_fields_set or msg.version != PROTOCOL_VERSION:
+            given = msg.version if "version" in msg.model_fields_set else None
+            raise VersionMismatchError(_version_message(given), msg.request_id)
+        return msg
+    try:
+        obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise MalformedMessage(f"header is not UTF-8 JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise MalformedMessage(f"header must be a JSON object, got {type(obj).__name__}")
+    rid = request_id_of(obj)
     version = obj.get("version")
-    if version != PROTOCOL_VERSION:
-        raise VersionMismatchError(
-            f"protocol version {version!r} is not supported; this side speaks "
-            f"version {PROTOCOL_VERSION}. Upgrade the older of client and server."
-        )
-    try:
-        return adapter.validate_python(obj)
-    except ValidationError as exc:
-        errs = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-            for e in exc.errors()[:5]
-        )
-        raise MalformedMessage(f"invalid {obj.get('kind', '?')!r} message: {errs}") from None
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise VersionMismatchError(_version_message(version), rid)
+    errs = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:5]
+    )
+    raise MalformedMessage(f"invalid {obj.get('kind', '?')!r} message: {errs}", rid)
+
+
+def _version_message(version: object) -> str:
+    return (
+        f"protocol version {version!r} is not supported; this side speaks version "
+        f"{PROTOCOL_VERSION}. Upgrade the older of client and server."
+    )
 
 
 def _decode_arrays(msg: AnyMessage, buffers: Sequence[bytes | memoryview]) -> dict[str, np.ndarray]:
+    try:
+        return _arrays(msg, buffers)
+    except MalformedMessage as exc:
+        exc.request_id = msg.request_id  # the header parsed: the error names its request
+        raise
+
+
+def _arrays(msg: AnyMessage, buffers: Sequence[bytes | memoryview]) -> dict[str, np.ndarray]:
     specs: tuple[ArraySpec, ...] = msg.arrays
     if len(buffers) != len(specs):
         raise MalformedMessage(

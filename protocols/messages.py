@@ -24,8 +24,9 @@ from protocols.models import (
 )
 from protocols.region import Region
 
-PROTOCOL_VERSION = 2
-"""Bumped on any incompatible change of a message or of the framing."""
+PROTOCOL_VERSION = 3
+"""Bumped on any incompatible change of a message or of the framing (docs/protocol.md,
+"Version history")."""
 
 DTYPES: dict[str, str] = {
     "bool": "|b1",
@@ -67,10 +68,12 @@ class ArraySpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(min_length=1, max_length=32)
-    dtype: DTypeName
-    shape: tuple[Annotated[int, Field(ge=0)], ...] = Field(max_length=4)
-    nbytes: int = Field(ge=0)
+    name: str = Field(min_length=1, max_length=32, description="the array's name, e.g. 'x'")
+    dtype: DTypeName = Field(description="element type; bytes are little-endian")
+    shape: tuple[Annotated[int, Field(ge=0)], ...] = Field(
+        max_length=4, description="C-order (row-major) shape"
+    )
+    nbytes: int = Field(ge=0, description="prod(shape) * itemsize = length of the frame")
 
 
 class _Message(BaseModel):
@@ -81,9 +84,11 @@ class _Message(BaseModel):
     ONE_OF_ARRAYS: ClassVar[tuple[str, ...]] = ()
     """when set, exactly one of these (optional) arrays must be present"""
 
-    version: int = PROTOCOL_VERSION
+    version: int = Field(default=PROTOCOL_VERSION, description="protocol version")
     request_id: str = _ID
-    arrays: tuple[ArraySpec, ...] = Field(default=(), max_length=4)
+    arrays: tuple[ArraySpec, ...] = Field(
+        default=(), max_length=4, description="specs of the buffer frames that follow, in order"
+    )
 
 
 # ---------------------------------------------------------------- requests
@@ -117,7 +122,11 @@ class MvmRequest(_Request):
     ONE_OF_ARRAYS: ClassVar[tuple[str, ...]] = ("x", "x_code")
     kind: Literal["mvm"] = "mvm"
     region: Region
-    transpose: bool = False
+    transpose: bool = Field(
+        default=False,
+        description="false: x drives the rows, y = x @ G_net (batch, cols); true: x drives "
+        "the columns, y = x @ G_net.T (batch, rows); needs capability transpose_mvm",
+    )
 
 
 class ReadRequest(_Request):
@@ -141,13 +150,13 @@ class ProgramRequest(_Request):
     REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("target_us",)
     kind: Literal["program"] = "program"
     region: Region
-    tolerance_us: float
-    max_iterations: int
+    tolerance_us: float = Field(description="stop when every |G_net - target| <= this (µS)")
+    max_iterations: int = Field(description="program-and-verify rounds at most (1..limit)")
 
 
 class AdvanceRequest(_Request):
     kind: Literal["advance"] = "advance"
-    dt_s: float
+    dt_s: float = Field(description="seconds to move the device clock, 0..315576000")
 
 
 class TimeRequest(_Request):
@@ -157,16 +166,24 @@ class TimeRequest(_Request):
 class LeaseAcquire(_Request):
     kind: Literal["lease_acquire"] = "lease_acquire"
     region: Region
-    mode: LeaseMode = "write"
+    mode: LeaseMode = Field(
+        default="write", description="'write': exclusive; 'read': shared with other readers"
+    )
 
 
 class LeaseRelease(_Request):
     kind: Literal["lease_release"] = "lease_release"
-    lease_id: str = Field(min_length=1, max_length=64)
+    lease_id: str = Field(min_length=1, max_length=64, description="from lease_reply")
 
 
 class Heartbeat(_Request):
     kind: Literal["heartbeat"] = "heartbeat"
+
+
+class LeasesRequest(_Request):
+    """The caller's own live leases and run reservations."""
+
+    kind: Literal["leases"] = "leases"
 
 
 class AuditRequest(_Request):
@@ -247,12 +264,12 @@ class AdvanceReply(_Message):
 
 class TimeReply(_Message):
     kind: Literal["time_reply"] = "time_reply"
-    time_s: float
+    time_s: float = Field(description="the device clock (s)")
 
 
 class LeaseReply(_Message):
     kind: Literal["lease_reply"] = "lease_reply"
-    lease_id: str
+    lease_id: str = Field(description="the lease's id (L<n>), for lease_release")
     region: Region
     mode: LeaseMode
     ttl_s: float = Field(gt=0, description="lease lapses this long after the last heartbeat")
@@ -261,6 +278,41 @@ class LeaseReply(_Message):
 class LeaseReleased(_Message):
     kind: Literal["lease_released"] = "lease_released"
     lease_id: str
+
+
+class OwnLease(BaseModel):
+    """A lease the caller holds (``leases_reply``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lease_id: str
+    region: Region
+    mode: LeaseMode
+    request_id: str = Field(description="the request_id of the lease_acquire that took it")
+    granted: float = Field(description="Unix time (s) it was granted")
+
+
+class OwnReservation(BaseModel):
+    """A run reservation the caller holds (``leases_reply``): server-allocated space of a
+    run (docs/protocol.md, reservations)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reservation_id: str
+    run_id: str
+    name: str = Field(description="the run's name for the reserved space")
+    region: Region
+    whole_chip: bool = Field(description="the reservation holds its whole chip")
+    created: float = Field(description="Unix time (s) it was made")
+    expires: float = Field(description="Unix time (s) it lapses unless renewed")
+
+
+class LeasesReply(_Message):
+    """The caller's own live leases and run reservations, oldest first."""
+
+    kind: Literal["leases_reply"] = "leases_reply"
+    leases: tuple[OwnLease, ...]
+    reservations: tuple[OwnReservation, ...] = ()
 
 
 class HeartbeatReply(_Message):
@@ -340,11 +392,12 @@ class WearReply(_Message):
 
 
 class ErrorReply(_Message):
-    """A typed failure. ``request_id`` is ``"-"`` when the request could not be parsed."""
+    """A typed failure. ``request_id`` is the request's id whenever its header parsed as
+    a JSON object with a well-formed ``request_id``; ``"-"`` only when it did not."""
 
     kind: Literal["error"] = "error"
-    code: ErrorCode
-    message: str
+    code: ErrorCode = Field(description="what went wrong (docs/protocol.md, Errors)")
+    message: str = Field(description="one line for a person: the bad value and the fix")
 
 
 RequestMessage = (
@@ -360,6 +413,7 @@ RequestMessage = (
     | LeaseAcquire
     | LeaseRelease
     | Heartbeat
+    | LeasesRequest
     | AuditRequest
     | WearRequest
     | StatusRequest
@@ -378,6 +432,7 @@ ReplyMessage = (
     | LeaseReply
     | LeaseReleased
     | HeartbeatReply
+    | LeasesReply
     | AuditReply
     | WearReply
     | StatusReply
@@ -395,3 +450,5 @@ REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)
 
 STATE_CHANGING_KINDS = frozenset({"apply_pulses", "reset", "program", "advance"})
 """Request kinds that change a chip; their ``request_id`` makes retries idempotent."""
+LEASE_KINDS = frozenset({"lease_acquire", "lease_release"})
+"""Request kinds that change the lease table; idempotent by ``request_id`` too."""

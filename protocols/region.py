@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Region(BaseModel):
@@ -33,6 +34,15 @@ class Region(BaseModel):
                 raise TypeError(f"Region takes at most 5 positional arguments, got {len(args)}")
             kwargs.update(zip(names, args, strict=False))
         super().__init__(**kwargs)
+
+    @field_validator("chip", "row0", "row1", "col0", "col1", mode="before")
+    @classmethod
+    def _integer(cls, v: Any) -> Any:
+        # strict everywhere (the wire's strict mode does not reach a model with its own
+        # __init__): an int or numpy integer, never a bool, string or float
+        if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer):
+            raise ValueError(f"must be an integer, got {type(v).__name__} {v!r}")
+        return int(v)
 
     @model_validator(mode="after")
     def _non_empty(self) -> Region:

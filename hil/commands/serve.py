@@ -40,8 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--auth-keys",
         metavar="DIR",
-        help="require CURVE: allow the client public keys DIR/*.key; the server's "
-        "key pair is DIR/server.key_secret unless --server-key is given",
+        help="require CURVE: allow the client public keys DIR/*.key (re-read on SIGHUP and "
+        "when DIR changes; the server's own key is never a client); the server's key pair "
+        "is DIR/server.key_secret unless --server-key is given",
     )
     p.add_argument("--server-key", metavar="FILE", help="the server's .key_secret file")
     p.add_argument(

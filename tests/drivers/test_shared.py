@@ -152,10 +152,14 @@ def test_too_many_frames_or_bytes_are_refused_and_the_server_serves_on(tmp_path:
         try:
             header = json.dumps({"version": PROTOCOL_VERSION, "kind": "info", "request_id": "i"})
             rep = _ask(raw, [header.encode()] + [b"x"] * 9_999)
-            assert rep.code == "bad_request" and "frames" in rep.message  # type: ignore[attr-defined]
+            assert rep.code == "limit_exceeded" and "frames" in rep.message  # type: ignore[attr-defined]
+            assert rep.request_id == "i"  # the header parsed: the refusal names its request
             big = np.zeros(40 * 2**20, np.uint8)
             rep = _ask(raw, [header.encode(), big, big])
-            assert rep.code == "bad_request" and "exceeds" in rep.message  # type: ignore[attr-defined]
+            assert rep.code == "limit_exceeded" and "exceeds" in rep.message  # type: ignore[attr-defined]
+            assert rep.request_id == "i"
+            rep = _ask(raw, [b"not json", big, big])
+            assert rep.code == "limit_exceeded" and rep.request_id == "-"  # no id to name
         finally:
             raw.close()
         with RemoteDriver(srv.endpoint, timeout_s=5) as ok:
