@@ -74,19 +74,22 @@ def test_server_killed_mid_run_ends_it_in_one_line_and_it_resumes(
         srv.kill()
     assert proc.returncode == 3, err[-2000:]
     said = _said(err)
-    assert len(said) == 1, said
+    assert len(said) == 1, (said, err[-3000:])
     line = said[0]
     assert line.startswith("hil train: error: device lost: no reply from tcp://127.0.0.1:"), line
     assert line.endswith(f"; continue with: hil train --resume --run-dir {run_dir}"), line
     # each retry was logged as it happened: attempts 2/3 and 3/3 of the failing request
     retries = [r["msg"] for r in _logs(err) if r.get("event") == "device_retry"]
-    assert retries[-2:] == ["device unreachable, retrying 2/3", "device unreachable, retrying 3/3"]
+    assert retries[-2:] == [
+        "device unreachable, retrying 2/3",
+        "device unreachable, retrying 3/3",
+    ], err[-3000:]
     last = RunDir.open(run_dir).events()[-1]
     assert last["event"] == "error" and last["error"].startswith("DeviceTimeout: ")
     assert last["resume"] == f"hil train --resume --run-dir {run_dir}"
     ck = json.loads((run_dir / "checkpoint" / "state.json").read_text())
     assert last["checkpoint"] == {k: ck[k] for k in ("epoch", "batch", "generation")}
-    assert ck["epoch"] >= 1 and f"end of epoch {ck['epoch']}" in line
+    assert ck["epoch"] >= 1 and f"end of epoch {ck['epoch']}" in line, (ck, line)
     assert run_status(run_dir).status is RunStatus.FAILED
 
     # the server comes back on its state directory (another port: --device names it)
