@@ -9,7 +9,8 @@ so the client sends ``x_code`` (int8, 1 byte per input instead of 4) and receive
 ``x = x_code/127``, whose DAC code is ``x_code`` again (``|127·x − x_code| < 1e-4``), and
 recovers ``y_code = rint(y_us/lsb_us)`` from the driver's output; the client's
 ``y_code · float32(lsb_us)`` is the same float32 product the device made. An MVM over codes
-therefore gives bit-identical results to the float path.
+therefore gives the float path's results bit for bit, except the sign of zero: an output
+the device rounded to −0.0 arrives as +0.0 (ADC code 0 has no sign; equal as numbers).
 """
 
 from __future__ import annotations

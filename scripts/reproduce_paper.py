@@ -6,7 +6,8 @@ there, resumes) those sweeps and collects their trials into one JSON file and a 
 Spread over seeds is the sample standard deviation (ddof = 1).
 
 - ``software``: ``configs/sweeps/jsb_software_<config>.yaml`` for each of ``--configs``
-  (``paper``, ``tuned``, ``tuned_noH``; every rule BPTT, OSTL, DRTP, OSTTP, seeds 0 1 2), test
+  (``paper``, ``tuned``, ``tuned_noH`` by default, or ``tuned_detach``; every rule BPTT, OSTL,
+  DRTP, OSTTP unless ``--rules``, seeds 0 1 2), test
   NLL at the epoch of best validation NLL; ``configs/sweeps/jsb_software_timing.yaml`` (one
   trial at a time) for the training time of one epoch at batch 1 and 16 (``train_s``); the
   baselines of the task. The last of ``--configs`` is reported at the top level of ``rules``,
@@ -52,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 SWEEPS = CONFIGS / "sweeps"
 RULE_NAMES = ("bptt", "ostl", "drtp", "osttp")
-SOFTWARE_CONFIGS = ("paper", "tuned", "tuned_noH")
+SOFTWARE_CONFIGS = ("paper", "tuned", "tuned_noH", "tuned_detach")
 HIL_CONFIGS = {
     "tuned": CONFIGS / "jsb_osttp_hil_tuned.yaml",
     "paper": CONFIGS / "jsb_osttp_hil.yaml",
@@ -153,13 +154,15 @@ def run_software(args: argparse.Namespace) -> dict[str, Any]:
         for row in sweep(f"jsb_software_{cfg}", args.sweeps_dir, args.max_concurrent):
             results.append({**row, "rule": row["params"]["rule"], "config": cfg})
     timed: dict[tuple[str, int], list[float]] = {}
-    for row in sweep("jsb_software_timing", args.sweeps_dir, max_concurrent=1):
+    for row in (
+        sweep("jsb_software_timing", args.sweeps_dir, max_concurrent=1) if args.timing else []
+    ):
         key = (row["params"]["rule"], row["params"]["train.batch_size"])
         timed.setdefault(key, []).append(row["curve"]["train_s"][0])
     timing = {key: float(np.mean(v)) for key, v in timed.items()}  # mean over the seeds
     main_cfg = args.configs[-1]
     rules: dict[str, Any] = {}
-    for rule in RULE_NAMES:
+    for rule in args.rules:
 
         def of(cfg: str, rule: str = rule) -> dict[str, Any]:
             picked = [r for r in results if r["rule"] == rule and r["config"] == cfg]
@@ -167,7 +170,8 @@ def run_software(args: argparse.Namespace) -> dict[str, Any]:
             return {**_seed_summary(picked), "sweep": str(spec.relative_to(REPO))}
 
         entry = of(main_cfg)
-        entry["train_s_b1"], entry["train_s_b16"] = timing[(rule, 1)], timing[(rule, 16)]
+        if args.timing:
+            entry["train_s_b1"], entry["train_s_b16"] = timing[(rule, 1)], timing[(rule, 16)]
         for cfg in args.configs[:-1]:
             entry[f"{cfg}_config"] = of(cfg)
         rules[rule] = entry
@@ -306,7 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: Ray's CPUs)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("software", help="every rule in software (results/jsb_software.json)")
-    p.add_argument("--configs", nargs="+", default=list(SOFTWARE_CONFIGS), choices=SOFTWARE_CONFIGS)
+    p.add_argument(
+        "--configs", nargs="+", default=["paper", "tuned", "tuned_noH"], choices=SOFTWARE_CONFIGS
+    )
+    p.add_argument("--rules", nargs="+", default=list(RULE_NAMES), choices=RULE_NAMES)
+    p.add_argument(
+        "--timing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the epoch-time sweep (configs/sweeps/jsb_software_timing.yaml)",
+    )
     p.add_argument("--out", type=Path, default=REPO / "results" / "jsb_software.json")
     p.set_defaults(part=run_software)
     h = sub.add_parser("hil", help="hardware-in-the-loop OSTTP on the simulated chips")

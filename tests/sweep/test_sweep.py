@@ -148,7 +148,9 @@ def test_a_capacity_1_chip_serialises_its_trials_while_sim_trials_run_at_once(
             ],
             device_mode="axis",
         )
-        out = run_sweep(spec, tmp_path / "sw", ray_env)
+        # 4 Ray CPUs: both sim trials and a chip trial fit at once, so only the chip's
+        # capacity can hold a trial back (with 2, Ray may pair a sim and a chip trial)
+        out = run_sweep(spec, tmp_path / "sw", ray_env, "--num-cpus", "4")
     assert out.returncode == 0, out.stdout + out.stderr
     rows = json.loads((tmp_path / "sw" / "sweep.json").read_text())["trials"]
     sim = [_interval(tmp_path / "sw" / r["id"]) for r in rows if r["device"].startswith("sim")]
