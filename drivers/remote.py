@@ -288,6 +288,14 @@ class RemoteDriver(Driver):
                 raise DeviceError(f"RemoteDriver to {self.endpoint} is closed")
             for attempt in range(attempts):
                 if attempt:
+                    self._log.warning(
+                        "device_retry",
+                        msg=f"device unreachable, retrying {attempt + 1}/{attempts}",
+                        endpoint=self.endpoint,
+                        kind=msg.kind,
+                        request_id=msg.request_id,
+                        timeout_s=timeout_s,
+                    )
                     time.sleep(self.backoff_s * 2 ** (attempt - 1))
                     self._disconnect()
                     self._connect()

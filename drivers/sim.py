@@ -352,6 +352,7 @@ class SimDriver(Driver):
             driver="sim",
             preset=p.name,
             firmware=f"pcm-hil simulator, seed {self.chips[0].seed}",
+            program_tolerance_us=p.program_tolerance_us,
         )
 
     def mvm_codes(self, chip: int) -> MvmCodes | None:
@@ -414,6 +415,10 @@ class SimDriver(Driver):
             iterations=res.iterations,
             converged=res.n_unconverged == 0,
             time_s=res.t_s,
+            tolerance_us=tol,
+            cells=res.n_cells,
+            unconverged_cells=res.n_unconverged,
+            faulty_cells=res.n_faulty,
         )
 
     @_sim_errors

@@ -145,8 +145,15 @@ def run_info(args: argparse.Namespace) -> int:
         print(
             f"{mark} {i}. {row['origin']:<12} {row['status']:<10} {row['what']}: {row['location']}"
         )
-    if args.data == "standard" and built:
+    if built and args.data == "standard":
         print(f"built chorales sets in the cache (used with --data chorales): {', '.join(built)}")
+    elif built:
+        others = [b for b in built if b != rows[0]["location"]]
+        if others:
+            print(
+                f"other built chorales sets in the cache (another --seed/--limit selects "
+                f"them): {', '.join(others)}"
+            )
     if splits is not None:
         print(f"uses: {datasource.describe(splits)}")
         print(f"counts: {_counts_line(splits)}")

@@ -46,7 +46,7 @@ from hil.trainer.config import DeviceSection
 from hil.trainer.device_matrix import DeviceMatrix, RequestIds, UpdateConfig
 from hil.trainer.model import network_shapes
 from hil.trainer.placement import PlacementError, place
-from protocols.models import CAP_SNAPSHOT, CAP_TIME
+from protocols.models import CAP_SNAPSHOT, CAP_TIME, DeviceInfo
 from protocols.region import Region
 
 log = structlog.get_logger(__name__)
@@ -63,6 +63,17 @@ def open_device(url: str, restore: Path | None = None) -> Driver:
         return open_driver(url)
     except (DriverError, OSError) as exc:
         raise HilError(f"cannot open device {url!r}: {exc}") from exc
+
+
+DEFAULT_TOLERANCE_US = 0.5
+"""program-and-verify tolerance for a device that recommends none (hermes-like)"""
+
+
+def program_tolerance(configured: float | None, info: DeviceInfo) -> float:
+    """The run's verify tolerance (µS): configured, else the device's recommended one."""
+    if configured:
+        return configured
+    return info.program_tolerance_us or DEFAULT_TOLERANCE_US
 
 
 class ChipBackend:
@@ -191,7 +202,7 @@ class ChipBackend:
         update_cfg = UpdateConfig(
             max_pulses_per_update=dev.max_pulses_per_update,
             refresh=RefreshConfig(hi=dev.refresh_hi, lo=dev.refresh_lo),
-            program_tolerance_us=dev.program_tolerance_us,
+            program_tolerance_us=program_tolerance(dev.program_tolerance_us, info),
             program_max_iterations=dev.program_max_iterations,
         )
 
