@@ -110,6 +110,11 @@ def test_first_hour(tmp_path: Path, operator: dict[str, str]) -> None:
     assert "copy shipped in the package" in res.stdout
     assert "test NLL NOT comparable to published numbers" in res.stdout
     assert "runs/demo: 1 epoch, test NLL " in res.stdout  # "1 epoch", not "1 epochs"
+    # program-and-verify: achieved against the tolerance, iterations against the cap
+    programmed = [ln for ln in res.stdout.splitlines() if ln.startswith("programmed ")]
+    assert len(programmed) == 3, res.stdout
+    for ln in programmed:
+        assert "cells verified within ±0.30 µS in " in ln and "/20 iterations" in ln, ln
     demo = summary_matches_metrics(cwd / "runs/demo")
     assert demo["data_source"].startswith("jsb-standard:") and demo["pulses"] > 0
     assert (cwd / "runs/demo/report.html").stat().st_size > 10_000

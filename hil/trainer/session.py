@@ -258,7 +258,7 @@ def _train(req: TrainRequest, guard: _RunGuard, notify: Callable[[str], None]) -
             data_source=data.source,
         )
         guard.started(run)
-        history = _train_on(cfg, req, run, data, backend, ck, generation, attempt)
+        history = _train_on(cfg, req, run, data, backend, ck, generation, attempt, notify)
     finally:
         backend.close()
     fault_point("run.trained")
@@ -269,6 +269,25 @@ def _train(req: TrainRequest, guard: _RunGuard, notify: Callable[[str], None]) -
     run.event("finished", **{k: summary[k] for k in (f"test_{metric}", "best_epoch", "epochs")})
     write_report(run, metric)  # after the finished event, so the report shows it
     return summary
+
+
+def programming_line(name: str, region: str, rep: dict[str, Any]) -> str:
+    """One line of a matrix's program-and-verify outcome: achieved error against the
+    tolerance, iterations against the cap, cells within tolerance."""
+    tol, its = f"±{rep['tolerance_us']:.2f} µS", f"{rep['iterations']}/{rep['max_iterations']}"
+    cells, open_, faulty = rep.get("cells"), rep.get("unconverged_cells"), rep.get("faulty_cells")
+    if cells is not None and open_ is not None:
+        ok = cells - (faulty or 0)
+        verdict = f"{ok - open_}/{ok} cells verified within {tol} in {its} iterations"
+        if faulty:
+            verdict += f" (and {faulty} cells with a stuck or dead device)"
+    else:
+        done = "converged" if rep["converged"] else "NOT converged"
+        verdict = f"{done} to {tol} in {its} iterations"
+    return (
+        f"programmed {name} on {region}: {verdict}; rms error of the programmed "
+        f"conductances {rep['rms_error_us']:.3f} µS"
+    )
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -399,6 +418,7 @@ def _train_on(
     ck: ckpt.Checkpoint | None,
     generation: int,
     attempt: int,
+    notify: Callable[[str], None] = lambda line: None,
 ) -> list[dict[str, Any]]:
     # request ids of this attempt differ from every earlier attempt's (a device that keeps
     # an idempotency record would otherwise answer them from it and apply nothing)
@@ -434,6 +454,8 @@ def _train_on(
             run.write_json("placement.json", backend.placement_record())
             fault_point("run.programmed")
             run.event("programmed", report=backend.programming)
+            for name, rep in backend.programming.items():
+                notify(programming_line(name, str(backend.placement[name]), rep))
             atomic_save_npz(run.path / "conductances_before.npz", backend.read_conductances())
             atomic_save_npz(
                 run.path / "programming.npz",
