@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import signal
 import sqlite3
 import sys
@@ -43,7 +44,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded, NotFound
 from drivers.auth import KeyRing
-from drivers.base import Driver, Report, fingerprint
+from drivers.base import HEALTH_META_KEY, Driver, Report, check_health_report, fingerprint
 from drivers.codes import mvm_over_codes
 from drivers.conn_log import ConnectionLog
 from drivers.leases import Lease, LeaseTable
@@ -68,6 +69,9 @@ from protocols.messages import (
     ChipUse,
     ClientStatus,
     ErrorReply,
+    HealthPut,
+    HealthReply,
+    HealthRequest,
     Heartbeat,
     HeartbeatReply,
     Hello,
@@ -109,7 +113,7 @@ log = structlog.get_logger(__name__)
 SERVER_NAME = "pcm-hil device server"
 SERVER_VERSION = "0.1.0"
 RATE_WINDOW_S = 60.0
-AUDITED_KINDS = STATE_CHANGING_KINDS | {"lease_acquire", "lease_release"}
+AUDITED_KINDS = STATE_CHANGING_KINDS | {"lease_acquire", "lease_release", "health_put"}
 
 
 def client_name(identity: bytes) -> str:
@@ -155,7 +159,14 @@ class DeviceServer:
         info = driver.info()
         self.replies = ReplyRecords(self.db, reply_records)
         self.audit = AuditLog(self.db)
-        self.wear = WearLedger(self.db, (info.rows, info.cols, info.devices_per_cell))
+        # the device records (wear ledger, health report) live in this database; a driver
+        # that keeps records is handed it, and the server records the wear (with identities)
+        if driver.keeps_records:
+            driver.keep_records_in(self.db, hosted=True)
+            assert isinstance(driver.wear_ledger, WearLedger)
+            self.wear = driver.wear_ledger
+        else:
+            self.wear = WearLedger(self.db, (info.rows, info.cols, info.devices_per_cell))
         self.sessions = Sessions(self.db, None if auth_keys_dir is None else Path(auth_keys_dir))
         self.max_leases = max_leases
         self._started = time.monotonic()
@@ -498,6 +509,20 @@ class DeviceServer:
             return encode(
                 WearReply(request_id=rid), {"set_pulses": set_p[rs, cs], "resets": resets[rs, cs]}
             )
+        if isinstance(msg, HealthRequest):
+            text = self.db.get_meta(HEALTH_META_KEY)
+            out = {} if text is None else {"report": np.frombuffer(text.encode(), np.uint8)}
+            return encode(HealthReply(request_id=rid), out)
+        if isinstance(msg, HealthPut):
+            try:
+                report = json.loads(np.asarray(arrays["report"], np.uint8).tobytes())
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+                raise InvalidRequest(f"the health report is not JSON: {exc}") from None
+            text = check_health_report(report)
+            with self.db.transaction():
+                self.db.set_meta(HEALTH_META_KEY, text)
+                self.audit.record(client, "", msg.kind, None, 0, "ok", rid)
+            return encode(HealthReply(request_id=rid))
         if isinstance(msg, MvmRequest):
             self.leases.check(client, msg.region, write=False, now=now)
             if "x_code" in arrays:  # DAC codes in, ADC codes out (drivers/codes.py)

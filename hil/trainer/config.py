@@ -138,6 +138,10 @@ class DeviceSection(_Strict):
     """virtual-clock devices: host compute time modelled per batch (drift during training)"""
     eval_delay_s: float = Field(default=0.0, ge=0)
     """virtual-clock devices: time between the end of an epoch's training and its evaluation"""
+    health: str = "device"
+    """which health report placement avoids the bad rows, columns and cells of: ``device``
+    (the latest one the device keeps, written by ``hil health``; none kept: nothing to
+    avoid), ``none``, or the path of a report file (``runs/health/latest.json``)"""
 
     @model_validator(mode="after")
     def _thresholds(self) -> DeviceSection:

@@ -42,6 +42,7 @@ from hil.trainer.report import write_report
 from hil.trainer.runs import RunDir, environment
 from hil.trainer.status import RunLock
 from hil.trainer.trainer import Interrupted, Trainer
+from protocols.region import Region
 
 log = structlog.get_logger(__name__)
 
@@ -233,7 +234,11 @@ def _train(req: TrainRequest, guard: _RunGuard, notify: Callable[[str], None]) -
     if run is not None and ck is not None and ck.chip_snapshot:
         restore = run.checkpoint_dir / ck.chip_snapshot
     path = req.run_dir or req.runs_root / f"{_slug(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    backend = build_backend(cfg, _slug(path.name), restore)
+    placed = None  # a resumed run keeps its regions, whatever a newer health report says
+    if run is not None and ck is not None and (run.path / "placement.json").is_file():
+        regions = run.read_json("placement.json").get("regions", {})
+        placed = {k: Region.model_validate(v) for k, v in regions.items()}
+    backend = build_backend(cfg, _slug(path.name), restore, placement=placed)
     try:
         if run is None:
             run = RunDir.create(path)
@@ -351,12 +356,19 @@ def load_task(cfg: RunConfig, progress: bool) -> TaskData:
     return spec.load(cfg.settings_of(spec), ctx)
 
 
-def build_backend(cfg: RunConfig, run_id: str, restore: Path | None = None) -> Backend:
+def build_backend(
+    cfg: RunConfig,
+    run_id: str,
+    restore: Path | None = None,
+    placement: dict[str, Region] | None = None,
+) -> Backend:
     """The run's backend: software, or the chips at ``cfg.device.url`` (restored from a
-    snapshot when given), with the network's placement checked before anything is written."""
+    snapshot when given), with the network's placement (``placement``: a resumed run's
+    recorded regions) checked before anything is written."""
     if cfg.device.is_software:
         return SoftwareBackend()
     backend = ChipBackend.open(cfg.device, run_id, cfg.train.seed, restore)
+    backend.fixed_placement = placement
     try:
         backend.place(matrix_shapes(cfg))  # refuse before writing
     except BaseException:
