@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import simulator
+from drivers.remote import RemoteDriver
 from drivers.server import DeviceServer
 from drivers.sim import SimDriver
 from hil.characterize.health import HealthReport
@@ -132,3 +134,42 @@ def test_a_report_file_is_validated_at_the_boundary(
     )
     with pytest.raises(ConfigError, match="cannot read the report"):
         build_backend(cfg, "x")
+
+
+def test_a_resumed_run_keeps_its_regions_when_a_newer_report_marks_them_bad(
+    tmp_path: Path, small_overrides: tuple[str, ...]
+) -> None:
+    drv = _faulty_driver()
+    run_dir = tmp_path / "run"
+    with _served(drv, tmp_path) as url:
+        assert main(["--log-level", "warning", "health", url, "--region", "0:96,0:96",
+                     "--out", str(tmp_path / "health")]) == 0  # fmt: skip
+        req = dict(device=url, run_dir=run_dir, overrides=small_overrides, progress=False)
+        train(TrainRequest(config=REPO / "configs/jsb_osttp_hil.yaml", epochs=1, **req))  # type: ignore[arg-type]
+        first = json.loads((run_dir / "placement.json").read_text())
+        used = Region.model_validate(first["regions"]["h0.W"])
+        newer = HealthReport.model_validate(drv.health_report())
+        marked = newer.chips[0].model_copy(update={"bad_rows": [used.row0, used.row0 + 1]})
+        drv.keep_health_report(
+            newer.model_copy(update={"chips": [marked, *newer.chips[1:]]}).model_dump(mode="json")
+        )
+        # a new run avoids the newly marked rows ...
+        fresh_dir = tmp_path / "fresh"
+        fresh = dict(req, run_dir=fresh_dir)
+        train(TrainRequest(config=REPO / "configs/jsb_osttp_hil.yaml", epochs=1, **fresh))  # type: ignore[arg-type]
+        moved = Region.model_validate(
+            json.loads((fresh_dir / "placement.json").read_text())["regions"]["h0.W"]
+        )
+        assert not moved.row0 <= used.row0 < moved.row1
+        # ... but the resumed run goes on where its weights are
+        t0 = time.time()
+        train(TrainRequest(run_dir=run_dir, resume=True, epochs=2, progress=False, device=url))
+        with RemoteDriver(url) as remote:
+            rows = [r for r in remote.audit(since=t0) if r["verb"] == "apply_pulses"]
+    keys = ("chip", "row0", "row1", "col0", "col1")
+    placed = {tuple(r[k] for k in keys) for r in rows}
+    recorded = {tuple(r[k] for k in keys) for r in first["regions"].values()}
+    assert rows and placed <= recorded, (placed, recorded)
+    assert json.loads((run_dir / "placement.json").read_text()) == first
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
