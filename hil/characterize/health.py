@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from drivers.allocation import Defects
+from drivers.allocation import Defects, defects_from_report
 from drivers.base import Driver
 from hil.characterize import faults as F
 from protocols.region import Region
@@ -113,14 +113,7 @@ class HealthReport(BaseModel):
 
     def defects(self) -> dict[int, Defects]:
         """Per chip, what placement must avoid (:class:`drivers.allocation.Defects`)."""
-        return {
-            chip: Defects(
-                frozenset(self.bad_rows(chip)),
-                frozenset(self.bad_cols(chip)),
-                frozenset(self.bad_cells(chip)),
-            )
-            for chip in sorted({h.chip for h in self.chips})
-        }
+        return defects_from_report(self.model_dump(mode="json"))
 
 
 def wear_summary(
