@@ -227,7 +227,7 @@ class Trainer:
                 "interrupted", epoch=self.epoch, batch=self.batch, in_epoch=self.epoch + 1
             )
         raise Interrupted(
-            f"stopped on request in epoch {self.epoch + 1}/{epochs} after batch "
+            f"on request, in epoch {self.epoch + 1}/{epochs} after batch "
             f"{self.batch}/{self.batches_per_epoch}; checkpoint written; "
             f"continue with: hil train --resume{where}"
         )

@@ -159,7 +159,7 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_checkpoint(
     # one line, labelled a stop (not an error), numbering epochs from 1 as the bar does
     said = [line for line in log.read_text().splitlines() if line.startswith("hil train:")]
     assert said == [
-        f"hil train: stopped: stopped on request in epoch {ck['epoch'] + 1}/3 after batch "
+        f"hil train: stopped: on request, in epoch {ck['epoch'] + 1}/3 after batch "
         f"{ck['batch']}/12; checkpoint written; continue with: hil train --resume --run-dir "
         f"{tmp_path / 'run'}"
     ], said
