@@ -21,6 +21,7 @@ URL form: ``tcp://host:port?timeout_s=5&retries=5&connect_timeout_s=3&server_key
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -42,7 +43,7 @@ from drivers import (
     InvalidRequest,
     LimitExceeded,
 )
-from drivers.base import Driver, LinkBytes, new_request_id
+from drivers.base import Driver, LinkBytes, check_health_report, new_request_id
 from drivers.codes import dac_codes, from_adc_codes, sparse_counts
 from drivers.zmq_link import Curve, ZmqLink
 from protocols import encode
@@ -54,6 +55,9 @@ from protocols.messages import (
     AuditReply,
     AuditRequest,
     ErrorReply,
+    HealthPut,
+    HealthReply,
+    HealthRequest,
     Heartbeat,
     HeartbeatReply,
     Hello,
@@ -102,6 +106,8 @@ R = TypeVar("R", bound=ReplyMessage)
 
 class RemoteDriver(Driver):
     """The driver contract served by a remote :class:`~drivers.server.DeviceServer`."""
+
+    keeps_records = False  # the server keeps the wear ledger and the health report
 
     def __init__(
         self,
@@ -282,6 +288,14 @@ class RemoteDriver(Driver):
                 raise DeviceError(f"RemoteDriver to {self.endpoint} is closed")
             for attempt in range(attempts):
                 if attempt:
+                    self._log.warning(
+                        "device_retry",
+                        msg=f"device unreachable, retrying {attempt + 1}/{attempts}",
+                        endpoint=self.endpoint,
+                        kind=msg.kind,
+                        request_id=msg.request_id,
+                        timeout_s=timeout_s,
+                    )
                     time.sleep(self.backoff_s * 2 ** (attempt - 1))
                     self._disconnect()
                     self._connect()
@@ -394,6 +408,26 @@ class RemoteDriver(Driver):
         region = self._check_region(region)
         arrays = self._call(WearRequest(request_id=new_request_id(), region=region), WearReply)[1]
         return arrays["set_pulses"], arrays["resets"]
+
+    def health_report(self) -> dict[str, Any] | None:
+        """The latest health report the server keeps, or None."""
+        self._check_open()
+        arrays = self._call(HealthRequest(request_id=new_request_id()), HealthReply)[1]
+        if "report" not in arrays:
+            return None
+        try:
+            return dict(json.loads(np.asarray(arrays["report"], np.uint8).tobytes()))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise DeviceError(
+                f"{self.endpoint} sent a health report that is not JSON: {exc}"
+            ) from None
+
+    def keep_health_report(self, report: dict[str, Any]) -> None:
+        """Have the server keep ``report`` as the device's latest health report."""
+        self._check_open()
+        text = check_health_report(report)
+        buf = np.frombuffer(text.encode(), np.uint8)
+        self._call(HealthPut(request_id=new_request_id()), HealthReply, {"report": buf})
 
     # ------------------------------------------------------------ hooks
     def _info(self) -> DeviceInfo:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import signal
 import sqlite3
 import sys
@@ -43,7 +44,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded, NotFound
 from drivers.auth import KeyRing
-from drivers.base import Driver, Report, fingerprint
+from drivers.base import HEALTH_META_KEY, Driver, Report, check_health_report, fingerprint
 from drivers.codes import dense_counts, mvm_over_codes
 from drivers.conn_log import ConnectionLog
 from drivers.leases import Lease, LeaseTable
@@ -68,6 +69,9 @@ from protocols.messages import (
     ChipUse,
     ClientStatus,
     ErrorReply,
+    HealthPut,
+    HealthReply,
+    HealthRequest,
     Heartbeat,
     HeartbeatReply,
     Hello,
@@ -109,7 +113,7 @@ log = structlog.get_logger(__name__)
 SERVER_NAME = "pcm-hil device server"
 SERVER_VERSION = "0.1.0"
 RATE_WINDOW_S = 60.0
-AUDITED_KINDS = STATE_CHANGING_KINDS | {"lease_acquire", "lease_release"}
+AUDITED_KINDS = STATE_CHANGING_KINDS | {"lease_acquire", "lease_release", "health_put"}
 
 
 def client_name(identity: bytes) -> str:
@@ -155,7 +159,14 @@ class DeviceServer:
         info = driver.info()
         self.replies = ReplyRecords(self.db, reply_records)
         self.audit = AuditLog(self.db)
-        self.wear = WearLedger(self.db, (info.rows, info.cols, info.devices_per_cell))
+        # the device records (wear ledger, health report) live in this database; a driver
+        # that keeps records is handed it, and the server records the wear (with identities)
+        if driver.keeps_records:
+            driver.keep_records_in(self.db, hosted=True)
+            assert isinstance(driver.wear_ledger, WearLedger)
+            self.wear = driver.wear_ledger
+        else:
+            self.wear = WearLedger(self.db, (info.rows, info.cols, info.devices_per_cell))
         self.sessions = Sessions(self.db, None if auth_keys_dir is None else Path(auth_keys_dir))
         self.max_leases = max_leases
         self._started = time.monotonic()
@@ -524,6 +535,22 @@ class DeviceServer:
             {"set_pulses": set_p[rs, cs], "resets": resets[rs, cs]},
         )
 
+    def _on_health(self, c: _Call) -> list[bytes | memoryview]:
+        text = self.db.get_meta(HEALTH_META_KEY)
+        out = {} if text is None else {"report": np.frombuffer(text.encode(), np.uint8)}
+        return encode(HealthReply(request_id=c.msg.request_id), out)
+
+    def _on_health_put(self, c: _Call) -> list[bytes | memoryview]:
+        try:
+            report = json.loads(np.asarray(c.arrays["report"], np.uint8).tobytes())
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise InvalidRequest(f"the health report is not JSON: {exc}") from None
+        text = check_health_report(report)
+        with self.db.transaction():
+            self.db.set_meta(HEALTH_META_KEY, text)
+            self.audit.record(c.client, "", c.msg.kind, None, 0, "ok", c.msg.request_id)
+        return encode(HealthReply(request_id=c.msg.request_id))
+
     def _on_mvm(self, c: _Call) -> list[bytes | memoryview]:
         msg, d = c.msg, self.driver
         assert isinstance(msg, MvmRequest)
@@ -808,6 +835,8 @@ _HANDLERS: dict[type[Any], Callable[[DeviceServer, _Call], list[bytes | memoryvi
     LeasesRequest: DeviceServer._on_leases,
     AuditRequest: DeviceServer._on_audit,
     WearRequest: DeviceServer._on_wear,
+    HealthRequest: DeviceServer._on_health,
+    HealthPut: DeviceServer._on_health_put,
     MvmRequest: DeviceServer._on_mvm,
     ReadRequest: DeviceServer._on_read,
     PulseRequest: DeviceServer._on_state_changing,

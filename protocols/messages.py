@@ -220,6 +220,20 @@ class WearRequest(_Request):
     region: Region
 
 
+class HealthRequest(_Request):
+    """The latest health report the server keeps (``hil health``)."""
+
+    kind: Literal["health"] = "health"
+
+
+class HealthPut(_Request):
+    """Keep a health report as the server's latest: the array ``report`` is its JSON text
+    (uint8, UTF-8), an object of kind ``pcm-hil-health``."""
+
+    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("report",)
+    kind: Literal["health_put"] = "health_put"
+
+
 # ---------------------------------------------------------------- replies
 
 
@@ -404,6 +418,13 @@ class WearReply(_Message):
     kind: Literal["wear_reply"] = "wear_reply"
 
 
+class HealthReply(_Message):
+    """The kept health report as the array ``report`` (JSON text, uint8); absent: none."""
+
+    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ("report",)
+    kind: Literal["health_reply"] = "health_reply"
+
+
 class ErrorReply(_Message):
     """A typed failure. ``request_id`` is the request's id whenever its header parsed as
     a JSON object with a well-formed ``request_id``; ``"-"`` only when it did not."""
@@ -429,6 +450,8 @@ RequestMessage = (
     | LeasesRequest
     | AuditRequest
     | WearRequest
+    | HealthRequest
+    | HealthPut
     | StatusRequest
 )
 """Every request model (the static type of a decoded request)."""
@@ -448,6 +471,7 @@ ReplyMessage = (
     | LeasesReply
     | AuditReply
     | WearReply
+    | HealthReply
     | StatusReply
     | ErrorReply
 )

@@ -82,6 +82,15 @@ ARRAYS: dict[str, dict[str, dict[str, Any]]] = {
         "resets": {"dtype": ["int64"], "shape": "(rows, cols, 4)", "unit": "RESETs",
                    "meaning": "RESETs per device in the wear ledger"},
     },
+    "health_put": {
+        "report": {"dtype": ["uint8"], "shape": "(n,)", "unit": "bytes", "meaning": "UTF-8 "
+                   "JSON text of a hil health report (an object of kind pcm-hil-health), "
+                   "at most 32 MiB"},
+    },
+    "health_reply": {
+        "report": {"dtype": ["uint8"], "shape": "(n,)", "unit": "bytes", "meaning": "UTF-8 "
+                   "JSON text of the kept hil health report; absent: none kept"},
+    },
 }  # fmt: skip
 """What the framing cannot say: each array's dtypes, shape, unit and meaning."""
 
