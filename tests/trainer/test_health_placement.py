@@ -18,6 +18,7 @@ from drivers.server import DeviceServer
 from drivers.sim import SimDriver
 from hil.characterize.health import HealthReport
 from hil.cli import main
+from hil.dashboard.rundata import health_summary
 from hil.errors import ConfigError
 from hil.trainer.config import load_config
 from hil.trainer.model import matrix_shapes
@@ -102,6 +103,9 @@ def test_a_run_places_around_what_hil_health_marked_bad(
     assert health["avoided"]["0"]["bad_cols"] == [BAD_COL]
     assert {tuple(c) for c in health["avoided"]["1"]["bad_cells"]} == STUCK
     assert health["bad_cells_inside"] == {}
+    shown = health_summary(health)  # the run page's device panel
+    assert shown is not None and shown["chip 0 bad rows avoided"] == [BAD_ROW]
+    assert shown["chip 1 bad cells avoided"] == len(STUCK) and shown["report"] == "device"
 
     # without the report, the same network lands on the bad lines (the avoidance is real)
     cfg = load_config(REPO / "configs/jsb_osttp_hil.yaml", [*small_overrides, "device.health=none"])

@@ -192,6 +192,7 @@
     $("device").replaceChildren(keyValues(Object.assign(
       { url: d.device, "data source": d.data_source, "comparable to published": d.comparable },
       flatten({ info }), flatten({ placement: d.placement || {} }),
+      flatten({ health: d.health || {} }),
       { python: (d.environment || {}).python, host: (d.environment || {}).host,
         "git commit": (d.environment || {}).git_commit })));
   }
