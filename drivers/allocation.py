@@ -14,12 +14,15 @@ no state, numpy only.
 - ``None`` when no candidate exists (the caller decides what to say).
 
 Everything is computed on the whole array at once (prefix sums), ``O(rows x cols)``.
+:func:`defects_from_report` turns a kept ``hil health`` report into the per-chip
+:class:`Defects` to pass in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +47,27 @@ class Defects:
             for r, c in self.cells
             if region.row0 <= r < region.row1 and region.col0 <= c < region.col1
         )
+
+
+def defects_from_report(report: Mapping[str, Any]) -> dict[int, Defects]:
+    """Per chip, the bad rows, columns and cells of a ``hil health`` report (the JSON
+    object ``Driver.health_report()`` returns; a server allocator reads the one it keeps).
+    Raises ``ValueError`` naming the field when the report is not of that shape."""
+    out: dict[int, tuple[set[int], set[int], set[tuple[int, int]]]] = {}
+    where = "chips"
+    try:
+        for i, h in enumerate(report["chips"]):
+            where = f"chips[{i}]"
+            rows, cols, cells = out.setdefault(int(h["chip"]), (set(), set(), set()))
+            rows.update(int(r) for r in h["bad_rows"])
+            cols.update(int(c) for c in h.get("bad_cols", ()))
+            cells.update((int(r), int(c)) for r, c in h["bad_cells"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"health report {where}: {type(exc).__name__} {exc}") from None
+    return {
+        chip: Defects(frozenset(r), frozenset(c), frozenset(x))
+        for chip, (r, c, x) in sorted(out.items())
+    }
 
 
 def _line_ok(bad: Iterable[int], size: int, width: int) -> np.ndarray:
@@ -134,4 +158,4 @@ def _check(shape: tuple[int, int], rows: int, cols: int) -> tuple[int, int]:
     return m, n
 
 
-__all__ = ["Defects", "allocate", "bad_cell_counts", "candidates"]
+__all__ = ["Defects", "allocate", "bad_cell_counts", "candidates", "defects_from_report"]

@@ -23,6 +23,13 @@ locally (:mod:`drivers.reservations`): an in-process driver has one user. ``Remo
 asks the server, which allocates among all its clients, queues, and holds them for the
 run across client crashes.
 
+Device records, kept by the device side (no hook to write): ``wear(region)`` gives the
+wear ledger's SET pulses and RESETs per device (every applied ``apply_pulses``, ``reset``
+and ``program`` is counted; in memory since the driver opened, in the state database of a
+``SimDriver`` with a state dir, by the server behind a ``RemoteDriver``), and
+``health_report()`` / ``keep_health_report(report)`` the latest ``hil health`` report of
+the device (so every run on it can avoid the cells that report marks bad).
+
 Units (docs/ARCHITECTURE.md): conductances in µS, device order ``A+, B+, A-, B-`` on the
 last axis, MVM ``y_us = x_q @ G_net`` with ``G_net = ((G_A+ + G_B+) - (G_A- + G_B-))/2``
 for ``x`` of shape ``(batch, rows)`` in ``[-1, 1]``; ``transpose=True`` drives the columns
@@ -38,10 +45,11 @@ with the state. A driver instance is not thread-safe; share it through the serve
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import structlog
@@ -55,7 +63,9 @@ from drivers.idempotency import (  # noqa: F401 - re-exported as the contract's 
     fingerprint,
     new_request_id,
 )
+from drivers.ledger import MemoryWear, WearLedger
 from drivers.reservations import Reservation, ReservationTable
+from drivers.statedb import StateDB
 from drivers.validation import (
     as_int,
     check_counts,
@@ -118,6 +128,34 @@ DAC_CODE_MAX = 127
 MAX_ADVANCE_S = 10 * 365.25 * 86400.0
 """Largest ``advance(dt_s)`` one call accepts: ten years (the clock stays finite)."""
 
+HEALTH_REPORT_KIND = "pcm-hil-health"
+"""The ``kind`` of a health report (``hil health``); :meth:`Driver.keep_health_report`."""
+
+MAX_HEALTH_REPORT_BYTES = 32 * 1024 * 1024
+"""Largest health report (JSON) a device keeps."""
+
+HEALTH_META_KEY = "health_report"
+"""Key of the latest health report in a state database's ``meta`` table."""
+
+
+def check_health_report(report: Any) -> str:
+    """``report`` as compact JSON text, after the contract's checks (one-line errors)."""
+    if not isinstance(report, dict):
+        raise InvalidRequest(f"a health report is a JSON object, got {type(report).__name__}")
+    if report.get("kind") != HEALTH_REPORT_KIND:
+        raise InvalidRequest(
+            f"a health report has kind {HEALTH_REPORT_KIND!r}, got {report.get('kind')!r}"
+        )
+    try:
+        text = json.dumps(report, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"the health report is not plain JSON: {exc}") from None
+    if len(text) > MAX_HEALTH_REPORT_BYTES:
+        raise LimitExceeded(
+            f"the health report has {len(text)} bytes, more than {MAX_HEALTH_REPORT_BYTES}"
+        )
+    return text
+
 
 class Driver(abc.ABC):
     """Abstract chip driver. Use as a context manager; see the module docstring."""
@@ -126,6 +164,11 @@ class Driver(abc.ABC):
     """True if :meth:`tenant` gives each tenant its own noise and clock (the simulator):
     then a tenant's ``advance`` moves only its own clock, and needs no whole device."""
 
+    keeps_records: ClassVar[bool] = True
+    """False for a driver whose device records live elsewhere (``RemoteDriver``: the
+    server's); such a driver overrides :meth:`wear`, :meth:`health_report` and
+    :meth:`keep_health_report`."""
+
     def __init__(self, *, reply_cache_size: int = 4096) -> None:
         self._replies = ReplyCache(reply_cache_size)
         self._info_cache: DeviceInfo | None = None
@@ -133,6 +176,10 @@ class Driver(abc.ABC):
         self._pending_fingerprint = ""
         self._local_reservations: ReservationTable | None = None
         self._log = structlog.get_logger(__name__).bind(driver=type(self).__name__)
+        self._wear: WearLedger | MemoryWear | None = None
+        self._records_db: StateDB | None = None
+        self._records_wear = True  # False while a server records the wear for us
+        self._health_text: str | None = None
 
     # ------------------------------------------------------------------ hooks
     @abc.abstractmethod
@@ -289,6 +336,7 @@ class Driver(abc.ABC):
             fp,
             region,
             lambda: self._apply_pulses(region, counts, mask, rid),
+            wear=(counts, mask),
             set_pulses=int(counts.sum()),
         )  # type: ignore[return-value]
 
@@ -382,6 +430,69 @@ class Driver(abc.ABC):
         device is in-process); ``baud`` is the line rate of a serial link."""
         return None
 
+    # ------------------------------------------------------------- device records
+    def keep_records_in(self, db: StateDB, *, hosted: bool = False) -> None:
+        """Keep the wear ledger and the health report in ``db`` (a ``SimDriver``'s state
+        database; the server's). ``hosted``: a server records the wear of the requests it
+        applies (with the client's identity) and this driver only serves it."""
+        if self._records_db is not db:
+            info = self.info()
+            self._wear = WearLedger(db, (info.rows, info.cols, info.devices_per_cell))
+            self._records_db = db
+        self._records_wear = not hosted
+
+    @property
+    def wear_ledger(self) -> WearLedger | MemoryWear | None:
+        """The wear ledger this driver keeps (None when it keeps none)."""
+        if not self.keeps_records:
+            return None
+        if self._wear is None:
+            info = self.info()
+            self._wear = MemoryWear((info.rows, info.cols, info.devices_per_cell))
+        return self._wear
+
+    def wear(self, region: Region) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(set_pulses, resets)`` per device of ``region``, int64 ``(rows, cols, 4)``:
+        the wear ledger's totals (None when the device keeps no ledger)."""
+        region = self._check_region(region)
+        ledger = self.wear_ledger
+        if ledger is None:
+            return None
+        set_p, resets = ledger.device_totals(region.chip)
+        rs, cs = region.slices()
+        return set_p[rs, cs], resets[rs, cs]
+
+    def health_report(self) -> dict[str, Any] | None:
+        """The latest health report kept by the device (``hil health``), or None."""
+        self._check_open()
+        text = self._health_text
+        if self._records_db is not None:
+            text = self._records_db.get_meta(HEALTH_META_KEY)
+        return None if text is None else dict(json.loads(text))
+
+    def keep_health_report(self, report: dict[str, Any]) -> None:
+        """Keep ``report`` (a ``hil health`` report) as the device's latest."""
+        self._check_open()
+        text = check_health_report(report)
+        if self._records_db is not None:
+            self._records_db.set_meta(HEALTH_META_KEY, text)
+        else:
+            self._health_text = text
+
+    def _record_wear(
+        self, verb: str, rid: str, region: Region | None, reply: Report, arrays: tuple[Any, ...]
+    ) -> None:
+        ledger = self.wear_ledger if self._records_wear else None
+        if ledger is None or region is None:
+            return
+        if verb == "apply_pulses" and isinstance(reply, PulseReport):
+            counts, mask = arrays
+            ledger.record("", "", rid, verb, region, reply.set_pulses, reply.resets, counts, mask)
+        elif verb in ("reset", "program"):  # every device of the region RESET
+            pulses = reply.pulses if isinstance(reply, ProgramReport) else 0
+            n = region.rows * region.cols * self.info().devices_per_cell
+            ledger.record("", "", rid, verb, region, pulses, n)
+
     def recorded_reply(self, request_id: str) -> Report | None:
         """The reply recorded for state-changing ``request_id``, if any (nothing applied)."""
         return self._replies.peek(request_id)
@@ -404,7 +515,14 @@ class Driver(abc.ABC):
 
     # ------------------------------------------------------------- internals
     def _once(
-        self, verb: str, rid: str, fp: str, region: Region | None, call: Any, **fields: Any
+        self,
+        verb: str,
+        rid: str,
+        fp: str,
+        region: Region | None,
+        call: Any,
+        wear: tuple[Any, ...] = (),
+        **fields: Any,
     ) -> Report:
         where = {} if region is None else {"chip": region.chip, "region": str(region)}
         cached = self._replies.get(rid, verb, fp)
@@ -413,7 +531,10 @@ class Driver(abc.ABC):
             return cached
         self._log.debug(verb, request_id=rid, **where, **fields)
         self._pending_fingerprint = fp  # persisting drivers journal it with the reply
-        reply = call()
+        db = self._records_db if self._records_wear else None
+        with nullcontext() if db is None else db.transaction():  # journal row + wear row
+            reply = call()
+            self._record_wear(verb, rid, region, reply, wear)
         self._replies.put(rid, verb, fp, reply)
         return reply
 

@@ -325,6 +325,30 @@ def retried_reset_and_program_are_idempotent(ctx: Context) -> None:
     _require(again == rep, "retried program gave another reply")
 
 
+def wear_ledger_counts_applied_requests_exactly(ctx: Context) -> None:
+    d = ctx.driver
+    before = d.wear(ctx.region)
+    if before is None:  # the contract allows a device without a wear ledger
+        return
+    counts = ctx.rng.integers(0, 3, _dev(ctx)).astype(np.int32)
+    mask = np.zeros(_dev(ctx), dtype=bool)
+    mask[0, 0, 0] = True
+    d.apply_pulses(ctx.region, counts, mask)  # (retries: the idempotency requirement)
+    d.reset(ctx.region)
+    after = d.wear(ctx.region)
+    _require(after is not None, "wear() answered None after answering a ledger")
+    assert after is not None
+    set_d, reset_d = after[0] - before[0], after[1] - before[1]
+    _require(
+        np.array_equal(set_d, counts),
+        f"wear ledger counted {int(set_d.sum())} SET pulses for {int(counts.sum())} applied",
+    )
+    _require(
+        np.array_equal(reset_d, mask.astype(np.int64) + 1),
+        f"wear ledger counted {int(reset_d.sum())} RESETs for {int(mask.sum()) + mask.size}",
+    )
+
+
 def time_control_moves_the_clock(ctx: Context) -> None:
     d = ctx.driver
     if not d.info().has(CAP_TIME):
@@ -377,5 +401,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     ),
     Requirement(
         "time control advances the device clock (where supported)", time_control_moves_the_clock
+    ),
+    Requirement(
+        "the wear ledger counts applied pulses and RESETs exactly (where kept)",
+        wear_ledger_counts_applied_requests_exactly,
     ),
 )

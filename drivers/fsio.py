@@ -24,6 +24,18 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+"""Mode of every file written here: what ``open()`` would create under the process's umask
+(read at import), not ``mkstemp``'s private 0600, so all files of a directory (run files,
+logs, reports, snapshots) get one consistent mode."""
+
+
 def atomic_write_bytes(
     path: str | Path, data: bytes, before_replace: Callable[[], None] | None = None
 ) -> None:
@@ -34,6 +46,7 @@ def atomic_write_bytes(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -338,6 +338,49 @@ class WearLedger:
         return [dict(zip(keys, r, strict=True)) for r in self.db.conn.execute(sql, args)]
 
 
+class MemoryWear:
+    """The per-device totals of :class:`WearLedger` without a database: the wear ledger of
+    an in-process driver with nowhere to persist it (counts since the driver was opened)."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.shape = shape
+        self._totals: dict[int, _Totals] = {}
+
+    def record(
+        self,
+        identity: str,
+        run_id: str,
+        request_id: str,
+        verb: str,
+        region: Region,
+        set_pulses: int,
+        resets: int,
+        counts: np.ndarray | None = None,
+        reset_mask: np.ndarray | None = None,
+    ) -> None:
+        """Same arguments as :meth:`WearLedger.record`."""
+        if region.chip not in self._totals:
+            z = np.zeros(self.shape, dtype=np.int64)
+            self._totals[region.chip] = _Totals(z, z.copy())
+        t, (rs, cs) = self._totals[region.chip], region.slices()
+        if counts is None:  # reset / program: one RESET per device of the region
+            t.resets[rs, cs] += 1
+            return
+        t.set_pulses[rs, cs] += counts
+        if reset_mask is not None:
+            t.resets[rs, cs] += reset_mask
+
+    def device_totals(self, chip: int) -> tuple[np.ndarray, np.ndarray]:
+        t = self._totals.get(chip)
+        if t is None:
+            z = np.zeros(self.shape, dtype=np.int64)
+            return z, z.copy()
+        return t.set_pulses.copy(), t.resets.copy()
+
+    def fold(self) -> None:
+        """Nothing to fold (no database)."""
+
+
 def open_read_only(state_dir: str | Path) -> StateDB:
     """The state database of ``state_dir`` for reading (works while a server writes it)."""
     path = Path(state_dir) / DB_NAME
@@ -349,6 +392,7 @@ def open_read_only(state_dir: str | Path) -> StateDB:
 __all__ = [
     "AUDIT_FIELDS",
     "AuditLog",
+    "MemoryWear",
     "OutcomeUnknown",
     "ReplyRecords",
     "WearLedger",

@@ -21,6 +21,7 @@ URL form: ``tcp://host:port?timeout_s=5&retries=5&connect_timeout_s=3&server_key
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -44,8 +45,8 @@ from drivers import (
     LimitExceeded,
     ReservationLost,
 )
-from drivers.base import Driver, LinkBytes, new_request_id
-from drivers.codes import dac_codes, from_adc_codes
+from drivers.base import Driver, LinkBytes, check_health_report, new_request_id
+from drivers.codes import dac_codes, from_adc_codes, sparse_counts
 from drivers.reservations import Reservation
 from drivers.zmq_link import Curve, ZmqLink
 from protocols import encode
@@ -57,6 +58,9 @@ from protocols.messages import (
     AuditReply,
     AuditRequest,
     ErrorReply,
+    HealthPut,
+    HealthReply,
+    HealthRequest,
     Heartbeat,
     HeartbeatReply,
     Hello,
@@ -110,6 +114,8 @@ R = TypeVar("R", bound=ReplyMessage)
 
 class RemoteDriver(Driver):
     """The driver contract served by a remote :class:`~drivers.server.DeviceServer`."""
+
+    keeps_records = False  # the server keeps the wear ledger and the health report
 
     def __init__(
         self,
@@ -304,6 +310,14 @@ class RemoteDriver(Driver):
                 raise DeviceError(f"RemoteDriver to {self.endpoint} is closed")
             for attempt in range(attempts):
                 if attempt:
+                    self._log.warning(
+                        "device_retry",
+                        msg=f"device unreachable, retrying {attempt + 1}/{attempts}",
+                        endpoint=self.endpoint,
+                        kind=msg.kind,
+                        request_id=msg.request_id,
+                        timeout_s=timeout_s,
+                    )
                     time.sleep(self.backoff_s * 2 ** (attempt - 1))
                     self._disconnect()
                     self._connect()
@@ -503,6 +517,26 @@ class RemoteDriver(Driver):
         arrays = self._call(WearRequest(request_id=new_request_id(), region=region), WearReply)[1]
         return arrays["set_pulses"], arrays["resets"]
 
+    def health_report(self) -> dict[str, Any] | None:
+        """The latest health report the server keeps, or None."""
+        self._check_open()
+        arrays = self._call(HealthRequest(request_id=new_request_id()), HealthReply)[1]
+        if "report" not in arrays:
+            return None
+        try:
+            return dict(json.loads(np.asarray(arrays["report"], np.uint8).tobytes()))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise DeviceError(
+                f"{self.endpoint} sent a health report that is not JSON: {exc}"
+            ) from None
+
+    def keep_health_report(self, report: dict[str, Any]) -> None:
+        """Have the server keep ``report`` as the device's latest health report."""
+        self._check_open()
+        text = check_health_report(report)
+        buf = np.frombuffer(text.encode(), np.uint8)
+        self._call(HealthPut(request_id=new_request_id()), HealthReply, {"report": buf})
+
     # ------------------------------------------------------------ hooks
     def _info(self) -> DeviceInfo:
         # snapshot/restore is an in-process capability of the served driver, not of this one
@@ -546,9 +580,15 @@ class RemoteDriver(Driver):
         request_id: str,
     ) -> PulseReport:
         self._check_reservations()
-        # pulse counts are small: 1 byte each on the wire when they fit (4 as int32)
+        # pulse counts are small: 1 byte each on the wire when they fit (4 as int32), and
+        # sparse (uint32 index + uint8 count per pulsed device) when few devices pulse
         fits = counts.size == 0 or (int(counts.min()) >= 0 and int(counts.max()) <= 255)
-        arrays = {"counts": counts.astype(np.uint8) if fits else counts}
+        sparse = sparse_counts(counts) if fits else None
+        arrays: dict[str, np.ndarray]
+        if sparse is not None:
+            arrays = {"pulse_index": sparse[0], "pulse_count": sparse[1]}
+        else:
+            arrays = {"counts": counts.astype(np.uint8) if fits else counts}
         if reset_mask is not None:
             arrays["reset_mask"] = reset_mask
         msg = PulseRequest(request_id=request_id, region=region)

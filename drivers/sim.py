@@ -20,7 +20,9 @@ is applied twice; a request whose record never committed was never answered and 
 applied once on retry. MVM clock ticks after the last durable write are not persisted (a
 few hundred ns per input vector). Compaction (a new snapshot and an empty journal, one
 transaction) runs every ``compact_every`` records or ``compact_bytes`` bytes (pulse
-counts are journalled as uint8 when they fit) and on :meth:`close`.
+counts are journalled as uint8 when they fit) and on :meth:`close`. The wear ledger and
+the latest health report (:class:`~drivers.base.Driver` device records) live in the same
+database; without a state dir they are kept in memory.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import simulator
 from drivers import DeviceError, InvalidRequest
 from drivers.base import DAC_CODE_MAX, Driver, MvmCodes, Tenant
 from drivers.fsio import atomic_write_bytes, fsync_dir
-from drivers.statedb import StateDB
+from drivers.statedb import SCHEMA_VERSION, StateDB
 from protocols.models import (
     CAP_MVM_CODES,
     CAP_PROGRAM,
@@ -136,6 +138,9 @@ class SimDriver(Driver):
             raise
         self.params = self.chips[0].params
         self.seed = self.chips[0].seed
+        db = self.state_db
+        if db is not None and db.version() == SCHEMA_VERSION:  # records beside the chips
+            self.keep_records_in(db)  # (an old schema, opened by a test: kept in memory)
 
     @classmethod
     def from_url(cls, url: str) -> SimDriver:
@@ -446,6 +451,7 @@ class SimDriver(Driver):
             driver="sim",
             preset=p.name,
             firmware=f"pcm-hil simulator, seed {self.chips[0].seed}",
+            program_tolerance_us=p.program_tolerance_us,
         )
 
     def mvm_codes(self, chip: int) -> MvmCodes | None:
@@ -510,6 +516,10 @@ class SimDriver(Driver):
             iterations=res.iterations,
             converged=res.n_unconverged == 0,
             time_s=res.t_s,
+            tolerance_us=tol,
+            cells=res.n_cells,
+            unconverged_cells=res.n_unconverged,
+            faulty_cells=res.n_faulty,
         )
 
     @_sim_errors

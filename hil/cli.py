@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HilError as exc:
-        print(f"hil {args.command}: error: {exc}", file=sys.stderr)
+        print(f"hil {args.command}: {exc.label}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"hil {args.command}: interrupted", file=sys.stderr)

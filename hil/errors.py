@@ -6,6 +6,8 @@ class HilError(Exception):
 
     exit_code = 1
     """the CLI's exit status when this error ends a command"""
+    label = "error"
+    """how the CLI labels the line it prints (``hil CMD: LABEL: message``)"""
 
 
 class ConfigError(HilError):

@@ -35,6 +35,7 @@ DTYPES: dict[str, str] = {
     "int16": "<i2",
     "uint16": "<u2",
     "int32": "<i4",
+    "uint32": "<u4",
     "int64": "<i8",
     "float32": "<f4",
     "float64": "<f8",
@@ -42,7 +43,7 @@ DTYPES: dict[str, str] = {
 """Whitelisted array dtypes on the wire (name -> little-endian numpy dtype string)."""
 
 DTypeName = Literal[
-    "bool", "int8", "uint8", "int16", "uint16", "int32", "int64", "float32", "float64"
+    "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64"
 ]
 
 ErrorCode = Literal[
@@ -83,6 +84,8 @@ class _Message(BaseModel):
     OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ()
     ONE_OF_ARRAYS: ClassVar[tuple[str, ...]] = ()
     """when set, exactly one of these (optional) arrays must be present"""
+    ARRAY_GROUPS: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    """(optional) arrays that travel together: all of a group or none of it"""
 
     version: int = Field(default=PROTOCOL_VERSION, description="protocol version")
     request_id: str = _ID
@@ -135,8 +138,18 @@ class ReadRequest(_Request):
 
 
 class PulseRequest(_Request):
-    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("counts",)
-    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ("reset_mask",)
+    """SET pulse counts either dense (``counts``) or sparse (``pulse_index``: uint32 flat
+    C-order indices into ``(rows, cols, 4)``, strictly increasing; ``pulse_count``: uint8
+    counts >= 1 of those devices; every other device gets 0): exactly one of the two."""
+
+    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = (
+        "counts",
+        "pulse_index",
+        "pulse_count",
+        "reset_mask",
+    )
+    ONE_OF_ARRAYS: ClassVar[tuple[str, ...]] = ("counts", "pulse_index")
+    ARRAY_GROUPS: ClassVar[tuple[tuple[str, ...], ...]] = (("pulse_index", "pulse_count"),)
     kind: Literal["apply_pulses"] = "apply_pulses"
     region: Region
 
@@ -241,6 +254,20 @@ class WearRequest(_Request):
 
     kind: Literal["wear"] = "wear"
     region: Region
+
+
+class HealthRequest(_Request):
+    """The latest health report the server keeps (``hil health``)."""
+
+    kind: Literal["health"] = "health"
+
+
+class HealthPut(_Request):
+    """Keep a health report as the server's latest: the array ``report`` is its JSON text
+    (uint8, UTF-8), an object of kind ``pcm-hil-health``."""
+
+    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("report",)
+    kind: Literal["health_put"] = "health_put"
 
 
 # ---------------------------------------------------------------- replies
@@ -476,6 +503,13 @@ class WearReply(_Message):
     kind: Literal["wear_reply"] = "wear_reply"
 
 
+class HealthReply(_Message):
+    """The kept health report as the array ``report`` (JSON text, uint8); absent: none."""
+
+    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ("report",)
+    kind: Literal["health_reply"] = "health_reply"
+
+
 class ErrorReply(_Message):
     """A typed failure. ``request_id`` is the request's id whenever its header parsed as
     a JSON object with a well-formed ``request_id``; ``"-"`` only when it did not."""
@@ -501,6 +535,8 @@ RequestMessage = (
     | LeasesRequest
     | AuditRequest
     | WearRequest
+    | HealthRequest
+    | HealthPut
     | StatusRequest
     | ReserveRequest
     | ReserveRelease
@@ -522,6 +558,7 @@ ReplyMessage = (
     | LeasesReply
     | AuditReply
     | WearReply
+    | HealthReply
     | StatusReply
     | ReserveReply
     | ReserveReleased

@@ -63,6 +63,12 @@ class DeviceInfo(_Frozen):
     driver: str = Field(description="driver kind, e.g. 'sim', 'remote', 'board'")
     preset: str = Field(default="", description="device preset or model name")
     firmware: str = Field(default="", description="firmware / simulator version identity")
+    program_tolerance_us: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="the device's recommended program-and-verify tolerance (µS): about one "
+        "standard deviation of a verify read (programming plus read noise); None: unknown",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> DeviceInfo:
@@ -104,8 +110,19 @@ class ProgramReport(_Frozen):
     max_error_us: float = Field(ge=0.0, description="max |read-back - target| (µS)")
     pulses: int = Field(ge=0, description="SET pulses applied in total")
     iterations: int = Field(ge=0, description="program-and-verify iterations run")
-    converged: bool = Field(description="every device within tolerance at the end")
+    converged: bool = Field(
+        description="every cell within tolerance at the end, but those with a stuck or dead "
+        "device (counted in faulty_cells)"
+    )
     time_s: float = Field(description="device clock at the end (s)")
+    tolerance_us: float | None = Field(default=None, description="the tolerance used (µS)")
+    cells: int | None = Field(default=None, ge=0, description="cells programmed")
+    unconverged_cells: int | None = Field(
+        default=None, ge=0, description="cells of responsive devices still outside tolerance"
+    )
+    faulty_cells: int | None = Field(
+        default=None, ge=0, description="cells outside tolerance for a stuck or dead device"
+    )
 
 
 class AdvanceReport(_Frozen):

@@ -52,13 +52,17 @@ class ProgramResult:
     n_resets: int
     """RESET pulses among them"""
     iterations: int
-    """verify iterations used (fill plus trim phase)"""
+    """verify iterations used, fill plus trim phase: at most ``max_iterations`` in all"""
     n_unconverged: int
-    """cells whose verified net conductance ``(A_read + B_read - S)/2`` (last verify reads;
-    an untouched B counts as nominal RESET) is still outside the tolerance. A faulty A
-    device that B compensates does not count; an uncompensable one does."""
+    """cells of responsive devices whose verified net conductance ``(A_read + B_read - S)/2``
+    (last verify reads; an untouched B counts as nominal RESET) is still outside the
+    tolerance: what more iterations could still fix"""
     t_s: float
     """chip time at the end of programming (s)"""
+    n_faulty: int = 0
+    """cells outside the tolerance because one of their devices is stuck or dead (the
+    verify loop does not pulse a device that does not respond, pcm-physics §6); a faulty
+    A device that B compensates is within tolerance and not counted"""
 
 
 @dataclass
@@ -122,18 +126,39 @@ def program_cells(
     g_r = np.float32(params.g_reset_us)
     side_sum = 2 * np.abs(target) + 2 * g_r
     a_t = np.clip(side_sum - g_r, g_r, np.float32(params.fill_fraction * params.g_max_us))
+    # one iteration budget for both phases: the fill may use all but one iteration, the
+    # trim what the fill left (``iterations`` never exceeds ``max_iterations``)
     fill = _verify_loop(
-        pop, a_idx, a_t.astype(np.float32), tolerance_us, max_iterations, clock, rng, params
+        pop,
+        a_idx,
+        a_t.astype(np.float32),
+        tolerance_us,
+        max(max_iterations - 1, 1),
+        clock,
+        rng,
+        params,
     )
     b_t = side_sum - fill.last_read
     need = np.flatnonzero(b_t > g_r + tolerance_us)
+    if fill.iterations >= max_iterations:  # no budget left: B stays at RESET
+        need = need[:0]
     b_t = np.minimum(b_t, np.float32(params.g_max_us)).astype(np.float32)
     trim = _verify_loop(
-        pop, b_idx[need], b_t[need], tolerance_us, max_iterations, clock, rng, params
+        pop,
+        b_idx[need],
+        b_t[need],
+        tolerance_us,
+        max_iterations - fill.iterations,
+        clock,
+        rng,
+        params,
     )
     b_last = np.full(target.shape, g_r, dtype=np.float32)  # unprogrammed B: nominal RESET
     b_last[need] = trim.last_read
     verified_err = (fill.last_read + b_last - side_sum) * np.float32(0.5)
+    outside = np.abs(verified_err) > tolerance_us
+    faulty = (pop.flat["fault"][(base[:, None] + np.arange(4)).reshape(-1)] != 0).reshape(-1, 4)
+    faulty_cell = faulty.any(axis=1)
     t_end = clock.time_s
     g4 = pop.conductance((base[:, None] + np.arange(4)).reshape(-1), t_end).reshape(-1, 4)
     net = ((g4[:, 0] + g4[:, 1]) - (g4[:, 2] + g4[:, 3])) * np.float32(0.5)
@@ -145,6 +170,7 @@ def program_cells(
         n_pulses=n_resets + fill.pulses + trim.pulses,
         n_resets=n_resets + fill.resets + trim.resets,
         iterations=fill.iterations + trim.iterations,
-        n_unconverged=int(np.count_nonzero(np.abs(verified_err) > tolerance_us)),
+        n_unconverged=int(np.count_nonzero(outside & ~faulty_cell)),
         t_s=t_end,
+        n_faulty=int(np.count_nonzero(outside & faulty_cell)),
     )

@@ -261,11 +261,21 @@ class SerialLink:
         heard_any = False
         self.last_heard = False
         attempt = 0
+        silent = False  # the last attempt heard nothing at all
+        allowed = 1 + self.retries
         while True:
             self.last_attempts = attempt + 1
             if attempt:
                 self.stats.retransmissions += 1
                 log.debug("board_retransmit", command=name, seq=seq, attempt=attempt)
+            if silent:  # an operator should see a board that stopped answering (#13)
+                log.warning(
+                    "device_retry",
+                    msg=f"device unreachable, retrying {attempt + 1}/{allowed}",
+                    port=self.port_name,
+                    command=name,
+                    seq=seq,
+                )
             sent = time.monotonic()
             try:
                 self._write(wire)
@@ -282,6 +292,7 @@ class SerialLink:
                 return reply
             heard_any = heard_any or heard
             self.last_heard = heard_any
+            silent = not heard
             if not heard:  # silence: back off towards the configured timeout
                 first_s = min(max_first_s, 2.0 * first_s)
             attempt += 1

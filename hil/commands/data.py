@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from hil.errors import DataError
@@ -110,6 +112,18 @@ def run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selector(folder: str) -> str:
+    """The options that select a built chorales folder (``seed2012-first40``)."""
+    m = re.fullmatch(r"seed(\d+)-(?:first(\d+)|all)", Path(folder).name)
+    if m is None:
+        return f"--data {folder}"
+    here = f"--seed {m.group(1)}" + (f" --limit {m.group(2)}" if m.group(2) else "")
+    run = f"--set data.seed={m.group(1)}" + (
+        f" --set data.build_limit={m.group(2)}" if m.group(2) else ""
+    )
+    return f"{here} here; {run} for a run"
+
+
 def run_info(args: argparse.Namespace) -> int:
     config = datasource.JsbDataConfig(dataset=args.data, build_limit=args.limit, seed=args.seed)
     rows = datasource.describe_sources(config)
@@ -145,8 +159,15 @@ def run_info(args: argparse.Namespace) -> int:
         print(
             f"{mark} {i}. {row['origin']:<12} {row['status']:<10} {row['what']}: {row['location']}"
         )
-    if args.data == "standard" and built:
+    if built and args.data == "standard":
         print(f"built chorales sets in the cache (used with --data chorales): {', '.join(built)}")
+    elif built:
+        others = [b for b in built if b != rows[0]["location"]]
+        if others:
+            print(
+                "other built chorales sets in the cache: "
+                + ", ".join(f"{b} ({_selector(b)})" for b in others)
+            )
     if splits is not None:
         print(f"uses: {datasource.describe(splits)}")
         print(f"counts: {_counts_line(splits)}")
@@ -158,5 +179,6 @@ def run_info(args: argparse.Namespace) -> int:
         fix = datasource.WHERE_TO_BUILD if args.data == "chorales" else datasource.WHERE_TO_PUT_IT
         print(f"no source available: {fix}")
     elif chosen["status"] == "would try":
-        print(f"nothing local yet; a run would first try: {chosen['what']}")
+        which = " for this --seed/--limit" if args.data == "chorales" and built else ""
+        print(f"nothing local{which} yet; a run would first try: {chosen['what']}")
     return 0

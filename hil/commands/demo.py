@@ -3,7 +3,7 @@ against the embedded PCM simulator (HERMES-like preset), with progress bars, a l
 per epoch, and a run directory with metrics, checkpoints and ``report.html``.
 
 It is ``hil train`` on the paper's hardware configuration (88 → 150 SNU → 88; W1, W2 on
-chip 1, B on chip 2) for 3 epochs, with SGD at lr 1e-2 and the readout bias started at the
+chip 0, B on chip 1; the paper's "chip 1" and "chip 2") for 3 epochs, with SGD at lr 1e-2 and the readout bias started at the
 keys' log-odds (the settings that learn fastest in few epochs; the 15-epoch tuned run is
 ``configs/jsb_osttp_hil_tuned.yaml``). Data: the standard JSB split, from ``HIL_DATA_DIR``
 or else the copy shipped in the package, so a fresh offline machine reproduces the README's
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hil.commands.train import DATA_HELP, NO_WAIT_HELP, print_summary
+from hil.commands.train import DATA_HELP, NO_WAIT_HELP, print_summary, say
 from hil.trainer.session import TrainRequest, train
 
 DEMO_SETTINGS = (
@@ -44,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
         wait=not args.no_wait,
     )
     print(f"hil demo: hardware-in-the-loop OSTTP on JSB Chorales, device {args.device}")
-    print_summary(train(req))
+    print_summary(train(req, notify=say))
     return 0
 
 

@@ -74,7 +74,10 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run)
     summary = run.summary()
+    status = run_status(run.path)
     print(f"run {run.path}")
+    why = "" if status.reason == status.status.value else f" ({status.reason})"
+    print(f"status: {status.status.value}{why}")
     print("summary: " + (dumps(summary, indent=2) if summary else "(not finished)"))
     for rec in run.metrics():
         m = "nll" if "test_nll" in rec else "accuracy"

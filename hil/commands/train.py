@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hil.trainer.session import TrainRequest, train
+from hil.trainer.session import TrainRequest, plural, train
 
 DATA_HELP = (
     "JSB data: standard (default: $HIL_DATA_DIR, else the copy shipped in the package), "
@@ -77,8 +77,9 @@ def request_from_args(args: argparse.Namespace, config: Path | None) -> TrainReq
 def print_summary(summary: dict) -> None:
     m = summary["metric"]
     label = "NLL" if m == "nll" else m
+    n = summary["epochs"]
     print(
-        f"run {summary['run']}: {summary['epochs']} epochs, test {label} "
+        f"run {summary['run']}: {n} {plural(n, 'epoch')}, test {label} "
         f"{summary[f'test_{m}']:.4f} (best valid at epoch {summary['best_epoch']}), "
         f"{summary['pulses']} SET pulses, {summary['wall_s']:.1f} s"
     )
@@ -89,10 +90,15 @@ def print_summary(summary: dict) -> None:
     print(f"results: {summary['run']}/summary.json, metrics.jsonl, report.html")
 
 
+def say(line: str) -> None:
+    """Print an operator's line at once (progress bars and logs follow on stderr)."""
+    print(line, flush=True)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.config is None and not args.resume:
         raise SystemExit("hil train: a CONFIG file is required (or --resume --run-dir RUN)")
-    print_summary(train(request_from_args(args, args.config)))
+    print_summary(train(request_from_args(args, args.config), notify=say))
     return 0
 
 

@@ -190,8 +190,28 @@ def detail(path: Path, run_id: str) -> dict[str, Any]:
         "environment": read_json(path / "environment.json", warnings),
         "placement": _get(placement, "placement"),
         "programming": _get(placement, "programming"),
+        "health": health_summary(_get(placement, "health")),
         "drift": read_json(path / "drift_eval.json", warnings),
     }
+
+
+def health_summary(rec: Any) -> dict[str, Any] | None:
+    """The placement record's ``health`` in a few numbers: the report used, per chip the
+    bad rows and columns and the number of bad cells avoided, per matrix the bad cells its
+    region still holds (None for a run without the record)."""
+    if not isinstance(rec, dict):
+        return None
+    out: dict[str, Any] = {"report": rec.get("source"), "report created": rec.get("created")}
+    avoided = rec.get("avoided")
+    for chip, a in (avoided if isinstance(avoided, dict) else {}).items():
+        if isinstance(a, dict):
+            out[f"chip {chip} bad rows avoided"] = a.get("bad_rows")
+            out[f"chip {chip} bad columns avoided"] = a.get("bad_cols")
+            out[f"chip {chip} bad cells avoided"] = len(a.get("bad_cells") or [])
+    inside = rec.get("bad_cells_inside")
+    for name, cells in (inside if isinstance(inside, dict) else {}).items():
+        out[f"{name} bad cells inside"] = len(cells) if isinstance(cells, list) else cells
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def records_since(path: Path, name: str, since: int) -> dict[str, Any]:

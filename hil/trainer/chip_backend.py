@@ -6,7 +6,11 @@ Everything a device adds to training lives here:
   weight is drawn, so their regions are reserved first through the driver contract
   (``Driver.reserve``: the server allocates them among its clients and may queue the run;
   an in-process driver allocates locally), and a network that does not fit is refused
-  before anything is written; the reservation is released when the run finishes;
+  before anything is written; where the latest health report (``device.health``: the one
+  the device keeps, by default) marks bad rows, columns or cells, the run asks for the
+  regions that avoid them; the run's ``placement.json`` records what was avoided and
+  which bad cells the regions still hold; a resumed run asks for its recorded regions;
+  the reservation is released when the run finishes;
 - **mapping and program-and-verify**: :func:`hil.learning.build_network` draws the initial
   weights with the run's seed (the same draw as in software) and each becomes a
   :class:`~hil.trainer.device_matrix.DeviceMatrix` with its own weight↔µS map —
@@ -24,6 +28,7 @@ Everything a device adds to training lives here:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,19 +36,21 @@ from typing import Any
 
 import numpy as np
 import structlog
+from pydantic import ValidationError
 
 from drivers import DriverError, InvalidRequest, LeaseConflict, open_driver
 from drivers.base import Driver
-from hil.errors import HilError
+from hil.characterize.health import HealthReport
+from hil.errors import ConfigError, HilError
 from hil.learning import MatrixOp, Network, ReadoutConfig, SNUConfig, build_network
 from hil.trainer.backend import DriftReference
 from hil.trainer.cells import CellMapping, RefreshConfig
 from hil.trainer.config import DeviceSection
 from hil.trainer.device_matrix import DeviceMatrix, RequestIds, UpdateConfig
 from hil.trainer.model import network_shapes
-from hil.trainer.placement import PlacementError, wants
+from hil.trainer.placement import PlacementError, place, wants
 from protocols.messages import MatrixWant
-from protocols.models import CAP_SNAPSHOT, CAP_TIME
+from protocols.models import CAP_SNAPSHOT, CAP_TIME, DeviceInfo
 from protocols.region import Region
 
 log = structlog.get_logger(__name__)
@@ -63,6 +70,17 @@ def open_device(url: str, restore: Path | None = None) -> Driver:
         return open_driver(url)
     except (DriverError, OSError) as exc:
         raise HilError(f"cannot open device {url!r}: {exc}") from exc
+
+
+DEFAULT_TOLERANCE_US = 0.5
+"""program-and-verify tolerance for a device that recommends none (hermes-like)"""
+
+
+def program_tolerance(configured: float | None, info: DeviceInfo) -> float:
+    """The run's verify tolerance (µS): configured, else the device's recommended one."""
+    if configured:
+        return configured
+    return info.program_tolerance_us or DEFAULT_TOLERANCE_US
 
 
 class ChipBackend:
@@ -107,6 +125,8 @@ class ChipBackend:
         self.targets: dict[str, np.ndarray] = {}
         self.probes: dict[str, np.ndarray] = {}
         self.last_probe: dict[str, np.ndarray] = {}  # the fingerprint (see fingerprint())
+        self.fixed_placement: dict[str, Region] | None = None  # a resumed run's record
+        self._health: tuple[HealthReport | None, str] | None = None
 
     @classmethod
     def open(
@@ -135,12 +155,75 @@ class ChipBackend:
         return cls(open_device(url, restore), device.url, device, run_id, seed, **kwargs)
 
     # ------------------------------------------------------------ placement
+    @property
+    def health(self) -> tuple[HealthReport | None, str]:
+        """The health report placement avoids (``device.health``) and where it came from."""
+        if self._health is None:
+            self._health = self._load_health()
+        return self._health
+
+    def _load_health(self) -> tuple[HealthReport | None, str]:
+        src = self.dev.health
+        if src == "none":
+            return None, "none"
+        if src == "device":
+            try:
+                raw = self.driver.health_report()
+            except DriverError as exc:  # e.g. a server older than the `health` verb
+                log.warning("health_report_unavailable", device=self.url, error=str(exc))
+                return None, f"device (unavailable: {exc})"
+            if raw is None:
+                return None, "device (none kept)"
+            try:
+                report = HealthReport.model_validate(raw)
+            except ValidationError as exc:  # an older or foreign report: do not block runs
+                log.warning("health_report_unreadable", error=str(exc).splitlines()[0])
+                return None, "device (unreadable report ignored)"
+            return self._check_health(report), "device"
+        path = Path(src)
+        try:
+            report = HealthReport.model_validate(json.loads(path.read_text()))
+        except OSError as exc:
+            raise ConfigError(f"device.health={src}: cannot read the report: {exc}") from None
+        except (ValueError, ValidationError) as exc:
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"device.health={src}: not a hil health report: {first}") from None
+        return self._check_health(report), str(path)
+
+    def _check_health(self, report: HealthReport) -> HealthReport:
+        info = self.driver.info()
+        if (report.driver, report.preset) != (info.driver, info.preset):
+            log.warning(
+                "health_report_of_another_device",
+                report=f"{report.driver}/{report.preset}",
+                device=f"{info.driver}/{info.preset}",
+            )
+        for h in report.chips:
+            if h.chip >= info.chips or h.region.row1 > info.rows or h.region.col1 > info.cols:
+                raise ConfigError(
+                    f"the health report ({report.device}) scanned {h.region}, outside this "
+                    f"device's {info.chips} chips of {info.rows}x{info.cols}"
+                )
+        return report
+
     def place(self, shapes: dict[str, tuple[int, int]]) -> dict[str, Region]:
         """Reserve regions for ``shapes`` (once); raises :class:`PlacementError` (does not
         fit) or :class:`HilError` (held, with ``wait=False``) before anything is written."""
         if self.placement:
             return self.placement
         info = self.driver.info()
+        fixed = self.fixed_placement if self.fixed_placement is not None else self.fixed
+        if fixed:
+            got = {k: r.shape for k, r in fixed.items()}
+            if got != dict(shapes):
+                raise PlacementError(
+                    f"the run's recorded placement {got} does not hold this network {shapes}"
+                )
+        else:
+            report, _ = self.health
+            defects = None if report is None else report.defects()
+            if defects and any(defects.values()):  # ask for the regions that avoid them
+                fixed = place(shapes, info.chips, info.rows, info.cols, defects)
         asked = wants(
             shapes,
             chips=info.chips,
@@ -148,7 +231,7 @@ class ChipBackend:
             cols=info.cols,
             chip=self.dev.chip,
             region=self.dev.region,
-            fixed=self.fixed,
+            fixed=fixed,
         )
         if self.whole_chips:
             asked = [
@@ -199,14 +282,24 @@ class ChipBackend:
         program: bool = True,
     ) -> Network:
         """Place, map and (if ``program``) program-and-verify every matrix of the network."""
-        self.place(network_shapes(layers, readout))
+        self.placement = self.place(network_shapes(layers, readout))
+        health = self.health_record()
+        log.info(
+            "placed",
+            regions={k: str(r) for k, r in self.placement.items()},
+            health=health["source"],
+            avoided={
+                c: {k: len(v) for k, v in a.items()} for c, a in health.get("avoided", {}).items()
+            },
+            bad_cells_inside={k: len(v) for k, v in health.get("bad_cells_inside", {}).items()},
+        )
         info, dev = self.driver.info(), self.dev
         assert info.g_net_max_us is not None  # DeviceInfo fills in its default
         g_net_max_us = info.g_net_max_us
         update_cfg = UpdateConfig(
             max_pulses_per_update=dev.max_pulses_per_update,
             refresh=RefreshConfig(hi=dev.refresh_hi, lo=dev.refresh_lo),
-            program_tolerance_us=dev.program_tolerance_us,
+            program_tolerance_us=program_tolerance(dev.program_tolerance_us, info),
             program_max_iterations=dev.program_max_iterations,
         )
 
@@ -245,12 +338,49 @@ class ChipBackend:
         return net
 
     def placement_record(self) -> dict[str, Any]:
-        """``placement.json``: regions and the program-and-verify report per matrix."""
+        """``placement.json``: regions, the program-and-verify report per matrix, and the
+        health report's defects that placement avoided (and the bad cells it could not)."""
         return {
             "placement": {k: str(r) for k, r in self.placement.items()},
             "regions": {k: r.model_dump() for k, r in self.placement.items()},
             "programming": self.programming,
+            "health": self.health_record(),
         }
+
+    def health_record(self) -> dict[str, Any]:
+        """What the health report marked bad on the chips used, what placement avoided, and
+        the bad cells inside the placed regions (per matrix)."""
+        report, source = self.health
+        out: dict[str, Any] = {"source": source}
+        if report is None:
+            return out
+        defects = report.defects()
+        chips = sorted({r.chip for r in self.placement.values()})
+        avoided: dict[str, Any] = {}
+        inside: dict[str, list[tuple[int, int]]] = {}
+        for chip in chips:
+            d = defects.get(chip)
+            if d is None:
+                continue
+            regions = {k: r for k, r in self.placement.items() if r.chip == chip}
+            held = {k: d.cells_in(r) for k, r in regions.items()}
+            inside.update({k: v for k, v in held.items() if v})
+            taken = {c for v in held.values() for c in v}
+            avoided[str(chip)] = {
+                "bad_rows": sorted(d.rows),
+                "bad_cols": sorted(d.cols),
+                "bad_cells": sorted(d.cells - taken),
+            }
+        out.update(
+            created=report.created,
+            device=report.device,
+            scanned=[
+                f"chip {h.chip} {h.region} at {h.scanned or report.created}" for h in report.chips
+            ],
+            avoided=avoided,
+            bad_cells_inside=inside,
+        )
+        return out
 
     def read_conductances(self) -> dict[str, np.ndarray]:
         """Every matrix's device conductances (one read request per matrix)."""

@@ -126,7 +126,13 @@ class DeviceSection(_Strict):
     """refresh saturated cells every N batches (0: never)"""
     refresh_hi: float = Field(default=0.75, gt=0, le=1)
     refresh_lo: float = Field(default=0.25, ge=0, le=1)
-    program_tolerance_us: float = Field(default=0.3, ge=0)
+    program_tolerance_us: float | None = Field(default=0.3, gt=0)
+    """verify tolerance of program-and-verify and of refresh (µS). 0.3 is below one sigma
+    of a hermes verify read (0.5 µS): initial programming takes more iterations (about 15 of
+    the 20) for little gain, but refresh, which re-programs with noisy SET pulses, learns
+    better with it (demo: test NLL 10.48 at 0.3, 10.92 at 0.5). None: the device's
+    recommended tolerance (``DeviceInfo.program_tolerance_us``: 0.5 µS on hermes, 1.2 on
+    aihwkit-pcm), else 0.5."""
     program_max_iterations: int = Field(default=20, ge=1)
     drift_compensation: Literal["none", "global", "per_column"] = "global"
     host_time_per_batch_s: float = Field(default=0.0, ge=0)
@@ -138,6 +144,10 @@ class DeviceSection(_Strict):
     region: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt] | None = None
     """``[CHIP, ROW, COL]``: reserve the run's matrices exactly there, shelf-packed from
     that corner of that chip (reproducible placement; waits while another run holds it)"""
+    health: str = "device"
+    """which health report placement avoids the bad rows, columns and cells of: ``device``
+    (the latest one the device keeps, written by ``hil health``; none kept: nothing to
+    avoid), ``none``, or the path of a report file (``runs/health/latest.json``)"""
 
     @model_validator(mode="after")
     def _thresholds(self) -> DeviceSection:
@@ -252,10 +262,6 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
-def _format_error(exc: ValidationError, origin: str) -> str:
-    return f"invalid run config {origin}: " + _format_errors(exc)
-
-
 def read_config_file(path: Path) -> dict[str, Any]:
     """The raw mapping of a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config file."""
     path = Path(path)
@@ -268,11 +274,84 @@ def read_config_file(path: Path) -> dict[str, Any]:
             raw = yaml.safe_load(path.read_text()) or {}
         else:
             raise ConfigError(f"config file {path}: expected .yaml, .yml or .toml")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid: {exc}".splitlines()[0]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from exc
+    except tomllib.TOMLDecodeError as exc:  # its message names the line and column
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return raw
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line L, column C: problem (context)`` of a YAML error, on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    text = f"{problem}" + (f" ({context})" if context else "")
+    return where + " ".join(text.split())
+
+
+def yaml_key_lines(path: Path) -> dict[tuple[str, ...], int]:
+    """Line (1-based) of every key path of a YAML mapping file, e.g. ``("optim", "lr")``."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                here = (*prefix, str(key.value))
+                lines[here] = key.start_mark.line + 1
+                walk(value, here)
+
+    try:
+        root = yaml.compose(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _blame(
+    exc: ValidationError, path: Path | None, overrides: Sequence[str], origin: str | None
+) -> str:
+    """One line per error, each blamed on where its value came from: the ``--set`` that
+    gave it, or the config file with the key's line (YAML), or the defaults."""
+    set_keys = {item.partition("=")[0]: item for item in overrides}
+    key_lines = (
+        yaml_key_lines(path) if path is not None and Path(path).suffix in (".yaml", ".yml") else {}
+    )
+    parts = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        dotted = ".".join(loc)
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        msg = str(err["msg"])
+        if not loc and err["type"] == "value_error":  # a section's own message
+            parts.append(msg.removeprefix("Value error, "))
+            continue
+        given = next(
+            (
+                item
+                for key, item in set_keys.items()
+                if tuple(key.split(".")) == loc[: len(key.split("."))]
+                or loc == tuple(key.split("."))[: len(loc)]
+            ),
+            None,
+        )
+        if given is not None:
+            parts.append(f"--set {given}: {dotted}: {msg}{shown}")
+            continue
+        line = next(
+            (key_lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in key_lines), None
+        )
+        where = origin or str(path or "(defaults)")
+        if line is not None:
+            where += f" line {line}"
+        parts.append(f"invalid run config {where}: {dotted or '(top level)'}: {msg}{shown}")
+    return "; ".join(parts)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -311,4 +390,4 @@ def load_config(
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, origin or str(path or "(defaults)"))) from None
+        raise ConfigError(_blame(exc, path, overrides, origin)) from None

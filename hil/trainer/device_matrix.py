@@ -37,6 +37,7 @@ read covers only the row runs and column span of the cells just pulsed, not the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -194,8 +195,10 @@ class DeviceMatrix:
         self.stats.requests += 1
 
     # ------------------------------------------------------------ programming
-    def program(self, w: np.ndarray) -> dict[str, float]:
-        """Program-and-verify weights ``w`` (m, n); returns the achieved error in µS and weights."""
+    def program(self, w: np.ndarray) -> dict[str, Any]:
+        """Program-and-verify weights ``w`` (m, n); returns the achieved error in µS and
+        weights against the tolerance, the iterations against their cap, and the cells
+        outside the tolerance (for responsive devices, and for stuck or dead ones)."""
         report = self.driver.program(
             self.region,
             self.mapping.to_conductance(w).astype(np.float32),
@@ -210,7 +213,12 @@ class DeviceMatrix:
             "rms_error_w": report.rms_error_us / self.mapping.scale,
             "pulses": report.pulses,
             "iterations": report.iterations,
+            "max_iterations": self.cfg.program_max_iterations,
+            "tolerance_us": self.cfg.program_tolerance_us,
             "converged": report.converged,
+            "cells": report.cells,
+            "unconverged_cells": report.unconverged_cells,
+            "faulty_cells": report.faulty_cells,
         }
 
     def refresh(self) -> int:

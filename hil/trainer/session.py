@@ -14,9 +14,12 @@ This is what ``hil train`` and ``hil demo`` call. Chip state across a resume:
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from drivers import DriverError
 from hil.errors import ConfigError, HilError
 from hil.faults import fault_point
 from hil.fsio import atomic_save_npz, remove_temp_files
@@ -86,24 +90,84 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
 
 
-def train(req: TrainRequest) -> dict[str, Any]:
+def train(req: TrainRequest, notify: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) a training run; returns the summary (also in ``summary.json``).
 
     Everything that can be refused (config, data, device, placement) is checked before a
-    new run directory is created, so a refused run leaves nothing behind.
+    new run directory is created, so a refused run leaves nothing behind. ``notify`` gets
+    the lines an operator should read (what a resume continues from; a finished run that
+    a resume leaves alone).
+
+    A device that fails for good during training (:class:`~drivers.DriverError`: gone,
+    timed out, refusing) ends the run with one :class:`DeviceLost` line: the cause, the
+    last checkpoint and the exact ``hil train --resume`` command; ``events.jsonl`` gets an
+    ``error`` event with the same facts, and the checkpoint is left as it was, resumable.
     """
     with ExitStack() as stack:
         guard = _RunGuard(stack)
         try:
-            return _train(req, guard)
+            return _train(req, guard, notify or (lambda line: None))
         except Interrupted:
             raise  # the trainer recorded the stop with its checkpoint
         except KeyboardInterrupt:
             guard.record_end("interrupted", msg="stopped at once (second Ctrl-C)")
             raise
+        except DriverError as exc:
+            if guard.run is None:
+                raise HilError(f"device error before training started: {one_line(exc)}") from exc
+            lost = DeviceLost.of(exc, guard.run)
+            guard.record_end(
+                "error",
+                error=f"{type(exc).__name__}: {one_line(exc)}",
+                checkpoint=lost.checkpoint,
+                resume=lost.resume_command,
+            )
+            raise lost from exc
         except Exception as exc:
             guard.record_end("failed", error=f"{type(exc).__name__}: {exc}")
             raise
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (whitespace runs collapsed)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def resume_command(run: Path) -> str:
+    """The exact command that continues the run in ``run``."""
+    return f"hil train --resume --run-dir {shlex.quote(str(run))}"
+
+
+class DeviceLost(HilError):
+    """The device failed for good during a run; the run can be resumed from its checkpoint."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, checkpoint: dict[str, Any] | None, resume: str) -> None:
+        super().__init__(message)
+        self.checkpoint, self.resume_command = checkpoint, resume
+
+    @classmethod
+    def of(cls, exc: BaseException, run: RunDir) -> DeviceLost:
+        where = last_checkpoint(run)
+        if where is None:
+            at = "no checkpoint yet: the resume starts the run again"
+        else:
+            at = f"last checkpoint: end of epoch {where['epoch']}"
+            if where["batch"]:
+                at = f"last checkpoint: epoch {where['epoch'] + 1} after batch {where['batch']}"
+        cmd = resume_command(run.path)
+        msg = f"device lost: {one_line(exc)} ({at}); continue with: {cmd}"
+        return cls(msg, where, cmd)
+
+
+def last_checkpoint(run: RunDir) -> dict[str, Any] | None:
+    """``{epoch, batch, generation}`` of the run's last committed checkpoint, or None."""
+    try:
+        meta = json.loads((run.checkpoint_dir / ckpt.STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: meta.get(k) for k in ("epoch", "batch", "generation")}
 
 
 class _RunGuard:
@@ -125,7 +189,7 @@ class _RunGuard:
             self.run.event(name, **fields)
 
 
-def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
+def _train(req: TrainRequest, guard: _RunGuard, notify: Callable[[str], None]) -> dict[str, Any]:
     t_start = time.time()
     if req.resume:
         if req.run_dir is None:
@@ -147,11 +211,20 @@ def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
             cfg = cfg.model_copy(
                 update={"device": cfg.device.model_copy(update={"url": req.device})}
             )
+        done = finished_summary(opened, cfg.train.epochs)
+        if done is not None:  # nothing to do: leave every file as it is
+            notify(
+                f"run {opened.path} already finished {done['epochs']} "
+                f"{plural(done['epochs'], 'epoch')}; nothing to resume, nothing changed "
+                f"(--epochs N with N > {done['epochs']} extends it)"
+            )
+            return done
         remove_temp_files(opened.path)
         checkpointer = ckpt.Checkpointer(opened.checkpoint_dir)
         ck = checkpointer.load()  # None: stopped before its first checkpoint: start afresh
         generation = checkpointer.generation
         run: RunDir | None = opened
+        notify(resume_note(opened, ck, generation, cfg.train.epochs))
     else:
         cfg = resolve_request(req)
         run, ck, generation = None, None, 0
@@ -195,7 +268,7 @@ def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
             data_source=data.source,
         )
         guard.started(run)
-        history = _train_on(cfg, req, run, data, backend, ck, generation, attempt)
+        history = _train_on(cfg, req, run, data, backend, ck, generation, attempt, notify)
         if isinstance(backend, ChipBackend):
             held = backend.reservation_id
             backend.release()  # finished: the regions are free for the next run
@@ -210,6 +283,60 @@ def _train(req: TrainRequest, guard: _RunGuard) -> dict[str, Any]:
     run.event("finished", **{k: summary[k] for k in (f"test_{metric}", "best_epoch", "epochs")})
     write_report(run, metric)  # after the finished event, so the report shows it
     return summary
+
+
+def programming_line(name: str, region: str, rep: dict[str, Any]) -> str:
+    """One line of a matrix's program-and-verify outcome: achieved error against the
+    tolerance, iterations against the cap, cells within tolerance."""
+    tol, its = f"±{rep['tolerance_us']:.2f} µS", f"{rep['iterations']}/{rep['max_iterations']}"
+    cells, open_, faulty = rep.get("cells"), rep.get("unconverged_cells"), rep.get("faulty_cells")
+    if cells is not None and open_ is not None:
+        ok = cells - (faulty or 0)
+        verdict = f"{ok - open_}/{ok} cells verified within {tol} in {its} iterations"
+        if faulty:
+            verdict += f" (and {faulty} cells with a stuck or dead device)"
+    else:
+        done = "converged" if rep["converged"] else "NOT converged"
+        verdict = f"{done} to {tol} in {its} iterations"
+    return (
+        f"programmed {name} on {region}: {verdict}; rms error of the programmed "
+        f"conductances {rep['rms_error_us']:.3f} µS"
+    )
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``word`` for a count of 1, else its plural (``many``, default ``word + "s"``)."""
+    return word if n == 1 else many or f"{word}s"
+
+
+def finished_summary(run: RunDir, epochs: int) -> dict[str, Any] | None:
+    """The run's summary when it finished (its last event) with at least ``epochs``
+    epochs, else None."""
+    summary = run.summary()
+    events = run.events()
+    if summary is None or not events or events[-1].get("event") != "finished":
+        return None
+    return summary if int(summary.get("epochs", 0)) >= epochs else None
+
+
+def resume_note(run: RunDir, ck: ckpt.Checkpoint | None, generation: int, epochs: int) -> str:
+    """One line: where a resume of ``run`` continues from."""
+    if ck is None:
+        return (
+            f"resuming {run.path}: no checkpoint was committed, so the run starts again "
+            f"from the beginning ({epochs} {plural(epochs, 'epoch')})"
+        )
+    at = f"epoch {ck.epoch + 1}/{epochs}" + (f", batch {ck.batch + 1}" if ck.batch else "")
+    done = (
+        f"{ck.epoch} {plural(ck.epoch, 'epoch')}"
+        + (f" and {ck.batch} {plural(ck.batch, 'batch', 'batches')}" if ck.batch else "")
+        + " done"
+    )
+    chips = "with its chip snapshot" if ck.chip_snapshot else "chips continue as they are"
+    return (
+        f"resuming {run.path} at {at} ({done}) from checkpoint generation "
+        f"{generation} ({run.checkpoint_dir / ckpt.STATE_FILE}; {chips})"
+    )
 
 
 def check_data(run: RunDir, task: TaskData, *, new: bool, task_name: str | None = None) -> None:
@@ -277,11 +404,13 @@ def build_backend(
     on_wait: Any = None,
     fixed: dict[str, Region] | None = None,
     session_file: Path | None = None,
+    placement: dict[str, Region] | None = None,
 ) -> Backend:
     """The run's backend: software, or the chips at ``cfg.device.url`` (restored from a
     snapshot when given), with the network's regions reserved before anything is written
-    (exactly ``fixed`` when given: a resumed run's; waiting in the server's queue unless
-    ``wait`` is False)."""
+    (exactly ``fixed`` or ``placement`` when given: a resumed run's recorded regions,
+    whatever a newer health report says; waiting in the server's queue unless ``wait`` is
+    False)."""
     if cfg.device.is_software:
         return SoftwareBackend()
     backend = ChipBackend.open(
@@ -292,8 +421,9 @@ def build_backend(
         session_file=session_file,
         wait=wait,
         on_wait=on_wait,
-        fixed=fixed,
+        fixed=fixed or placement,
     )
+    backend.fixed_placement = fixed or placement
     try:
         backend.place(matrix_shapes(cfg))  # refuse before writing
     except BaseException:
@@ -343,6 +473,7 @@ def _train_on(
     ck: ckpt.Checkpoint | None,
     generation: int,
     attempt: int,
+    notify: Callable[[str], None] = lambda line: None,
 ) -> list[dict[str, Any]]:
     # request ids of this attempt differ from every earlier attempt's (a device that keeps
     # an idempotency record would otherwise answer them from it and apply nothing)
@@ -354,7 +485,8 @@ def _train_on(
             fault_point("run.device_recorded")
         else:
             recorded = run.read_json("device.json")["info"]
-            if recorded != identity:
+            # fields a newer version added to the identity are not a different chip
+            if {k: identity.get(k) for k in recorded} != recorded:
                 raise HilError(
                     f"the device at {cfg.device.url} is not the one this run used "
                     f"(recorded {recorded.get('driver')}/{recorded.get('preset')}/"
@@ -377,6 +509,8 @@ def _train_on(
             run.write_json("placement.json", backend.placement_record())
             fault_point("run.programmed")
             run.event("programmed", report=backend.programming)
+            for name, rep in backend.programming.items():
+                notify(programming_line(name, str(backend.placement[name]), rep))
             atomic_save_npz(run.path / "conductances_before.npz", backend.read_conductances())
             atomic_save_npz(
                 run.path / "programming.npz",

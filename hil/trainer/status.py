@@ -113,7 +113,8 @@ def run_status(run_path: Path) -> StatusInfo:
     if name == "finished" and (run_path / "summary.json").is_file():
         return StatusInfo(RunStatus.FINISHED, "finished", pid, host)
     if name == "interrupted":
-        where = f"epoch {last.get('epoch')} batch {last.get('batch')}" if last else ""
+        in_epoch = last.get("in_epoch", (last.get("epoch") or 0) + 1) if last else None
+        where = f"epoch {in_epoch} after batch {last.get('batch')}" if last else ""
         return StatusInfo(RunStatus.STOPPED, f"stopped by the operator at {where}", pid, host)
     if name in FAILED_EVENTS:
         msg = str(last.get("error") or last.get("msg") or "failed") if last else "failed"

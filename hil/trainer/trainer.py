@@ -14,6 +14,7 @@ how tests and sweeps can drive it in-process.
 
 from __future__ import annotations
 
+import shlex
 import signal
 import time
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ class Interrupted(HilError):
     """Training stopped at a batch boundary on the operator's request (checkpoint written)."""
 
     exit_code = 130  # the shell's convention for a command ended by SIGINT
+    label = "stopped"  # the operator asked for it: not an error
 
 
 @dataclass
@@ -182,7 +184,7 @@ class Trainer:
                     if self.progress is not None:
                         self.progress.batch_done(self.metric, self.partial.mean)
                     if stop.requested:
-                        self._interrupted()
+                        self._interrupted(epochs)
                     if self.checkpoint_every and self.batch % self.checkpoint_every == 0:
                         self.save_checkpoint()
                 self._end_epoch(t0, time.perf_counter() - t0, time.process_time() - c0)
@@ -215,13 +217,18 @@ class Trainer:
         self.epoch, self.batch = self.epoch + 1, 0
         self.save_checkpoint()
 
-    def _interrupted(self) -> None:
+    def _interrupted(self, epochs: int) -> None:
+        """Checkpoint and stop. Epochs are numbered from 1, as the progress bar shows them:
+        the stop is in epoch ``epoch + 1`` after ``batch`` of its batches."""
         self.save_checkpoint()
-        where = "" if self.run is None else f" --run-dir {self.run.path}"
+        where = "" if self.run is None else f" --run-dir {shlex.quote(str(self.run.path))}"
         if self.run is not None:
-            self.run.event("interrupted", epoch=self.epoch, batch=self.batch)
+            self.run.event(
+                "interrupted", epoch=self.epoch, batch=self.batch, in_epoch=self.epoch + 1
+            )
         raise Interrupted(
-            f"stopped at epoch {self.epoch} batch {self.batch}; checkpoint written; "
+            f"on request, in epoch {self.epoch + 1}/{epochs} after batch "
+            f"{self.batch}/{self.batches_per_epoch}; checkpoint written; "
             f"continue with: hil train --resume{where}"
         )
 

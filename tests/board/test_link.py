@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from drivers import DeviceTimeout, LimitExceeded, VersionMismatch
 from drivers.board import open_board
@@ -77,11 +78,16 @@ def test_total_loss_raises_device_timeout_after_the_retries(emulator) -> None:
     link = SerialLink(port, timeout_s=0.2, retries=2)
     t0 = time.monotonic()
     try:
-        with pytest.raises(DeviceTimeout, match=r"after 3 attempts") as exc:
+        with capture_logs() as logs, pytest.raises(DeviceTimeout, match=r"after 3 attempts") as exc:
             BoardClient(link).identify()
     finally:
         link.close()
     assert link.stats.frames_sent == 3 and link.stats.retransmissions == 2
+    # each retry of a silent board is logged as it happens (#13)
+    assert [r["msg"] for r in logs if r["event"] == "device_retry"] == [
+        "device unreachable, retrying 2/3",
+        "device unreachable, retrying 3/3",
+    ]
     assert 0.5 < time.monotonic() - t0 < 5.0
     assert "set-up file" in str(exc.value)
     # Through the public entry point the same clear error surfaces.

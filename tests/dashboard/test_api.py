@@ -51,6 +51,7 @@ def test_run_detail_has_config_summary_programming_and_placement(runs_root: Path
     assert d["summary"]["epochs"] == EPOCHS
     assert set(d["programming"]) == {"h0.W", "B0", "out.W"} == set(d["placement"])
     assert d["device_info"]["info"]["preset"] == "ideal"
+    assert d["health"] == {"report": "device (none kept)"}  # no hil health on this chip
     assert d["drift"] is None
 
 

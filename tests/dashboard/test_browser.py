@@ -7,6 +7,7 @@ keep the screenshots (the README's are made with ``HIL_SCREENSHOT_DIR=docs/img``
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -235,4 +236,27 @@ def test_the_report_a_run_writes_is_the_run_page_and_fetches_nothing(
     assert p.locator("#status .badge").inner_text() == "finished"
     assert "optim.lr" in p.locator("#config").inner_text()
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
+    # what an operator reads (#13): rounded numbers with units, programming quality
+    # against its tolerance and cap, pulse and refresh counts, nothing wider than the page
+    heads = p.locator("#programming-table thead th").all_inner_texts()
+    for col in ("rms error µS", "tolerance µS", "iter. / cap", "cells in tol.", "converged"):
+        assert any(h.startswith(col) for h in heads), heads
+    facts = p.locator("#facts").inner_text()
+    assert "SET pulses" in facts and "refreshed cells" in facts and " s" in facts
+    shown = " ".join(
+        p.locator(sel).inner_text() for sel in ("#facts", "#epochs", "#programming-table")
+    )
+    long = [
+        x
+        for x in re.findall(r"\d+\.\d+", shown)
+        if len(x.replace(".", "").lstrip("0")) > 4  # at most 4 significant digits
+    ]
+    assert long == [], long
+    assert p.evaluate("document.documentElement.scrollWidth") <= 1280
+    too_wide = p.evaluate(
+        "Array.from(document.querySelectorAll('.card'))"
+        ".filter(e => e.getBoundingClientRect().right > 1280).length"
+    )
+    assert too_wide == 0
+    page.shot(tmp_path, "report")
     page.done()

@@ -101,3 +101,21 @@ def test_a_clean_window_is_preferred_to_an_earlier_one_with_bad_cells() -> None:
 def test_a_bad_shape_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1x1"):
         allocate((0, 3), 8, 8)
+
+
+def test_defects_from_a_kept_report() -> None:
+    from drivers.allocation import defects_from_report
+
+    report = {
+        "kind": "pcm-hil-health",
+        "chips": [
+            {"chip": 1, "bad_rows": [3], "bad_cols": [], "bad_cells": [[3, 0], [9, 9]]},
+            {"chip": 1, "bad_rows": [], "bad_cols": [7], "bad_cells": [[9, 9]]},
+            {"chip": 0, "bad_rows": [], "bad_cells": []},  # a version-1 report: no bad_cols
+        ],
+    }
+    d = defects_from_report(report)
+    assert list(d) == [0, 1] and not d[0]
+    assert d[1] == Defects(frozenset({3}), frozenset({7}), frozenset({(3, 0), (9, 9)}))
+    with pytest.raises(ValueError, match=r"chips\[0\]: KeyError 'bad_rows'"):
+        defects_from_report({"chips": [{"chip": 0}]})

@@ -17,7 +17,7 @@ from tests.drivers.serve_proc import ServeProcess
 def test_driver_check_passes_on_ideal_sim(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--log-level", "warning", "driver", "check", "sim://?preset=ideal"]) == 0
     out = capsys.readouterr().out
-    assert "12/12 requirements met" in out and "FAIL" not in out
+    assert "13/13 requirements met" in out and "FAIL" not in out
 
 
 def test_driver_check_fails_without_a_server(capsys: pytest.CaptureFixture[str]) -> None:

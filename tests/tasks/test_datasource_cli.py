@@ -57,6 +57,14 @@ def test_build_then_info_uses_the_built_set(tmp_path: Path) -> None:
     assert f"(used with --data chorales): {folder}" in text.stdout
     assert "test NLL on it: comparable to published numbers" in text.stdout
     assert "missing" not in text.stdout
+    # the whole corpus is not built; the one set that is is named, with how to select it
+    text = hil(["info", "--data", "chorales"], tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert (
+        f"other built chorales sets in the cache: {folder} (--seed 2012 --limit 4 here; "
+        f"--set data.seed=2012 --set data.build_limit=4 for a run)"
+    ) in text.stdout
+    assert "nothing local for this --seed/--limit yet" in text.stdout
 
 
 def test_fetch_from_a_local_url_and_offline_error(tmp_path: Path) -> None:

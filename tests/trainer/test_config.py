@@ -72,3 +72,31 @@ def test_toml_config(tmp_path: Path) -> None:
     f.write_text('name = "t"\n[optim]\nlr = 0.002\n[device]\nurl = "software"\n')
     cfg = load_config(f)
     assert cfg.name == "t" and cfg.optim.lr == 0.002
+
+
+def test_yaml_errors_name_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntask: jsb\nnetwork:\n  hidden: [150\nrule: {name: osttp}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert str(err.value) == (
+        f"config file {bad} is not valid YAML: line 5, column 5: expected ',' or ']', but got "
+        f"':' (while parsing a flow sequence)"
+    )
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("name: x\nnetwork:\n  hidden: [150]\n  bogus: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(extra)
+    assert str(err.value).startswith(f"invalid run config {extra} line 4: network.bogus: ")
+
+
+def test_a_bad_set_is_blamed_on_the_set_not_the_file(tmp_path: Path) -> None:
+    good = Path(__file__).resolve().parents[2] / "configs/jsb_osttp_hil.yaml"
+    with pytest.raises(ConfigError) as err:
+        load_config(good, ["optim.lr=abc"])
+    msg = str(err.value)
+    assert msg.startswith("--set optim.lr=abc: optim.lr: Input should be a valid number")
+    assert str(good) not in msg and "\n" not in msg
+    with pytest.raises(ConfigError) as err:
+        load_config(good, ["optim.lrr=1"])
+    assert str(err.value).startswith("--set optim.lrr=1: optim.lrr: Extra inputs")

@@ -154,7 +154,15 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_checkpoint(
     assert "--resume" in log.read_text()
     ck = _checkpoint(tmp_path / "run")
     assert ck is not None and ck["epoch"] < 3
-    assert "interrupted" in {e["event"] for e in RunDir.open(tmp_path / "run").events()}
+    stop = RunDir.open(tmp_path / "run").events()[-1]
+    assert stop["event"] == "interrupted" and stop["in_epoch"] == ck["epoch"] + 1
+    # one line, labelled a stop (not an error), numbering epochs from 1 as the bar does
+    said = [line for line in log.read_text().splitlines() if line.startswith("hil train:")]
+    assert said == [
+        f"hil train: stopped: on request, in epoch {ck['epoch'] + 1}/3 after batch "
+        f"{ck['batch']}/12; checkpoint written; continue with: hil train --resume --run-dir "
+        f"{tmp_path / 'run'}"
+    ], said
     assert run_status(tmp_path / "run").status is RunStatus.STOPPED
     res = subprocess.run(
         [
@@ -175,6 +183,8 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_checkpoint(
         env={**os.environ},
     )
     assert res.returncode == 0, res.stderr
+    at = f"epoch {ck['epoch'] + 1}/3" + (f", batch {ck['batch'] + 1}" if ck["batch"] else "")
+    assert res.stdout.startswith(f"resuming {tmp_path / 'run'} at {at} ("), res.stdout
     assert without_timing(RunDir.open(tmp_path / "run").metrics()) == without_timing(
         RunDir.open(tmp_path / "ref").metrics()
     )

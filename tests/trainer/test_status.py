@@ -78,7 +78,17 @@ def test_a_live_lock_holder_is_running_and_a_killed_one_failed(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("last", "status", "reason"),
     [
-        ({"event": "interrupted", "epoch": 1, "batch": 3}, RunStatus.STOPPED, "epoch 1 batch 3"),
+        # epochs numbered from 1, as the progress bar shows them (epoch: 1 completed)
+        (
+            {"event": "interrupted", "epoch": 1, "batch": 3},
+            RunStatus.STOPPED,
+            "epoch 2 after batch 3",
+        ),
+        (
+            {"event": "interrupted", "epoch": 0, "batch": 5, "in_epoch": 1},
+            RunStatus.STOPPED,
+            "epoch 1 after batch 5",
+        ),
         ({"event": "failed", "error": "DeviceTimeout: gone"}, RunStatus.FAILED, "gone"),
         ({"event": "error", "msg": "device lost"}, RunStatus.FAILED, "device lost"),
         ({"event": "programmed"}, RunStatus.FAILED, "without a final event"),

@@ -28,6 +28,8 @@
       [`test ${m} at best`]: best ? fmt(best[`test_${m}`]) : null,
       [`last test ${m}`]: last[`test_${m}`],
       "SET pulses": sum(state.metrics, "pulses"),
+      "refreshed cells": sum(state.metrics, "refreshes"),
+      "wall time (last attempt)": (d.summary || {}).wall_s != null ? `${fmt(d.summary.wall_s)} s` : null,
       started: fmtTime(d.started),
     };
     $("facts").replaceChildren(...Object.entries(facts).map(([k, v]) =>
@@ -65,7 +67,10 @@
           yaxis: "y2", mode: "lines+markers", type: "scatter" },
       ], { xaxis: { title: { text: "epoch" }, dtick: devRecs.length < 15 ? 1 : undefined },
            yaxis: { title: { text: "SET pulses" } },
-           yaxis2: { title: { text: "refreshed cells" }, overlaying: "y", side: "right", rangemode: "tozero" },
+           yaxis2: { title: { text: "refreshed cells" }, overlaying: "y", side: "right", rangemode: "tozero",
+                     // counts: whole ticks (0 and 1 when nothing was refreshed)
+                     dtick: Math.max(...devRecs.map((r) => r.refreshes || 0)) < 6 ? 1 : undefined,
+                     range: devRecs.some((r) => r.refreshes) ? undefined : [0, 1] },
            margin: { l: 60, r: 60, t: 10, b: 45 } });
     }
     const m2 = state.detail.metric;
@@ -97,16 +102,25 @@
       return;
     }
     const rows = Object.entries(prog).map(([name, r]) => Object.assign({ matrix: name,
-      region: (state.detail.placement || {})[name] }, r));
-    $("programming-table").replaceChildren(table([
+      region: (state.detail.placement || {})[name],
+      iterations_of_cap: r.max_iterations != null ? `${r.iterations} / ${r.max_iterations}` : r.iterations,
+      within: r.cells != null && r.unconverged_cells != null
+        ? `${r.cells - (r.faulty_cells || 0) - r.unconverged_cells} / ${r.cells - (r.faulty_cells || 0)}`
+        : null,
+    }, r));
+    const cols = [
       { key: "matrix", label: "matrix" }, { key: "region", label: "region" },
       { key: "rms_error_us", label: "rms error µS", num: true },
+      { key: "tolerance_us", label: "tolerance µS", num: true },
       { key: "max_error_us", label: "max error µS", num: true },
-      { key: "rms_error_w", label: "rms error (weight)", num: true },
-      { key: "iterations", label: "iterations", num: true },
+      { key: "rms_error_w", label: "rms (weight)", num: true },
+      { key: "iterations_of_cap", label: "iter. / cap", num: true },
       { key: "pulses", label: "pulses", num: true },
+      { key: "within", label: "cells in tol.", num: true },
+      { key: "faulty_cells", label: "faulty cells", num: true },
       { key: "converged", label: "converged" },
-    ], rows));
+    ].filter((c) => rows.some((r) => r[c.key] != null));
+    $("programming-table").replaceChildren(table(cols, rows));
   }
 
   function renderMatrices() {
@@ -178,6 +192,7 @@
     $("device").replaceChildren(keyValues(Object.assign(
       { url: d.device, "data source": d.data_source, "comparable to published": d.comparable },
       flatten({ info }), flatten({ placement: d.placement || {} }),
+      flatten({ health: d.health || {} }),
       { python: (d.environment || {}).python, host: (d.environment || {}).host,
         "git commit": (d.environment || {}).git_commit })));
   }
@@ -189,7 +204,9 @@
       { key: "event", label: "event" },
       { key: "fields", label: "details", get: (r) => {
         const rest = Object.assign({}, r); delete rest.time; delete rest.event;
-        return el("code", { text: JSON.stringify(rest) });
+        // numbers rounded as everywhere on the page (4 significant digits)
+        return el("code", { text: JSON.stringify(rest, (k, v) =>
+          typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(4)) : v) });
       } },
     ], rows) : el("p", { class: "muted", text: "No events." }));
   }
