@@ -55,3 +55,58 @@ def mvm_over_codes(
     y = driver.mvm(region, x, transpose=transpose)
     y_code = np.rint(y / np.float32(codes.lsb_us)).astype(codes.dtype)
     return y_code, codes.lsb_us
+
+
+# ------------------------------------------------------------ sparse pulse counts
+SPARSE_BYTES_PER_PULSED = 5
+"""Wire bytes of one pulsed device in the sparse form: a uint32 index and a uint8 count."""
+SPARSE_SPEC_BYTES = 80
+"""About the header bytes a second array spec adds (the sparse form has two arrays)."""
+
+
+def sparse_counts(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(pulse_index, pulse_count)`` of ``counts`` (values 0..255) when that is fewer wire
+    bytes than the dense ``uint8`` map, else ``None``: flat C-order indices (uint32,
+    strictly increasing) of the devices that get pulses and their counts (uint8)."""
+    flat = counts.reshape(-1)
+    index = np.flatnonzero(flat)
+    if index.size * SPARSE_BYTES_PER_PULSED + SPARSE_SPEC_BYTES >= flat.size:
+        return None
+    return index.astype(np.uint32), flat[index].astype(np.uint8)
+
+
+def dense_counts(
+    pulse_index: np.ndarray, pulse_count: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
+    """The server side: the dense ``uint8`` counts of ``shape`` that a sparse request
+    names, after checking it strictly (dtypes, 1-D of equal length, indices in range and
+    strictly increasing, counts >= 1); any violation is :class:`~drivers.InvalidRequest`.
+    ``shape`` must be a checked region's, so the allocation is bounded by the chip."""
+    if pulse_index.dtype != np.uint32 or pulse_count.dtype != np.uint8:
+        raise InvalidRequest(
+            f"sparse pulses need 'pulse_index' uint32 and 'pulse_count' uint8, got "
+            f"{pulse_index.dtype} and {pulse_count.dtype}"
+        )
+    if pulse_index.ndim != 1 or pulse_count.shape != pulse_index.shape:
+        raise InvalidRequest(
+            f"'pulse_index' {pulse_index.shape} and 'pulse_count' {pulse_count.shape} must "
+            f"be 1-D of the same length"
+        )
+    size = 1
+    for n in shape:
+        size *= n
+    if pulse_index.size:
+        if pulse_index.size > 1 and not bool(np.all(pulse_index[1:] > pulse_index[:-1])):
+            raise InvalidRequest("'pulse_index' must be strictly increasing (no repeats)")
+        if int(pulse_index[-1]) >= size:  # the largest, as they increase
+            raise InvalidRequest(
+                f"'pulse_index' {int(pulse_index[-1])} is out of range: the region has "
+                f"{size} devices (rows x cols x devices), flat C-order indices 0..{size - 1}"
+            )
+        if int(pulse_count.min()) < 1:
+            raise InvalidRequest(
+                "'pulse_count' entries must be >= 1 (devices without pulses are left out)"
+            )
+    out = np.zeros(size, np.uint8)
+    out[pulse_index] = pulse_count
+    return out.reshape(shape)

@@ -44,7 +44,7 @@ from drivers import (
     LimitExceeded,
 )
 from drivers.base import Driver, LinkBytes, check_health_report, new_request_id
-from drivers.codes import dac_codes, from_adc_codes
+from drivers.codes import dac_codes, from_adc_codes, sparse_counts
 from drivers.zmq_link import Curve, ZmqLink
 from protocols import encode
 from protocols.framing import MAX_MESSAGE_BYTES
@@ -470,9 +470,15 @@ class RemoteDriver(Driver):
         reset_mask: np.ndarray | None,
         request_id: str,
     ) -> PulseReport:
-        # pulse counts are small: 1 byte each on the wire when they fit (4 as int32)
+        # pulse counts are small: 1 byte each on the wire when they fit (4 as int32), and
+        # sparse (uint32 index + uint8 count per pulsed device) when few devices pulse
         fits = counts.size == 0 or (int(counts.min()) >= 0 and int(counts.max()) <= 255)
-        arrays = {"counts": counts.astype(np.uint8) if fits else counts}
+        sparse = sparse_counts(counts) if fits else None
+        arrays: dict[str, np.ndarray]
+        if sparse is not None:
+            arrays = {"pulse_index": sparse[0], "pulse_count": sparse[1]}
+        else:
+            arrays = {"counts": counts.astype(np.uint8) if fits else counts}
         if reset_mask is not None:
             arrays["reset_mask"] = reset_mask
         msg = PulseRequest(request_id=request_id, region=region)

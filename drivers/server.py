@@ -31,9 +31,9 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -45,7 +45,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded, NotFound
 from drivers.auth import KeyRing
 from drivers.base import HEALTH_META_KEY, Driver, Report, check_health_report, fingerprint
-from drivers.codes import mvm_over_codes
+from drivers.codes import dense_counts, mvm_over_codes
 from drivers.conn_log import ConnectionLog
 from drivers.leases import Lease, LeaseTable
 from drivers.ledger import AuditLog, ReplyRecords, WearLedger
@@ -469,74 +469,107 @@ class DeviceServer:
         now: float,
         token: str = "",
     ) -> list[bytes | memoryview]:
-        d, rid = self.driver, msg.request_id
-        if isinstance(msg, Hello):
-            log.info("client_hello", client=client, name=msg.client, leases=len(self.leases))
-            return encode(
-                HelloReply(
-                    request_id=rid,
-                    server=SERVER_NAME,
-                    client_id=client,
-                    session=token,
-                    info=d.info(),
-                    heartbeat_interval_s=self.heartbeat_interval_s,
-                    lease_ttl_s=self.leases.ttl_s,
-                )
+        """Reply frames of ``msg``: one handler per request kind (:data:`_HANDLERS`)."""
+        handler = _HANDLERS.get(type(msg))
+        if handler is None:  # pragma: no cover - every request kind has a handler
+            raise InvalidRequest(f"request kind {msg.kind!r} is not served")
+        return handler(self, _Call(client, msg, arrays, now, token))
+
+    def _on_hello(self, c: _Call) -> list[bytes | memoryview]:
+        msg = c.msg
+        assert isinstance(msg, Hello)
+        log.info("client_hello", client=c.client, name=msg.client, leases=len(self.leases))
+        return encode(
+            HelloReply(
+                request_id=msg.request_id,
+                server=SERVER_NAME,
+                client_id=c.client,
+                session=c.token,
+                info=self.driver.info(),
+                heartbeat_interval_s=self.heartbeat_interval_s,
+                lease_ttl_s=self.leases.ttl_s,
             )
-        if isinstance(msg, InfoRequest):
-            return encode(InfoReply(request_id=rid, info=d.info()))
-        if isinstance(msg, Heartbeat):
-            return encode(HeartbeatReply(request_id=rid, leases=len(self.leases.held_by(client))))
-        if isinstance(msg, TimeRequest):
-            return encode(TimeReply(request_id=rid, time_s=d.time_s()))
-        if isinstance(msg, StatusRequest):
-            return encode(self._status(rid, now))
-        if isinstance(msg, LeaseAcquire):
-            return encode(self._lease_acquire(client, msg, now))
-        if isinstance(msg, LeaseRelease):
-            return encode(self._lease_release(client, msg, now))
-        if isinstance(msg, LeasesRequest):
-            return encode(self._own_leases(client, rid))
-        if isinstance(msg, AuditRequest):
-            rows = self.audit.query(
-                since=msg.since, identity=msg.identity, region=msg.region, limit=msg.limit
-            )
-            return encode(AuditReply(request_id=rid, rows=tuple(AuditRow(**r) for r in rows)))
-        if isinstance(msg, WearRequest):
-            region = d._check_region(msg.region)  # noqa: SLF001 - the contract's own check
-            set_p, resets = self.wear.device_totals(region.chip)
-            rs, cs = region.slices()
-            return encode(
-                WearReply(request_id=rid), {"set_pulses": set_p[rs, cs], "resets": resets[rs, cs]}
-            )
-        if isinstance(msg, HealthRequest):
-            text = self.db.get_meta(HEALTH_META_KEY)
-            out = {} if text is None else {"report": np.frombuffer(text.encode(), np.uint8)}
-            return encode(HealthReply(request_id=rid), out)
-        if isinstance(msg, HealthPut):
-            try:
-                report = json.loads(np.asarray(arrays["report"], np.uint8).tobytes())
-            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-                raise InvalidRequest(f"the health report is not JSON: {exc}") from None
-            text = check_health_report(report)
-            with self.db.transaction():
-                self.db.set_meta(HEALTH_META_KEY, text)
-                self.audit.record(client, "", msg.kind, None, 0, "ok", rid)
-            return encode(HealthReply(request_id=rid))
-        if isinstance(msg, MvmRequest):
-            self.leases.check(client, msg.region, write=False, now=now)
-            if "x_code" in arrays:  # DAC codes in, ADC codes out (drivers/codes.py)
-                y_code, lsb = mvm_over_codes(d, msg.region, arrays["x_code"], msg.transpose)
-                return encode(MvmReply(request_id=rid, y_lsb_us=lsb), {"y_code": y_code})
-            y = d.mvm(msg.region, arrays["x"], transpose=msg.transpose)
-            return encode(MvmReply(request_id=rid), {"y": y})
-        if isinstance(msg, ReadRequest):
-            self.leases.check(client, msg.region, write=False, now=now)
-            g = d.read_conductances(msg.region)
-            return encode(ReadReply(request_id=rid), {"g_us": g})
-        if isinstance(msg, PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest):
-            return encode(self._state_changing(client, msg, arrays, now))
-        raise InvalidRequest(f"request kind {msg.kind!r} is not served")  # pragma: no cover
+        )
+
+    def _on_info(self, c: _Call) -> list[bytes | memoryview]:
+        return encode(InfoReply(request_id=c.msg.request_id, info=self.driver.info()))
+
+    def _on_heartbeat(self, c: _Call) -> list[bytes | memoryview]:
+        held = len(self.leases.held_by(c.client))
+        return encode(HeartbeatReply(request_id=c.msg.request_id, leases=held))
+
+    def _on_time(self, c: _Call) -> list[bytes | memoryview]:
+        return encode(TimeReply(request_id=c.msg.request_id, time_s=self.driver.time_s()))
+
+    def _on_status(self, c: _Call) -> list[bytes | memoryview]:
+        return encode(self._status(c.msg.request_id, c.now))
+
+    def _on_lease_acquire(self, c: _Call) -> list[bytes | memoryview]:
+        assert isinstance(c.msg, LeaseAcquire)
+        return encode(self._lease_acquire(c.client, c.msg, c.now))
+
+    def _on_lease_release(self, c: _Call) -> list[bytes | memoryview]:
+        assert isinstance(c.msg, LeaseRelease)
+        return encode(self._lease_release(c.client, c.msg, c.now))
+
+    def _on_leases(self, c: _Call) -> list[bytes | memoryview]:
+        return encode(self._own_leases(c.client, c.msg.request_id))
+
+    def _on_audit(self, c: _Call) -> list[bytes | memoryview]:
+        msg = c.msg
+        assert isinstance(msg, AuditRequest)
+        rows = self.audit.query(
+            since=msg.since, identity=msg.identity, region=msg.region, limit=msg.limit
+        )
+        return encode(
+            AuditReply(request_id=msg.request_id, rows=tuple(AuditRow(**r) for r in rows))
+        )
+
+    def _on_wear(self, c: _Call) -> list[bytes | memoryview]:
+        assert isinstance(c.msg, WearRequest)
+        region = self.driver._check_region(c.msg.region)  # noqa: SLF001 - the contract's check
+        set_p, resets = self.wear.device_totals(region.chip)
+        rs, cs = region.slices()
+        return encode(
+            WearReply(request_id=c.msg.request_id),
+            {"set_pulses": set_p[rs, cs], "resets": resets[rs, cs]},
+        )
+
+    def _on_health(self, c: _Call) -> list[bytes | memoryview]:
+        text = self.db.get_meta(HEALTH_META_KEY)
+        out = {} if text is None else {"report": np.frombuffer(text.encode(), np.uint8)}
+        return encode(HealthReply(request_id=c.msg.request_id), out)
+
+    def _on_health_put(self, c: _Call) -> list[bytes | memoryview]:
+        try:
+            report = json.loads(np.asarray(c.arrays["report"], np.uint8).tobytes())
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise InvalidRequest(f"the health report is not JSON: {exc}") from None
+        text = check_health_report(report)
+        with self.db.transaction():
+            self.db.set_meta(HEALTH_META_KEY, text)
+            self.audit.record(c.client, "", c.msg.kind, None, 0, "ok", c.msg.request_id)
+        return encode(HealthReply(request_id=c.msg.request_id))
+
+    def _on_mvm(self, c: _Call) -> list[bytes | memoryview]:
+        msg, d = c.msg, self.driver
+        assert isinstance(msg, MvmRequest)
+        self.leases.check(c.client, msg.region, write=False, now=c.now)
+        if "x_code" in c.arrays:  # DAC codes in, ADC codes out (drivers/codes.py)
+            y_code, lsb = mvm_over_codes(d, msg.region, c.arrays["x_code"], msg.transpose)
+            return encode(MvmReply(request_id=msg.request_id, y_lsb_us=lsb), {"y_code": y_code})
+        y = d.mvm(msg.region, c.arrays["x"], transpose=msg.transpose)
+        return encode(MvmReply(request_id=msg.request_id), {"y": y})
+
+    def _on_read(self, c: _Call) -> list[bytes | memoryview]:
+        assert isinstance(c.msg, ReadRequest)
+        self.leases.check(c.client, c.msg.region, write=False, now=c.now)
+        g = self.driver.read_conductances(c.msg.region)
+        return encode(ReadReply(request_id=c.msg.request_id), {"g_us": g})
+
+    def _on_state_changing(self, c: _Call) -> list[bytes | memoryview]:
+        assert isinstance(c.msg, PulseRequest | ResetRequest | ProgramRequest | AdvanceRequest)
+        return encode(self._state_changing(c.client, c.msg, c.arrays, c.now))
 
     def _lease_acquire(self, client: str, msg: LeaseAcquire, now: float) -> LeaseReply:
         """Grant a lease once per request id: a retry gets the recorded reply while that
@@ -694,7 +727,9 @@ class DeviceServer:
             kind,
             msg.model_dump_json(exclude={"request_id", "arrays", "version"}),
             *(arrays[k] for k in sorted(arrays)),
-        )
+        )  # of the arrays as they travelled (sparse or dense): a retry is byte for byte
+        if isinstance(msg, PulseRequest) and "pulse_index" in arrays:
+            arrays = self._dense_pulses(msg, arrays)
         with self.db.transaction():
             # a retry of a request applied before a conflicting lease was granted still
             # gets its original reply (nothing is applied)
@@ -717,6 +752,19 @@ class DeviceServer:
         if isinstance(rep, AdvanceReport):
             return AdvanceReply(request_id=rid, report=rep)
         raise DeviceError(f"recorded reply of {rid!r} is a {type(rep).__name__}, not a {kind}")
+
+    def _dense_pulses(
+        self, msg: PulseRequest, arrays: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The arrays of a sparse pulse request with ``counts`` dense (uint8), as a dense
+        request would carry them: the driver, the wear ledger and every metric see the
+        same counts either way."""
+        region = self.driver._check_region(msg.region)  # noqa: SLF001 - bounds the allocation
+        shape = (*region.shape, self.driver.info().devices_per_cell)
+        dense = {"counts": dense_counts(arrays["pulse_index"], arrays["pulse_count"], shape)}
+        if "reset_mask" in arrays:
+            dense["reset_mask"] = arrays["reset_mask"]
+        return dense
 
     def _apply(
         self,
@@ -764,6 +812,39 @@ class DeviceServer:
             self.wear.record(client, "", rid, msg.kind, msg.region, pulses, n)
             return pulses
         return 0
+
+
+class _Call(NamedTuple):
+    """One request as its handler sees it."""
+
+    client: str
+    msg: RequestMessage
+    arrays: dict[str, np.ndarray]
+    now: float
+    token: str
+
+
+_HANDLERS: dict[type[Any], Callable[[DeviceServer, _Call], list[bytes | memoryview]]] = {
+    Hello: DeviceServer._on_hello,
+    InfoRequest: DeviceServer._on_info,
+    Heartbeat: DeviceServer._on_heartbeat,
+    TimeRequest: DeviceServer._on_time,
+    StatusRequest: DeviceServer._on_status,
+    LeaseAcquire: DeviceServer._on_lease_acquire,
+    LeaseRelease: DeviceServer._on_lease_release,
+    LeasesRequest: DeviceServer._on_leases,
+    AuditRequest: DeviceServer._on_audit,
+    WearRequest: DeviceServer._on_wear,
+    HealthRequest: DeviceServer._on_health,
+    HealthPut: DeviceServer._on_health_put,
+    MvmRequest: DeviceServer._on_mvm,
+    ReadRequest: DeviceServer._on_read,
+    PulseRequest: DeviceServer._on_state_changing,
+    ResetRequest: DeviceServer._on_state_changing,
+    ProgramRequest: DeviceServer._on_state_changing,
+    AdvanceRequest: DeviceServer._on_state_changing,
+}
+"""Request model -> handler: the server's dispatch table (every request kind)."""
 
 
 def with_state_dir(driver_url: str, state_dir: str | Path | None) -> str:

@@ -11,7 +11,8 @@ buffer frame that follows, in order. Decoding checks, before any ``np.frombuffer
 3. the message validates *strictly* against the request (or reply) union: no coercion of
    strings or booleans into numbers or flags, no floats into integers;
 4. the number of buffer frames equals the number of specs, names are unique and are
-   exactly the kind's required names plus allowed optional ones;
+   exactly the kind's required names plus allowed optional ones, with exactly one of
+   its ``ONE_OF_ARRAYS`` and each of its ``ARRAY_GROUPS`` whole or absent;
 5. each dtype is whitelisted, ``prod(shape) * itemsize == nbytes == len(buffer)`` and
    ``nbytes <= MAX_ARRAY_BYTES``.
 """
@@ -115,6 +116,13 @@ def _check_names(msg: AnyMessage, specs: Sequence[ArraySpec]) -> None:
             f"{msg.kind!r} message needs exactly one of the arrays {sorted(one_of)}, "
             f"got {sorted(one_of & set(names))}"
         )
+    for group in msg.ARRAY_GROUPS:
+        present = set(group) & set(names)
+        if present and present != set(group):
+            raise MalformedMessage(
+                f"{msg.kind!r} message: the arrays {list(group)} travel together, "
+                f"got only {sorted(present)}"
+            )
 
 
 def request_id_of(header: object) -> str | None:

@@ -35,6 +35,7 @@ DTYPES: dict[str, str] = {
     "int16": "<i2",
     "uint16": "<u2",
     "int32": "<i4",
+    "uint32": "<u4",
     "int64": "<i8",
     "float32": "<f4",
     "float64": "<f8",
@@ -42,7 +43,7 @@ DTYPES: dict[str, str] = {
 """Whitelisted array dtypes on the wire (name -> little-endian numpy dtype string)."""
 
 DTypeName = Literal[
-    "bool", "int8", "uint8", "int16", "uint16", "int32", "int64", "float32", "float64"
+    "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64"
 ]
 
 ErrorCode = Literal[
@@ -83,6 +84,8 @@ class _Message(BaseModel):
     OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ()
     ONE_OF_ARRAYS: ClassVar[tuple[str, ...]] = ()
     """when set, exactly one of these (optional) arrays must be present"""
+    ARRAY_GROUPS: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    """(optional) arrays that travel together: all of a group or none of it"""
 
     version: int = Field(default=PROTOCOL_VERSION, description="protocol version")
     request_id: str = _ID
@@ -135,8 +138,18 @@ class ReadRequest(_Request):
 
 
 class PulseRequest(_Request):
-    REQUIRED_ARRAYS: ClassVar[tuple[str, ...]] = ("counts",)
-    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = ("reset_mask",)
+    """SET pulse counts either dense (``counts``) or sparse (``pulse_index``: uint32 flat
+    C-order indices into ``(rows, cols, 4)``, strictly increasing; ``pulse_count``: uint8
+    counts >= 1 of those devices; every other device gets 0): exactly one of the two."""
+
+    OPTIONAL_ARRAYS: ClassVar[tuple[str, ...]] = (
+        "counts",
+        "pulse_index",
+        "pulse_count",
+        "reset_mask",
+    )
+    ONE_OF_ARRAYS: ClassVar[tuple[str, ...]] = ("counts", "pulse_index")
+    ARRAY_GROUPS: ClassVar[tuple[tuple[str, ...], ...]] = (("pulse_index", "pulse_count"),)
     kind: Literal["apply_pulses"] = "apply_pulses"
     region: Region
 

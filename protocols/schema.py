@@ -7,7 +7,7 @@
 - ``messages/KIND.json``: one schema per message kind.
 
 Each message's schema carries ``x-arrays`` (the buffers that follow the header:
-``required``, ``optional`` and ``one_of`` names, and per array its accepted dtypes,
+``required``, ``optional``, ``one_of`` and ``together`` names, and per array its accepted dtypes,
 shape, unit and meaning; docs/protocol.md §2, §6) and pins
 ``version`` to :data:`~protocols.messages.PROTOCOL_VERSION`. Validation is strict
 (docs/protocol.md, "Types"): a JSON string or boolean never stands for a number, a
@@ -38,7 +38,7 @@ def _message_classes() -> list[type[Any]]:
     return [*get_args(RequestMessage), *get_args(ReplyMessage)]
 
 
-_INTEGERS = ["int8", "uint8", "int16", "uint16", "int32", "int64"]
+_INTEGERS = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64"]
 ARRAYS: dict[str, dict[str, dict[str, Any]]] = {
     # kind -> array name -> accepted dtypes, shape, unit and meaning (docs/protocol.md §6)
     "mvm": {
@@ -60,7 +60,14 @@ ARRAYS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "apply_pulses": {
         "counts": {"dtype": _INTEGERS, "shape": "(rows, cols, 4)", "unit": "pulses",
-                   "meaning": "SET pulses per device, 0..limits.max_pulses_per_device"},
+                   "meaning": "SET pulses per device, 0..limits.max_pulses_per_device "
+                   "(dense form)"},
+        "pulse_index": {"dtype": ["uint32"], "shape": "(k,)", "unit": "", "meaning":
+                        "sparse form: flat C-order indices into (rows, cols, 4) of the "
+                        "devices that get pulses, strictly increasing, < rows*cols*4"},
+        "pulse_count": {"dtype": ["uint8"], "shape": "(k,)", "unit": "pulses",
+                        "meaning": "sparse form: SET pulses of the device at the same "
+                        "position of pulse_index, 1..limits.max_pulses_per_device"},
         "reset_mask": {"dtype": ["bool"], "shape": "(rows, cols, 4)", "unit": "",
                        "meaning": "devices RESET before the SET pulses"},
     },
@@ -95,6 +102,7 @@ def _annotate(schema: dict[str, Any], cls: type[Any]) -> dict[str, Any]:
         "required": list(cls.REQUIRED_ARRAYS),
         "optional": list(cls.OPTIONAL_ARRAYS),
         "one_of": list(cls.ONE_OF_ARRAYS),
+        "together": [list(g) for g in cls.ARRAY_GROUPS],
         "arrays": ARRAYS.get(kind, {}),
     }
     schema["properties"]["version"]["const"] = PROTOCOL_VERSION

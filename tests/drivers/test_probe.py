@@ -243,7 +243,7 @@ def test_driver_check_reports_a_dead_address_once(capsys: pytest.CaptureFixture[
     report = json.loads(capsys.readouterr().out)
     assert [o["name"] for o in report["outcomes"]] == ["connect"]
     assert "nothing is listening" in report["outcomes"][0]["detail"]
-    assert len(report["not_run"]) == 12 and report["not_run_reason"] == "no connection"
+    assert len(report["not_run"]) == 13 and report["not_run_reason"] == "no connection"
 
 
 def test_driver_check_without_keys_says_so_in_one_line(curve, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -116,7 +116,9 @@ def test_the_schema_names_each_kinds_buffers() -> None:
     assert arrays["optional"] == arrays["one_of"] == ["x", "x_code"] and arrays["required"] == []
     assert arrays["arrays"]["x_code"]["dtype"] == ["int8"]
     pulses = json.loads(schemas()["messages/apply_pulses.json"])
-    assert pulses["x-arrays"]["required"] == ["counts"]
+    assert pulses["x-arrays"]["required"] == []
+    assert pulses["x-arrays"]["one_of"] == ["counts", "pulse_index"]
+    assert pulses["x-arrays"]["together"] == [["pulse_index", "pulse_count"]]
     # every array a message can carry is described, and nothing else
     for cls in _message_classes():
         kind = cls.model_fields["kind"].default
