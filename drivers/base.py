@@ -55,6 +55,7 @@ import numpy as np
 import structlog
 
 from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded
+from drivers.allocation import defects_from_report
 from drivers.idempotency import (  # noqa: F401 - re-exported as the contract's API
     MAX_REQUEST_ID_LEN,
     REPORT_TYPES,
@@ -241,7 +242,15 @@ class Driver(abc.ABC):
             table = self._local_reservations = ReservationTable(
                 info.chips, info.rows, info.cols, ttl_s=1e18, queue_ttl_s=1e18
             )
-        res, _, why = table.request("local", run_id, wants, seed, wait=False, now=0.0)
+        defects = None
+        try:  # the health report this device keeps: allocation avoids what it marks bad
+            kept = self.health_report()
+            defects = None if kept is None else defects_from_report(kept)
+        except (DriverError, ValueError):
+            defects = None
+        res, _, why = table.request(
+            "local", run_id, wants, seed, wait=False, now=0.0, defects=defects
+        )
         if res is None:  # pragma: no cover - one local user never queues
             raise DeviceError(f"local reservation of run {run_id} failed: {why}")
         return res

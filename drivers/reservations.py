@@ -20,10 +20,11 @@ Every method takes ``now`` (seconds, any monotonic origin) so tests need no slee
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from drivers import InvalidRequest, LeaseConflict, LimitExceeded
+from drivers.allocation import Defects
 from drivers.allocation import allocate as allocate_one
 from protocols.messages import MatrixWant
 from protocols.region import Region
@@ -57,11 +58,22 @@ class Pending:
 
 
 def first_fit(
-    m: int, n: int, chip: int, rows: int, cols: int, taken: Sequence[Region]
+    m: int,
+    n: int,
+    chip: int,
+    rows: int,
+    cols: int,
+    taken: Sequence[Region],
+    bad: Defects | None = None,
 ) -> Region | None:
-    """The first free ``m`` x ``n`` rectangle of ``chip`` in row-major order, or None
-    (:func:`drivers.allocation.allocate`, the allocator the trainer's placement uses)."""
-    return allocate_one((m, n), rows, cols, chip=chip, taken=taken)
+    """The first free ``m`` x ``n`` rectangle of ``chip`` in row-major order avoiding the
+    bad rows and columns of ``bad`` (and, among those, the one with the fewest bad cells),
+    or None (:func:`drivers.allocation.allocate`, the trainer's placement allocator)."""
+    bad = bad or Defects()
+    return allocate_one(
+        (m, n), rows, cols, chip=chip, taken=taken,
+        bad_rows=bad.rows, bad_cols=bad.cols, bad_cells=bad.cells,
+    )  # fmt: skip
 
 
 def check_wants(wants: Sequence[MatrixWant], chips: int, rows: int, cols: int) -> None:
@@ -102,7 +114,12 @@ def check_wants(wants: Sequence[MatrixWant], chips: int, rows: int, cols: int) -
 
 
 def allocate(
-    wants: Sequence[MatrixWant], chips: int, rows: int, cols: int, taken: Sequence[Region]
+    wants: Sequence[MatrixWant],
+    chips: int,
+    rows: int,
+    cols: int,
+    taken: Sequence[Region],
+    defects: Mapping[int, Defects] | None = None,
 ) -> dict[str, Region] | None:
     """Regions for ``wants`` avoiding ``taken`` (others' regions), or None if they do not
     fit now. Whole chips first, then explicit regions, then the tallest matrices first,
@@ -131,7 +148,8 @@ def allocate(
             first = [w.prefer] if w.prefer is not None and w.prefer < chips else []
             order = [*first, *(c for c in range(chips) if c not in first)]
         for chip in order:
-            found = first_fit(w.rows, w.cols, chip, rows, cols, [*taken, *own])
+            bad = (defects or {}).get(chip)
+            found = first_fit(w.rows, w.cols, chip, rows, cols, [*taken, *own], bad)
             if found is not None:
                 out[w.name] = found
                 own.append(found)
@@ -192,6 +210,7 @@ class ReservationTable:
         wait: bool,
         now: float,
         others: Iterable[Region] = (),
+        defects: Mapping[int, Defects] | None = None,
     ) -> tuple[Reservation | None, int, str]:
         """``(reservation, 0, "")`` when granted (or taken back), else ``(None, position,
         why)`` with the 1-based queue position; ``LeaseConflict`` if it may not wait.
@@ -200,7 +219,8 @@ class ReservationTable:
         self.touch(identity, now)
         wants = tuple(wants)
         check_wants(wants, self.chips, self.rows, self.cols)
-        if allocate(wants, self.chips, self.rows, self.cols, []) is None:
+        lines = {c: Defects(d.rows, d.cols) for c, d in (defects or {}).items()}
+        if allocate(wants, self.chips, self.rows, self.cols, [], lines) is None:
             raise InvalidRequest(
                 f"run {run_id}'s matrices ({', '.join(f'{w.name} {w.rows}x{w.cols}' for w in wants)}) "
                 f"do not fit the device's {self.chips} chip(s) of {self.rows}x{self.cols} cells "
@@ -222,9 +242,11 @@ class ReservationTable:
         if pos is None or pos == 0:
             ahead_free = pos == 0 or not self.queue
             taken = [*others, *(g for r in self.held.values() for g in r.regions.values())]
-            regions = (
-                allocate(wants, self.chips, self.rows, self.cols, taken) if ahead_free else None
-            )
+            regions = None
+            if ahead_free:  # bad lines always avoided; bad cells where there is room
+                regions = allocate(wants, self.chips, self.rows, self.cols, taken, defects)
+                if regions is None and defects:
+                    regions = allocate(wants, self.chips, self.rows, self.cols, taken, lines)
             if regions is not None:
                 if pos == 0:
                     self.queue.pop(0)

@@ -45,6 +45,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from drivers import DeviceError, DriverError, InvalidRequest, LimitExceeded, NotFound
+from drivers.allocation import Defects, defects_from_report
 from drivers.auth import KeyRing
 from drivers.base import (
     HEALTH_META_KEY,
@@ -965,13 +966,26 @@ class DeviceServer:
             temperatures_c=self._temperatures(),
         )
 
+    def _kept_defects(self) -> dict[int, Defects] | None:
+        """The bad rows, columns and cells of the health report this server keeps (what
+        allocation avoids); None without one (or an unreadable one, logged)."""
+        text = self.db.get_meta(HEALTH_META_KEY)
+        if text is None:
+            return None
+        try:
+            return defects_from_report(json.loads(text))
+        except ValueError as exc:
+            log.warning("health_report_unreadable", error=str(exc))
+            return None
+
     def _reserve(self, client: str, msg: ReserveRequest, now: float) -> ReserveReply:
         """Grant, take back or queue run ``msg.run_id``'s regions (persisted when granted)."""
         others = [x.region for x in self.leases.all() if x.client != client]
         was = self.reservations.held.get((client, msg.run_id))
         res, position, why = self.reservations.request(
-            client, msg.run_id, msg.matrices, msg.seed, wait=msg.wait, now=now, others=others
-        )
+            client, msg.run_id, msg.matrices, msg.seed, wait=msg.wait, now=now, others=others,
+            defects=self._kept_defects(),
+        )  # fmt: skip
         ttl = self.reservations.ttl_s
         if res is None:
             return ReserveReply(

@@ -220,9 +220,12 @@ class ChipBackend:
                     f"the run's recorded placement {got} does not hold this network {shapes}"
                 )
         else:
-            report, _ = self.health
+            # the device side avoids the defects of the report it keeps (device.health =
+            # "device", the default); a report from a file it does not know: ask for the
+            # regions that avoid its defects
+            report, source = self.health
             defects = None if report is None else report.defects()
-            if defects and any(defects.values()):  # ask for the regions that avoid them
+            if source != "device" and defects and any(defects.values()):
                 fixed = place(shapes, info.chips, info.rows, info.cols, defects)
         asked = wants(
             shapes,

@@ -23,6 +23,7 @@ from hil.errors import ConfigError
 from hil.trainer.config import load_config
 from hil.trainer.model import matrix_shapes
 from hil.trainer.session import TrainRequest, build_backend, train
+from protocols.messages import MatrixWant
 from protocols.region import Region
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,10 +158,19 @@ def test_a_resumed_run_keeps_its_regions_when_a_newer_report_marks_them_bad(
         drv.keep_health_report(
             newer.model_copy(update={"chips": [marked, *newer.chips[1:]]}).model_dump(mode="json")
         )
-        # a new run avoids the newly marked rows ...
+        # a new run avoids the newly marked rows (and the first run's cells, which an
+        # operator holds for it meanwhile: a finished run released them, and a run that
+        # overwrote them would make the resume below refuse, rightly) ...
         fresh_dir = tmp_path / "fresh"
         fresh = dict(req, run_dir=fresh_dir)
-        train(TrainRequest(config=REPO / "configs/jsb_osttp_hil.yaml", epochs=1, **fresh))  # type: ignore[arg-type]
+        with RemoteDriver(url) as guard:
+            guard.reserve("keep-first", [
+                MatrixWant(name=k, rows=r["row1"] - r["row0"], cols=r["col1"] - r["col0"],
+                           region=Region.model_validate(r))
+                for k, r in first["regions"].items()
+            ])  # fmt: skip
+            train(TrainRequest(config=REPO / "configs/jsb_osttp_hil.yaml", epochs=1, **fresh))  # type: ignore[arg-type]
+            guard.release_reservation("keep-first")
         moved = Region.model_validate(
             json.loads((fresh_dir / "placement.json").read_text())["regions"]["h0.W"]
         )
