@@ -90,7 +90,10 @@ def encode(
         a = np.asarray(arr)
         dname = _dtype_name(a)
         a = np.require(a, dtype=np.dtype(DTYPES[dname]), requirements="C")
-        specs.append(ArraySpec(name=name, dtype=dname, shape=a.shape, nbytes=a.nbytes))
+        # computed from the array itself: nothing to validate (decoding checks specs)
+        specs.append(
+            ArraySpec.model_construct(name=name, dtype=dname, shape=a.shape, nbytes=a.nbytes)
+        )
         buffers.append(a.data.cast("B") if a.size else b"")  # no copy
     msg = message.model_copy(update={"arrays": tuple(specs)})
     _check_names(msg, specs)
