@@ -125,9 +125,12 @@ def _info_enabled() -> bool:
     return True if check is None else bool(check(None, logging.INFO))
 
 
+_VISIBLE_ASCII = bytes(range(33, 127))
+
+
 def client_name(identity: bytes) -> str:
     """Printable name of a ROUTER identity (ASCII as is, else hex)."""
-    if identity and all(32 < b < 127 for b in identity):
+    if identity and not identity.translate(None, _VISIBLE_ASCII):  # all in 33..126
         return identity.decode("ascii")
     return identity.hex()
 

@@ -61,6 +61,9 @@ _NAME_OF_DTYPE: dict[np.dtype, DTypeName] = {
 
 
 def _dtype_name(arr: np.ndarray) -> DTypeName:
+    name = _NAME_OF_DTYPE.get(arr.dtype)  # fast path: equal only to a little-endian dtype
+    if name is not None:
+        return name
     dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
     name = _NAME_OF_DTYPE.get(np.dtype(dt.str.replace("=", "<")))
     if name is None:
