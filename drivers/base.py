@@ -343,6 +343,12 @@ class Driver(abc.ABC):
         self._records_wear = not hosted
 
     @property
+    def records_outlive_process(self) -> bool:
+        """True when the device records (wear, health report) outlive this process: kept
+        on disk, or by a server (``RemoteDriver`` overrides)."""
+        return self._records_db is not None and self._records_db.durable
+
+    @property
     def wear_ledger(self) -> WearLedger | MemoryWear | None:
         """The wear ledger this driver keeps (None when it keeps none)."""
         if not self.keeps_records:

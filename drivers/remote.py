@@ -108,6 +108,7 @@ class RemoteDriver(Driver):
     """The driver contract served by a remote :class:`~drivers.server.DeviceServer`."""
 
     keeps_records = False  # the server keeps the wear ledger and the health report
+    records_outlive_process = True  # type: ignore[assignment]  # the server's, not ours
 
     def __init__(
         self,

@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top {args.top} must be in 1..1000")
     if not 1 <= args.tile <= 256:
         raise ConfigError(f"--tile {args.tile} must be in 1..256")
+    kept_after_exit = False
     try:
         drv = open_driver(args.url)
     except DriverError as exc:
@@ -132,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
                 if not args.no_keep:
                     report = merge(kept_report(drv), report)
                     drv.keep_health_report(report.model_dump(mode="json"))
+                    kept_after_exit = drv.records_outlive_process
         except DriverError as exc:
             raise HilError(f"health scan failed on {args.url}: {exc}") from exc
     text = report.model_dump_json(indent=1)
@@ -142,8 +144,13 @@ def run(args: argparse.Namespace) -> int:
         for name in (f"health-{stamp}.json", "latest.json"):
             atomic_write_bytes(args.out / name, (text + "\n").encode())
         written = f"; wrote {args.out / 'latest.json'}"
-        if not args.no_keep:
+        if not args.no_keep and kept_after_exit:
             written += "; the device keeps it for placement"
+        elif not args.no_keep:
+            written += (
+                f"; this in-process device forgets it when this command ends (no state "
+                f"dir): runs can use it with --set device.health={args.out / 'latest.json'}"
+            )
     if args.json:
         print(text)
     else:

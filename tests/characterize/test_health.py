@@ -42,7 +42,10 @@ def test_scan_finds_the_simulators_faulty_cells_and_a_dead_row() -> None:
 def test_cli_writes_latest_report(tmp_path: Path, capsys) -> None:
     args = ["--log-level", "warning", "health", "sim://?seed=2", "--chip", "1"]
     assert main([*args, "--region", "0:32,0:64", "--json", "--out", str(tmp_path)]) == 0
-    report = HealthReport.model_validate_json(capsys.readouterr().out)
+    out = capsys.readouterr()
+    report = HealthReport.model_validate_json(out.out)
+    assert "forgets it when this command ends" in out.err  # and says how to use the file
+    assert f"device.health={tmp_path / 'latest.json'}" in out.err
     assert [c.chip for c in report.chips] == [1] and report.chips[0].devices == 32 * 64 * 4
     latest = json.loads((tmp_path / "latest.json").read_text())
     assert HealthReport.model_validate(latest) == report
@@ -50,7 +53,7 @@ def test_cli_writes_latest_report(tmp_path: Path, capsys) -> None:
     assert "--chip 7: the device has chips 0..1" in capsys.readouterr().err
 
 
-def test_the_contract_keeps_wear_and_the_health_report_in_process(tmp_path: Path) -> None:
+def test_the_contract_keeps_wear_and_the_health_report_in_process(tmp_path: Path, capsys) -> None:
     region = Region(0, 4, 8, 2, 5)
     counts = (np.arange(4 * 3 * 4).reshape(4, 3, 4) % 4).astype(np.int32)
     mask = np.zeros((4, 3, 4), bool)
@@ -72,6 +75,7 @@ def test_the_contract_keeps_wear_and_the_health_report_in_process(tmp_path: Path
         assert drv.wear(Region(1, 0, 2, 0, 2))[1].tolist() == np.ones((2, 2, 4)).tolist()  # type: ignore[index]
     assert main(["--log-level", "warning", "health", url, "--chip", "0", "--region", "0:16,0:16",
                  "--pulses", "5", "--out", str(tmp_path / "h")]) == 0  # fmt: skip
+    assert "the device keeps it for placement" in capsys.readouterr().err  # in its state dir
     with SimDriver("hermes", seed=1, state_dir=tmp_path / "state") as drv:
         kept = HealthReport.model_validate(drv.health_report())
         w0 = kept.wear[0]  # type: ignore[index]
