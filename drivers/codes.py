@@ -53,8 +53,9 @@ def mvm_over_codes(
     x = x_code.astype(np.float32)
     x /= np.float32(DAC_CODE_MAX)
     y = driver.mvm(region, x, transpose=transpose)
-    y_code = np.rint(y / np.float32(codes.lsb_us)).astype(codes.dtype)
-    return y_code, codes.lsb_us
+    q = np.divide(y, np.float32(codes.lsb_us))
+    np.rint(q, out=q)  # in place: one temporary less
+    return q.astype(codes.dtype), codes.lsb_us
 
 
 # ------------------------------------------------------------ sparse pulse counts

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import logging
 import signal
 import sqlite3
 import sys
@@ -139,9 +140,20 @@ AUDITED_KINDS = STATE_CHANGING_KINDS | {
 }
 
 
+def _info_enabled() -> bool:
+    """Whether structlog's configured level lets ``info`` events through (read per call:
+    the CLI or a test may reconfigure it)."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    check = getattr(wrapper, "is_enabled_for", None)
+    return True if check is None else bool(check(None, logging.INFO))
+
+
+_VISIBLE_ASCII = bytes(range(33, 127))
+
+
 def client_name(identity: bytes) -> str:
     """Printable name of a ROUTER identity (ASCII as is, else hex)."""
-    if identity and all(32 < b < 127 for b in identity):
+    if identity and not identity.translate(None, _VISIBLE_ASCII):  # all in 33..126
         return identity.decode("ascii")
     return identity.hex()
 
@@ -629,21 +641,19 @@ class DeviceServer:
                     request_id=request_id, code="internal", message=f"{type(exc).__name__}: {exc}"
                 )
             )
-        fields = {
-            "client": client,
-            "verb": verb,
-            "request_id": request_id,
-            "region": None if region is None else str(region),
-            "duration_us": round((time.perf_counter() - t0) * 1e6, 1),
-            "outcome": code,
-        }
-        if code == "ok":
-            log.info("request", **fields)
-        else:
-            log.warning("request", **fields)
-            identified = not client.startswith("peer:")
-            if identified and verb in AUDITED_KINDS:
-                self._audit_refusal(client, verb, region, code, request_id)
+        ok = code == "ok"
+        if not ok or _info_enabled():  # a filtered event costs a logger bind: skip it
+            fields = {
+                "client": client,
+                "verb": verb,
+                "request_id": request_id,
+                "region": None if region is None else str(region),
+                "duration_us": round((time.perf_counter() - t0) * 1e6, 1),
+                "outcome": code,
+            }
+            (log.info if ok else log.warning)("request", **fields)
+        if not ok and not client.startswith("peer:") and verb in AUDITED_KINDS:
+            self._audit_refusal(client, verb, region, code, request_id)
         return out
 
     def _audit_refusal(

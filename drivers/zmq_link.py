@@ -75,6 +75,7 @@ class ZmqLink:
         self.poller = zmq.Poller()
         self.poller.register(self.monitor, zmq.POLLIN)
         self.poller.register(sock, zmq.POLLIN)
+        self._polling = int(zmq.POLLIN)
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -92,12 +93,18 @@ class ZmqLink:
     # ------------------------------------------------------------ waits
     def _poll(self, flags: int, deadline: float) -> bool:
         """Wait until ``sock`` has ``flags`` ready or ``deadline``; reads monitor events."""
-        self.poller.modify(self.sock, flags)
+        flags = int(flags)  # plain ints: enum.Flag arithmetic costs microseconds per call
+        if flags != self._polling:
+            self.poller.modify(self.sock, flags)
+            self._polling = flags
         while (left := deadline - time.monotonic()) > 0:
-            ready = dict(self.poller.poll(max(1, int(left * 1000))))
-            if self.monitor in ready:
-                self._drain_monitor()
-            if ready.get(self.sock, 0) & flags:
+            hit = False
+            for sock, events in self.poller.poll(max(1, int(left * 1000))):
+                if sock is self.monitor:
+                    self._drain_monitor()
+                elif int(events) & flags:
+                    hit = True
+            if hit:
                 return True
         return False
 

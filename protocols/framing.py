@@ -61,6 +61,9 @@ _NAME_OF_DTYPE: dict[np.dtype, DTypeName] = {
 
 
 def _dtype_name(arr: np.ndarray) -> DTypeName:
+    name = _NAME_OF_DTYPE.get(arr.dtype)  # fast path: equal only to a little-endian dtype
+    if name is not None:
+        return name
     dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
     name = _NAME_OF_DTYPE.get(np.dtype(dt.str.replace("=", "<")))
     if name is None:
@@ -90,7 +93,10 @@ def encode(
         a = np.asarray(arr)
         dname = _dtype_name(a)
         a = np.require(a, dtype=np.dtype(DTYPES[dname]), requirements="C")
-        specs.append(ArraySpec(name=name, dtype=dname, shape=a.shape, nbytes=a.nbytes))
+        # computed from the array itself: nothing to validate (decoding checks specs)
+        specs.append(
+            ArraySpec.model_construct(name=name, dtype=dname, shape=a.shape, nbytes=a.nbytes)
+        )
         buffers.append(a.data.cast("B") if a.size else b"")  # no copy
     msg = message.model_copy(update={"arrays": tuple(specs)})
     _check_names(msg, specs)
