@@ -150,6 +150,8 @@ class RemoteDriver(Driver):
         self._link: ZmqLink | None = None
         self._last_sent = 0.0
         self._bytes_sent = self._bytes_received = 0
+        if not poll_s > 0:
+            raise InvalidRequest(f"poll_s={poll_s} must be > 0 s")
         self.poll_s = poll_s
         self._runs: set[str] = set()  # run ids whose reservations this client holds
         self._lost: set[str] = set()  # ... that a heartbeat reply says are gone
@@ -191,6 +193,7 @@ class RemoteDriver(Driver):
             "client_key",
             "name",
             "session_file",
+            "poll_s",
         }
         if unknown := set(q) - known:
             raise InvalidRequest(
@@ -208,6 +211,7 @@ class RemoteDriver(Driver):
                 client_key=q.get("client_key"),
                 client_name=q.get("name", ""),
                 session_file=q.get("session_file"),
+                poll_s=float(q.get("poll_s", 0.5)),
             )
         except ValueError as exc:
             raise InvalidRequest(f"bad option value in {url!r}: {exc}") from None
