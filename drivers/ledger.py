@@ -42,15 +42,16 @@ from drivers.statedb import (
     pack_arrays,
     unpack_arrays,
 )
-from protocols.messages import LeaseReleased, LeaseReply
+from protocols.messages import LeaseReleased, LeaseReply, ReserveReleased
 from protocols.region import Region
 
-Recorded = Report | LeaseReply | LeaseReleased
+Recorded = Report | LeaseReply | LeaseReleased | ReserveReleased
 """What a reply record holds: a state-changing verb's report or a lease verb's reply."""
 RECORD_TYPES: dict[str, type[Recorded]] = {
     **REPORT_TYPES,
     "LeaseReply": LeaseReply,
     "LeaseReleased": LeaseReleased,
+    "ReserveReleased": ReserveReleased,
 }
 
 

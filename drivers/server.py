@@ -716,21 +716,26 @@ class DeviceServer:
     def _on_reserve_release(self, c: _Call) -> list[bytes | memoryview]:
         msg, client = c.msg, c.client
         assert isinstance(msg, ReserveRelease)
-        dropped = self.reservations.release(client, msg.run_id, c.now)
+        # once per request id, like lease_release: a retry gets the first reply
+        fp = fingerprint(msg.kind, msg.run_id)
         with self.db.transaction() as db:
+            recorded = self.replies.get(client, msg.request_id, msg.kind, fp)
+            if isinstance(recorded, ReserveReleased):
+                return encode(recorded)
+            dropped = self.reservations.release(client, msg.run_id, c.now)
             db.execute(
                 "DELETE FROM reservations WHERE identity = ? AND run_id = ?",
                 (client, msg.run_id),
             )
             self.audit.record(client, msg.run_id, msg.kind, None, 0, "ok", msg.request_id)
+            reply = ReserveReleased(
+                request_id=msg.request_id, run_id=msg.run_id, released=dropped is not None
+            )
+            self.replies.put(client, msg.request_id, msg.kind, fp, reply)
         if dropped is not None:
             self._end_tenant(dropped)
             log.info("reservation_released", client=client, run_id=msg.run_id)
-        return encode(
-            ReserveReleased(
-                request_id=msg.request_id, run_id=msg.run_id, released=dropped is not None
-            )
-        )
+        return encode(reply)
 
     def _on_time(self, c: _Call) -> list[bytes | memoryview]:
         with self.driver.tenant(self._tenant(c.client, None)):

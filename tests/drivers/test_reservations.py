@@ -248,3 +248,24 @@ def test_a_tenants_stream_survives_a_crash_and_journal_replay(tmp_path: Path) ->
         assert back.time_s() == pytest.approx(60.0)  # the chip's own clock saw only the ageing
     finally:
         back.close()
+
+
+def test_reserve_release_is_idempotent_by_request_id() -> None:
+    """A retried release returns its first reply (released: true), never a second release:
+    a new reservation the same run took in between is not dropped by the retry."""
+    server = DeviceServer(SimDriver("ideal"), "inproc://unused")
+    c = Sessions(server)
+    assert c.call(b"alice", reserve("runA", W("h0.W", 8, 8), rid="r1"))[0].granted
+    rel = encode(ReserveRelease(request_id="rel1", run_id="runA"))
+    first = c.call(b"alice", rel)[0]
+    assert first.kind == "reserve_released" and first.released
+    assert c.call(b"alice", reserve("runA", W("h0.W", 8, 8), rid="r2"))[0].granted
+    again = c.call(b"alice", rel)[0]  # the retry of rel1
+    assert again.kind == "reserve_released" and again.released
+    st = c.call(b"alice", encode(StatusRequest(request_id="s")))[0]
+    assert [r.run_id for r in st.reservations] == ["runA"]  # r2's reservation still held
+    fresh = c.call(b"alice", encode(ReserveRelease(request_id="rel2", run_id="runA")))[0]
+    assert fresh.released
+    # a different request under a used id is refused, not applied
+    other = c.call(b"alice", encode(ReserveRelease(request_id="rel1", run_id="runB")))[0]
+    assert other.kind == "error" and other.code == "bad_request"
