@@ -1,10 +1,12 @@
-"""The project's one atomic-write helper for whole files (drivers and, re-exported, hil).
+"""The atomic-write helper for whole files of ``drivers`` (state db snapshots, keys).
 
 ``atomic_write_bytes(path, data)``: a temporary file in the same directory is written,
 flushed and fsync'ed, renamed over ``path`` (atomic on POSIX), then the directory is
 fsync'ed so the rename itself is durable. A crash at any instant leaves either the old
-or the new file, never a torn one. (The simulator keeps its own copy for ``Chip.save``:
-``simulator`` may import nothing from ``drivers``.)
+or the new file, never a torn one. Two twins exist on purpose, for the layer rules:
+the simulator's for ``Chip.save`` (``simulator`` may import nothing from ``drivers``) and
+``hil/fsio.py`` for run directories (``hil.tasks`` writes through it and may import nothing
+of ``drivers``, not even indirectly). A change to one is a change to all three.
 """
 
 from __future__ import annotations

@@ -337,16 +337,8 @@ class ReservationTable:
     def holder_of(self, identity: str, region: Region) -> Reservation | None:
         """The reservation of ``identity`` that contains ``region``, if any."""
         for r in self.held.values():
-            if r.identity != identity:
-                continue
-            for name, g in r.regions.items():
-                if name in r.whole:
-                    continue
-                if g.contains(region):
-                    return r
-            for name in r.whole:
-                if r.regions[name].contains(region):
-                    return r
+            if r.identity == identity and any(g.contains(region) for g in r.regions.values()):
+                return r
         return None
 
     def check(self, identity: str, region: Region | None, what: str) -> None:

@@ -5,6 +5,9 @@ temporary file in the same directory, is fsync'ed, then renamed over the target 
 atomic on POSIX), and the directory is fsync'ed so the rename itself is durable. Line logs
 (``metrics.jsonl``, ``events.jsonl``) are appended one complete line per write and fsync'ed;
 a reader ignores a torn last line.
+
+The atomic write and ``FILE_MODE`` are a deliberate twin of ``drivers/fsio.py``:
+``hil.tasks`` writes through this module and may import nothing of ``drivers``.
 """
 
 from __future__ import annotations
