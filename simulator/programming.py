@@ -117,8 +117,9 @@ def program_cells(
     """Program cells (flat cell indices ``row*256 + col``) to net targets ``target_us``."""
     params = pop.params
     base = cell_flat.astype(np.int64) * 4
+    devices = (base[:, None] + np.arange(4)).reshape(-1)  # the cells' 4 devices, cell-major
     target = target_us.astype(np.float32)
-    n_resets = pop.reset((base[:, None] + np.arange(4)).reshape(-1), clock.time_s, rng)
+    n_resets = pop.reset(devices, clock.time_s, rng)
     clock.tick(params.pulse_time_s)
     pos = target >= 0
     a_idx = base + np.where(pos, 0, 2)
@@ -157,10 +158,10 @@ def program_cells(
     b_last[need] = trim.last_read
     verified_err = (fill.last_read + b_last - side_sum) * np.float32(0.5)
     outside = np.abs(verified_err) > tolerance_us
-    faulty = (pop.flat["fault"][(base[:, None] + np.arange(4)).reshape(-1)] != 0).reshape(-1, 4)
+    faulty = (pop.flat["fault"][devices] != 0).reshape(-1, 4)
     faulty_cell = faulty.any(axis=1)
     t_end = clock.time_s
-    g4 = pop.conductance((base[:, None] + np.arange(4)).reshape(-1), t_end).reshape(-1, 4)
+    g4 = pop.conductance(devices, t_end).reshape(-1, 4)
     net = ((g4[:, 0] + g4[:, 1]) - (g4[:, 2] + g4[:, 3])) * np.float32(0.5)
     err = (net - target).astype(np.float64)
     return ProgramResult(
