@@ -5,7 +5,8 @@ On a device, a run's regions are reserved through the driver contract
 allocates each matrix where there is room (:func:`drivers.allocation.allocate`), the
 paper's chip first, on the run's chip if ``device.chip`` is set, or exactly at the
 shelf-packed block anchored at ``device.region`` (``[CHIP, ROW, COL]``). :func:`place` is the
-layout of the paper's run on an empty device, kept for reference and tests:
+layout of the paper's run on an empty device; the chip backend asks for exactly its regions
+when the run's health report comes from a file the device side does not keep:
 
 As in the paper's hardware run, forward matrices (``h{l}.W``, ``h{l}.H``, ``out.W``) go to
 chip 0 ("chip 1") and the fixed feedback matrices ``B{l}`` to chip 1 ("chip 2"). On each
