@@ -134,6 +134,7 @@ class Chip:
         )
         self._cache: dict[tuple[int, int, int, int], _CacheEntry] = {}
         self._streams: dict[tuple[int, ...], _Stream] = {}
+        self._scratch_bufs: dict[str, np.ndarray] = {}
         self._in_stream = False
         self._aged_s = self._clock.time_s
 
@@ -259,37 +260,59 @@ class Chip:
         return tuple(self._streams)
 
     # ----------------------------------------------------------------- reads
-    def mvm(self, region: Region, x: np.ndarray) -> np.ndarray:
-        """Noisy MVM ``(batch, rows) -> (batch, cols)`` float32 µS (module doc)."""
+    def mvm(self, region: Region, x: np.ndarray, *, inputs_checked: bool = False) -> np.ndarray:
+        """Noisy MVM ``(batch, rows) -> (batch, cols)`` float32 µS (module doc).
+
+        ``inputs_checked=True``: the caller has already checked ``x`` as
+        :func:`simulator.validation.check_inputs` would (a float array of this shape with
+        values in [-1, 1]; the driver layer's check does), so its range is not scanned again.
+        """
         region = validation.check_region(region, self._chip_id)
-        x = validation.check_inputs(x, region.nrows, "rows")
+        x = self._inputs(x, region.nrows, "rows", inputs_checked)
         entry = self._entry(region)
         return self._mvm(x, entry.g_net, entry.var)
 
-    def mvm_t(self, region: Region, x: np.ndarray) -> np.ndarray:
+    def mvm_t(self, region: Region, x: np.ndarray, *, inputs_checked: bool = False) -> np.ndarray:
         """Transposed MVM: inputs drive the columns, ``(batch, cols) -> (batch, rows)`` µS."""
         region = validation.check_region(region, self._chip_id)
-        x = validation.check_inputs(x, region.ncols, "columns")
+        x = self._inputs(x, region.ncols, "columns", inputs_checked)
         entry = self._entry(region)
         return self._mvm(x, entry.g_net.T, entry.var.T)
+
+    @staticmethod
+    def _inputs(x: np.ndarray, n: int, what: str, checked: bool) -> np.ndarray:
+        if not checked:
+            return validation.check_inputs(x, n, what)
+        if not (isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.ndim == 2):
+            raise validation.ShapeError("inputs_checked=True needs a 2-D float ndarray")
+        if x.shape[1] != n or x.shape[0] < 1:
+            raise validation.ShapeError(
+                f"mvm inputs must have shape (batch, {n}) for the region's {what}, got {x.shape}"
+            )
+        return x
 
     def _mvm(self, x: np.ndarray, g_net: np.ndarray, var: np.ndarray) -> np.ndarray:
         # DAC levels are folded into the scale: y = (round(x L) @ G) / L, and the noise std
         # sqrt(round(x L)^2 @ V) / L, so the quantised inputs are never rescaled.
+        # Temporaries live in the chip's scratch buffers (fresh pages per call are costly);
+        # only ``y`` is a new array (it is returned).
         p = self._params
+        batch, n_out = x.shape[0], g_net.shape[1]
+        xq = self._scratch("xq", x.shape)
         if p.dac_bits is not None:
             levels_in = float(2 ** (p.dac_bits - 1) - 1)
-            xq = np.multiply(x, np.float32(levels_in), dtype=np.float32)
+            np.multiply(x, np.float32(levels_in), out=xq, dtype=np.float32)
             np.rint(xq, out=xq)
         else:
             levels_in = 1.0
-            xq = x.astype(np.float32)
+            np.copyto(xq, x, casting="same_kind")
         y = xq @ g_net
         if p.read_noise:
             np.square(xq, out=xq)
-            s = xq @ var
+            s = np.matmul(xq, var, out=self._scratch("s", (batch, n_out)))
             np.sqrt(s, out=s)
-            s *= physics.fast_normal_raw(self._read_rng, s.shape)
+            z = self._scratch("z", (batch * n_out + 1,))
+            s *= physics.fast_normal_raw(self._read_rng, s.shape, out=z)
             y += s
         if p.adc_bits is not None:
             levels = 2 ** (p.adc_bits - 1) - 1
@@ -302,6 +325,16 @@ class Chip:
             y *= np.float32(1.0 / levels_in)
         self._clock.tick(x.shape[0] * p.mvm_latency_s)
         return y
+
+    def _scratch(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 C-contiguous scratch array of ``shape`` (contents undefined), a view of
+        a per-chip buffer that grows as needed and is reused by the next call (MVM
+        temporaries; never returned to a caller)."""
+        n = math.prod(shape)
+        buf = self._scratch_bufs.get(name)
+        if buf is None or buf.size < n:
+            buf = self._scratch_bufs[name] = np.empty(max(n, 1), np.float32)
+        return buf[:n].reshape(shape)
 
     def _entry(self, region: Region) -> _CacheEntry:
         t = self._clock.time_s
@@ -331,9 +364,12 @@ class Chip:
             t_prog, nu = a["t_prog_s"][rs, cs], a["nu"][rs, cs]
             age = t_s - t_prog
             g_prog = a["g_prog_us"][rs, cs]
-            g = g_prog * physics.drift_factor(age, nu, p.t0_s)
+            g = physics.drift_factor(age, nu, p.t0_s)  # own array: made G in place
+            g *= g_prog
             g_net[out] = ((g[..., 0] + g[..., 1]) - (g[..., 2] + g[..., 3])) * np.float32(0.5)
-            sig = g * physics.read_sigma_rel(g_prog, age, p) * np.float32(0.5)
+            sig = physics.read_sigma_rel(g_prog, age, p)  # own array: made sigma in place
+            sig *= g
+            sig *= np.float32(0.5)
             var[out] = np.einsum("ijd,ijd->ij", sig, sig)
             nu_max = max(nu_max, float(nu.max()))
             t_prog_max = max(t_prog_max, float(t_prog.max()))
@@ -478,7 +514,9 @@ class Chip:
         return ((i + region.row0) * ARRAY_SIZE + (j + region.col0)) * DEVICES_PER_CELL + dev
 
     def _invalidate(self, region: Region) -> None:
-        for key in [k for k in self._cache if Region(self._chip_id, *k).overlaps(region)]:
+        """Drop the cache entries of every region overlapping ``region`` (same chip)."""
+        r0, r1, c0, c1 = region.key
+        for key in [k for k in self._cache if k[0] < r1 and r0 < k[1] and k[2] < c1 and c0 < k[3]]:
             del self._cache[key]
 
     # ----------------------------------------------------------------- persistence

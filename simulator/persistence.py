@@ -156,6 +156,7 @@ def chip_from_bytes(
         chip._pop = Population(arrays, params)
     except ValueError as exc:
         raise ChipStateError(f"{path}: {exc}") from exc
+    chip._scratch_bufs = {}
     chip._cache = {}
     for r0, r1, c0, c1, t_s in meta["cache_anchors"]:
         region = Region(chip.chip_id, r0, r1, c0, c1)

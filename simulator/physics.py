@@ -127,10 +127,12 @@ def drift_factor(age_s: np.ndarray, nu: np.ndarray, t0_s: float) -> np.ndarray:
 
     Negative ages (never produced by a monotonic clock) count as 0.
     """
-    x = np.asarray(age_s, dtype=np.float32) * np.float32(1.0 / t0_s)
+    x = np.array(age_s, dtype=np.float32)  # own copy: worked on in place
+    x *= np.float32(1.0 / t0_s)
     np.maximum(x, np.float32(0.0), out=x)
     np.log1p(x, out=x)
-    x *= -np.asarray(nu, dtype=np.float32)
+    x *= np.asarray(nu, dtype=np.float32)
+    np.negative(x, out=x)
     return np.exp(x, out=x)
 
 
@@ -144,17 +146,32 @@ def prog_sigma(g_target_us: np.ndarray, params: DeviceParams) -> np.ndarray:
 
 
 def read_sigma_rel(g_prog_us: np.ndarray, age_s: np.ndarray, params: DeviceParams) -> np.ndarray:
-    """Relative 1/f read-noise std ``sigma_rel`` (1) of §5; zeros without read noise."""
+    """Relative 1/f read-noise std ``sigma_rel`` (1) of §5; zeros without read noise.
+
+    ``q_s(g) sqrt(ln((max(age, 0) + t0 + t_read)/(2 t_read)))`` with ``q_s(g) =
+    min(amp / max((g/g_max)^exp, floor), cap)`` (float32; the log in float64). Computed in
+    place on two temporaries (it runs on every MVM-cache rebuild).
+    """
     g_prog = np.asarray(g_prog_us, dtype=np.float32)
     if not params.read_noise:
         return np.zeros(g_prog.shape, dtype=np.float32)
     amp, expo = params.read_q_amp, params.read_q_exp
     floor, cap = params.read_q_floor, params.read_q_cap
-    g = np.maximum(g_prog / np.float32(params.g_max_us), 0.0)
-    q_s = np.minimum(amp / np.maximum(g ** np.float32(expo), np.float32(floor)), np.float32(cap))
-    t = np.maximum(np.asarray(age_s, dtype=np.float64), 0.0) + params.t0_s
-    lnt = np.log((t + params.t_read_s) / (2.0 * params.t_read_s)).astype(np.float32)
-    return (q_s * np.sqrt(lnt)).astype(np.float32)
+    q_s = np.divide(g_prog, np.float32(params.g_max_us))
+    np.maximum(q_s, np.float32(0.0), out=q_s)
+    np.power(q_s, np.float32(expo), out=q_s)
+    np.maximum(q_s, np.float32(floor), out=q_s)
+    np.divide(np.float32(amp), q_s, out=q_s)
+    np.minimum(q_s, np.float32(cap), out=q_s)
+    t = np.maximum(np.asarray(age_s, dtype=np.float64), 0.0)
+    t += params.t0_s
+    t += params.t_read_s
+    t /= 2.0 * params.t_read_s
+    np.log(t, out=t)
+    lnt = t.astype(np.float32)
+    np.sqrt(lnt, out=lnt)
+    q_s *= lnt
+    return q_s
 
 
 def fast_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -169,21 +186,44 @@ def fast_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return _box_muller(rng.random(2 * h, dtype=np.float32), n).reshape(shape)
 
 
-def fast_normal_raw(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+def fast_normal_raw(
+    rng: np.random.Generator, shape: tuple[int, ...], out: np.ndarray | None = None
+) -> np.ndarray:
     """:func:`fast_normal` with the uniforms made from the bit generator's raw 64-bit words.
 
     ``u = (w >> 8)·2^-24`` for each 32-bit half ``w`` of ``random_raw`` (low half first):
     numpy's own float32 uniform formula, so when no 32-bit half is buffered in the
     generator the samples are bit-identical to :func:`fast_normal`'s, at about half the cost
     of ``rng.random(dtype=float32)``. Used for MVM read noise, the hot path.
+
+    ``out``: an optional float32 C-contiguous scratch array of at least ``2·ceil(n/2)``
+    elements; the samples are written into its first ``n`` and returned as a view of it
+    shaped ``shape`` (the same numbers as without ``out``; no fresh pages but the raw words).
     """
     n = int(np.prod(shape))
     h = (n + 1) // 2
     w = rng.bit_generator.random_raw(h).view(np.uint32)
     w >>= 8
-    u = w.astype(np.float32)
-    u *= np.float32(2.0**-24)
-    return _box_muller(u, n).reshape(shape)
+    if out is None:
+        u = w.astype(np.float32)
+        u *= np.float32(2.0**-24)
+        return _box_muller(u, n).reshape(shape)
+    z = out.reshape(-1)[: 2 * h]
+    r = w[:h].astype(np.float32)  # the radii's uniforms, own buffer (h values)
+    theta = z[h:]
+    np.copyto(theta, w[h:], casting="unsafe")  # exact: w < 2^24
+    r *= np.float32(2.0**-24)
+    theta *= np.float32(2.0**-24)
+    np.negative(r, out=r)
+    np.log1p(r, out=r)
+    r *= np.float32(-2.0)
+    np.sqrt(r, out=r)
+    theta *= np.float32(2.0 * np.pi)
+    np.cos(theta, out=z[:h])
+    np.sin(theta, out=theta)
+    z[:h] *= r
+    theta *= r
+    return z[:n].reshape(shape)
 
 
 def _box_muller(u: np.ndarray, n: int) -> np.ndarray:

@@ -148,24 +148,29 @@ class DeviceMatrix:
             )
         lead = x.shape[:-1]
         rows = x.reshape(-1, m).astype(np.float32, copy=False)
-        s = np.max(np.abs(rows), axis=1, keepdims=True)
+        # s = max|x| per row, by two reductions (no |x| temporary)
+        s = np.maximum(rows.max(axis=1), -rows.min(axis=1))[:, None]
         sent = np.flatnonzero(s[:, 0] != 0)  # all-zero rows give exactly 0: not sent
-        if sent.size == rows.shape[0]:
+        dense = sent.size == rows.shape[0]
+        if dense:
             scaled = rows / s
             out = np.empty((rows.shape[0], n), dtype=np.float32)
         else:
-            scaled = rows[sent] / s[sent]
+            scaled = rows[sent]  # a copy (fancy index): scaled in place
+            scaled /= s[sent]
             out = np.zeros((rows.shape[0], n), dtype=np.float32)
+        # µS -> weight units and the row scale undone, per sent row (0 stays 0 elsewhere)
+        factor = (s if dense else s[sent]) * np.float32(1.0 / self.mapping.scale)
         for k in range(0, sent.size, self.max_batch):
             y_us = self.driver.mvm(self.region, scaled[k : k + self.max_batch])
-            if sent.size == rows.shape[0]:
-                out[k : k + self.max_batch] = y_us
+            f = factor[k : k + self.max_batch]
+            if dense:
+                np.multiply(y_us, f, out=out[k : k + self.max_batch])
             else:
-                out[sent[k : k + self.max_batch]] = y_us
+                out[sent[k : k + self.max_batch]] = y_us * f
             self.stats.mvm_requests += 1
             self.stats.mvm_rows += y_us.shape[0]
         self.stats.mvm_rows_skipped += rows.shape[0] - sent.size
-        out *= s * np.float32(1.0 / self.mapping.scale)  # µS -> weight units, undo row scale
         if not (np.isscalar(self.compensation) and self.compensation == 1.0):
             out *= self.compensation
         y = out.reshape(*lead, n)

@@ -185,3 +185,42 @@ def test_dac_and_adc_quantisation_and_saturation(rng: np.random.Generator) -> No
     expected = np.clip(np.rint((x_q @ g_net) / lsb), -127, 127) * lsb
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     assert np.allclose(y / lsb, np.rint(y / lsb), atol=1e-3)
+
+
+def test_mvm_scratch_buffers_never_leak_into_results(rng: np.random.Generator) -> None:
+    """MVM temporaries live in per-chip scratch buffers: a returned output is its own
+    array (a later MVM of another batch size does not change it), and the results equal
+    a second chip's that ran the same requests in another order of batch sizes' growth."""
+    region = Region(0, 0, 40, 0, 30)
+    chips = [Chip(0, "hermes", seed=3) for _ in range(2)]
+    for chip in chips:
+        chip.program(region, _targets(np.random.default_rng(1), region, 4.0))
+    big = rng.uniform(-1, 1, (500, 40)).astype(np.float32)
+    small = rng.uniform(-1, 1, (7, 40)).astype(np.float32)
+    y_small = chips[0].mvm(region, small)
+    kept = y_small.copy()
+    y_big = chips[0].mvm(region, big)
+    np.testing.assert_array_equal(y_small, kept)  # not overwritten by the next call
+    assert not np.shares_memory(y_small, y_big)
+    chips[1]._scratch("xq", (600, 40)).fill(np.nan)  # stale, larger scratch on the twin
+    chips[1]._scratch("s", (600, 30)).fill(np.nan)
+    np.testing.assert_array_equal(chips[1].mvm(region, small), y_small)
+    np.testing.assert_array_equal(chips[1].mvm(region, big), y_big)
+    np.testing.assert_array_equal(
+        chips[1].mvm_t(region, big[:, :30]), chips[0].mvm_t(region, big[:, :30])
+    )
+
+
+def test_mvm_inputs_checked_skips_only_the_range_scan() -> None:
+    """``inputs_checked=True`` (the driver has checked x) still refuses a wrong shape or a
+    non-float array, and gives the same result as the checked call on a twin chip."""
+    region = Region(0, 0, 4, 0, 3)
+    a, b = Chip(0, "hermes", seed=2), Chip(0, "hermes", seed=2)
+    x = np.full((2, 4), 0.5, dtype=np.float32)
+    np.testing.assert_array_equal(a.mvm(region, x), b.mvm(region, x, inputs_checked=True))
+    with pytest.raises(ShapeError, match=r"\(batch, 4\)"):
+        b.mvm(region, np.zeros((2, 5), np.float32), inputs_checked=True)
+    with pytest.raises(ShapeError, match="float"):
+        b.mvm(region, np.zeros((2, 4), np.int32), inputs_checked=True)
+    with pytest.raises(ShapeError, match=r"\(batch, 3\)"):
+        b.mvm_t(region, np.zeros((2, 4), np.float32), inputs_checked=True)
