@@ -117,6 +117,9 @@ class SimDriver(Driver):
         self._fsync = fsync
         self.state_db: StateDB | None = None
         self._tenant: Tenant | None = None
+        self._stream_memo: dict[
+            Tenant, tuple[tuple[int, tuple[simulator.Region, ...], tuple[int, ...]], ...]
+        ] = {}
         self._gen = 0
         self._journal_records = 0
         self._journal_bytes = 0
@@ -369,6 +372,24 @@ class SimDriver(Driver):
         stream's ``SeedSequence``): never arrival order."""
         return (tenant.seed, *(x for r in regions for x in (r.row0, r.row1, r.col0, r.col1)))
 
+    def _tenant_streams(
+        self, tenant: Tenant
+    ) -> tuple[tuple[int, tuple[simulator.Region, ...], tuple[int, ...]], ...]:
+        """``(chip, regions, stream key)`` of each chip ``tenant`` holds regions of;
+        memoised per tenant (every request of a reserved region enters its streams, and a
+        tenant's regions and seed never change)."""
+        hit = self._stream_memo.get(tenant)
+        if hit is None:
+            hit = tuple(
+                (c, regions, self._stream_key(tenant, regions))
+                for c in range(len(self.chips))
+                if (regions := self._chip_regions(tenant, c))
+            )
+            if len(self._stream_memo) >= 64:
+                self._stream_memo.pop(next(iter(self._stream_memo)))
+            self._stream_memo[tenant] = hit
+        return hit
+
     @contextmanager
     def tenant(
         self, tenant: Tenant | None, starts: dict[str, float] | None = None
@@ -380,13 +401,9 @@ class SimDriver(Driver):
             yield
             return
         with ExitStack() as stack:
-            for c, chip in enumerate(self.chips):
-                regions = self._chip_regions(tenant, c)
-                if regions:
-                    start = None if starts is None else starts.get(str(c))
-                    stack.enter_context(
-                        chip.stream(self._stream_key(tenant, regions), regions, start)
-                    )
+            for c, regions, key in self._tenant_streams(tenant):
+                start = None if starts is None else starts.get(str(c))
+                stack.enter_context(self.chips[c].stream(key, regions, start))
             self._tenant = tenant
             try:
                 yield

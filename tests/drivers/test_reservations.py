@@ -250,6 +250,39 @@ def test_a_tenants_stream_survives_a_crash_and_journal_replay(tmp_path: Path) ->
         back.close()
 
 
+def test_tenant_streams_are_memoised_per_tenant_and_stay_isolated() -> None:
+    """The driver remembers each tenant's (chip, regions, stream key) instead of building
+    them per request: interleaving two tenants' MVMs gives each the same outputs as a
+    driver that served that tenant alone, and another seed is another stream."""
+    from drivers.base import Tenant
+
+    ra, rb = Region(0, 0, 16, 0, 16), Region(0, 16, 32, 0, 16)
+    ta, tb, ta2 = Tenant(1, (ra,)), Tenant(2, (rb,)), Tenant(7, (ra,))
+    x = np.linspace(-1, 1, 4 * 16, dtype=np.float32).reshape(4, 16)
+    w = np.linspace(-3, 3, 256, dtype=np.float32).reshape(16, 16)
+
+    def setup() -> SimDriver:
+        d = SimDriver("hermes", seed=4)
+        d.program(ra, w, tolerance_us=0.5, max_iterations=8, request_id="pa")
+        d.program(rb, w, tolerance_us=0.5, max_iterations=8, request_id="pb")
+        return d
+
+    both, alone = setup(), setup()
+    mixed = []
+    for _ in range(3):
+        with both.tenant(ta):
+            mixed.append(both.mvm(ra, x))
+        with both.tenant(tb):
+            both.mvm(rb, x)
+    with alone.tenant(ta):
+        solo = [alone.mvm(ra, x) for _ in range(3)]
+    for a, b in zip(mixed, solo, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert set(both._stream_memo) == {ta, tb}
+    with alone.tenant(ta2):
+        assert not np.array_equal(alone.mvm(ra, x), solo[0])  # another seed, another stream
+
+
 def test_reserve_release_is_idempotent_by_request_id() -> None:
     """A retried release returns its first reply (released: true), never a second release:
     a new reservation the same run took in between is not dropped by the retry."""
