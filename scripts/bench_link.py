@@ -7,7 +7,8 @@ reports the run's own link accounting from ``metrics.jsonl``: ``link_bytes`` (se
 received on the serial link) and ``link_s_est``, their time at ``--baud`` (8N1: 10 bits per
 byte; a pty has no baud limit, so the emulated run itself is much faster). Over the whole
 run (set-up and programming included) the bytes are split by board command
-(``<command>#frames`` counts its frames).
+(``<command>#frames`` counts its frames), and per epoch too (``per_epoch_bytes_by_command``:
+the bytes between the trainer's link-counter reads).
 
 The emulator runs its own firmware (1.4: MVM replies carry the ADC codes packed, see
 ``docs/board-protocol.md``); the same run is then repeated against an emulator reporting
@@ -44,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
+import drivers.board.hardware as hardware
 import drivers.board.serial_link as serial_link
 from hil.logging import configure_logging
 from hil.trainer.runs import RunDir
@@ -60,9 +62,12 @@ class Meter:
 
     def __init__(self) -> None:
         self.by_cmd: Counter[str] = Counter()
+        self.marks: list[Counter[str]] = []
+        """``by_cmd`` at each ``link_bytes()`` call: the trainer's per-epoch windows"""
 
-    def install(self) -> Any:
-        """Count through ``SerialLink.transact``; returns the original to put back."""
+    def install(self) -> tuple[Any, Any]:
+        """Count through ``SerialLink.transact`` and mark at each ``link_bytes()`` (the
+        trainer's epoch records); returns the originals to put back."""
         meter = self
         orig_transact = serial_link.SerialLink.transact
 
@@ -76,7 +81,14 @@ class Meter:
                 meter.by_cmd[f"{name}#frames"] += 1
 
         serial_link.SerialLink.transact = transact  # type: ignore[method-assign]
-        return orig_transact
+        orig_link_bytes = hardware.HardwareDriver.link_bytes
+
+        def link_bytes(self):  # type: ignore[no-untyped-def]
+            meter.marks.append(Counter(meter.by_cmd))
+            return orig_link_bytes(self)
+
+        hardware.HardwareDriver.link_bytes = link_bytes  # type: ignore[method-assign]
+        return orig_transact, orig_link_bytes
 
 
 def start_emulator(seed: int, firmware: str | None = None) -> tuple[subprocess.Popen[str], str]:
@@ -106,7 +118,7 @@ def run(
     firmware: str | None = None,
 ) -> dict[str, Any]:
     meter = Meter()
-    orig_transact = meter.install()
+    orig_transact, orig_link_bytes = meter.install()
     proc, port = start_emulator(seed, firmware)
     t0 = time.perf_counter()
     try:
@@ -125,6 +137,7 @@ def run(
             metrics = RunDir.open(Path(tmp) / "run").metrics()
     finally:
         serial_link.SerialLink.transact = orig_transact  # type: ignore[method-assign]
+        hardware.HardwareDriver.link_bytes = orig_link_bytes  # type: ignore[method-assign]
         proc.terminate()
         proc.wait(timeout=30)
     wall = time.perf_counter() - t0
@@ -145,6 +158,15 @@ def run(
     out["run_bytes"] = run_total
     out["setup_and_close_bytes"] = run_total - sum(e["link_bytes"] for e in per_epoch)
     out["run_bytes_by_command"] = dict(sorted(meter.by_cmd.items()))
+    # the trainer reads the link counters once before its first epoch and once per epoch
+    windows = [
+        {k: v for k, v in sorted((b - a).items()) if "#" not in k}
+        for a, b in zip(meter.marks, meter.marks[1:], strict=False)
+    ]
+    if len(windows) == len(per_epoch) and all(
+        sum(w.values()) == e["link_bytes"] for w, e in zip(windows, per_epoch, strict=True)
+    ):
+        out["per_epoch_bytes_by_command"] = windows
     out["metrics"] = [
         {k: v for k, v in m.items() if k not in MACHINE_FIELDS and not k.startswith("link_")}
         for m in metrics
@@ -190,9 +212,9 @@ def main() -> int:
         other = run(
             args.epochs, args.baud, args.data, args.seed, tuple(args.set), args.compare_firmware
         )
+        keys = ("firmware", "bytes_per_epoch", "s_per_epoch_at_baud", "run_bytes_by_command")
         result["compared"] = {
-            k: other[k]
-            for k in ("firmware", "bytes_per_epoch", "s_per_epoch_at_baud", "run_bytes_by_command")
+            k: other[k] for k in (*keys, "per_epoch_bytes_by_command") if k in other
         }
         result["fewer_than_compared"] = round(
             other["bytes_per_epoch"] / result["bytes_per_epoch"], 2

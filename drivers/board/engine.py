@@ -12,7 +12,8 @@ periphery, which the simulator provides:
   is answered from memory and not executed again. IDENTIFY with a new session id clears
   that memory (a new host connection starts a new seq space);
 - convert between wire codes and physical units: ``x = x_code/127``,
-  ``code_y = round(y_us/adc_lsb_us)``, ``code_g = round(g_us/g_lsb_us)``.
+  ``code_y = round(y_us/adc_lsb_us)``, ``code_g = round(g_us/g_lsb_us)``; the packed MVM
+  commands (firmware 1.4) pack the reply's codes with :mod:`drivers.board.packing`.
 
 It is pure (no I/O, no clock): :mod:`drivers.board.emulator` feeds it bytes from a pty or a
 TCP socket.
@@ -48,6 +49,7 @@ MEMORY_FILE = "board_memory.json"
 NAK_WIRE = encode_frame(P.NAK_OPCODE | REPLY_BIT, 0, int(Status.BAD_FRAME), b"")
 G_LSB_US = 2.0**-10
 """µS per uint16 conductance code on the wire (range 0..64 µS)."""
+_MVM_HEAD = P.MVM.reply.struct_.size
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,7 @@ class BoardEngine:
         self.selected = f["chip"]
         return {"chip": self.selected}, {}
 
-    def _mvm(self, f: dict[str, Any], a: dict[str, np.ndarray], head: int = 5) -> tuple:
+    def _mvm(self, f: dict[str, Any], a: dict[str, np.ndarray], head: int = _MVM_HEAD) -> tuple:
         rows, cols = f["row1"] - f["row0"], f["col1"] - f["col0"]
         reply = head + f["batch"] * cols * self.code_bytes
         if reply > self.spec.max_payload:
@@ -253,7 +255,9 @@ class BoardEngine:
         codes = np.clip(codes, -limit, limit).astype(P.CODE_DTYPES[width])
         return {"batch": f["batch"], "cols": cols, "code_bytes": width}, {"y": codes}
 
-    def _mvm_bits(self, f: dict[str, Any], a: dict[str, np.ndarray], head: int = 5) -> tuple:
+    def _mvm_bits(
+        self, f: dict[str, Any], a: dict[str, np.ndarray], head: int = _MVM_HEAD
+    ) -> tuple:
         """MVM_BITS: input bit 1 is code 127 (x = 1), bit 0 is code 0."""
         codes = a["x"].astype(np.int8) * np.int8(P.INPUT_CODE_MAX)
         return self._mvm(f, {"x": codes}, head)

@@ -6,7 +6,8 @@ unknown firmware version, a different board id or missing chips -> open the VISA
 instruments and set the pulse generator's amplitude and width (each write read back).
 
 Units: the base class hands the hooks µS and floats in [-1, 1]; on the wire MVM inputs are
-int8 codes ``round(127·x)``, outputs int32 codes with ``y_us = code·adc_lsb_us``, reads
+int8 codes ``round(127·x)`` (binary inputs as bits, firmware ≥ 1.3), outputs signed ADC codes
+with ``y_us = code·adc_lsb_us`` (packed per column, firmware ≥ 1.4), reads
 uint16 codes with ``g_us = code·g_lsb_us`` (both LSBs from IDENTIFY).
 
 Requests larger than one frame are split into tiles (sub-rectangles of the region; MVM
