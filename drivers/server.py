@@ -499,8 +499,10 @@ class DeviceServer:
         body: list[zmq.Frame] = []
         total, n = 0, 0
         refusal: tuple[str | None, str] | None = None
-        while sock.getsockopt(zmq.RCVMORE):
+        more = routing.more  # the frame's own flag: no getsockopt(RCVMORE) per frame
+        while more:
             frame = sock.recv(copy=False)
+            more = frame.more
             n += 1
             total += len(frame)
             if refusal is not None:
