@@ -7,9 +7,18 @@ reports the run's own link accounting from ``metrics.jsonl``: ``link_bytes`` (se
 received on the serial link) and ``link_s_est``, their time at ``--baud`` (8N1: 10 bits per
 byte; a pty has no baud limit, so the emulated run itself is much faster). Over the whole
 run (set-up and programming included) the bytes are split by board command
-(``<command>#frames`` counts its frames).
+(``<command>#frames`` counts its frames), and per epoch too (``per_epoch_bytes_by_command``:
+the bytes between the trainer's link-counter reads).
 
-Usage: ``python scripts/bench_link.py [--epochs 1] [--baud 921600] [--out results/bench_link.json]``
+The emulator runs its own firmware (1.4: MVM replies carry the ADC codes packed, see
+``docs/board-protocol.md``); the same run is then repeated against an emulator reporting
+``--compare-firmware`` (default 1.3: the codes travel unpacked, one byte each) and the two
+runs' metrics (every ``metrics.jsonl`` field except machine timings and link bytes) must be
+identical: ``metrics_identical``. ``fewer_than_before`` divides ``results/bench_link_before.json``
+(the code before #17) by this run's bytes per epoch.
+
+Usage: ``python scripts/bench_link.py [--epochs 1] [--baud 921600] [--compare-firmware 1.3]
+[--out results/bench_link.json]``
 """
 
 # ruff: noqa: E402  (thread limits must be set before numpy is imported)
@@ -36,12 +45,16 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
+import drivers.board.hardware as hardware
 import drivers.board.serial_link as serial_link
 from hil.logging import configure_logging
 from hil.trainer.runs import RunDir
 from hil.trainer.session import TrainRequest, train
 
 CONFIG = REPO / "configs" / "jsb_osttp_hil_tuned.yaml"
+BEFORE = REPO / "results" / "bench_link_before.json"
+MACHINE_FIELDS = ("epoch_s", "eval_s", "time", "train_cpu_s", "train_s")
+"""metrics.jsonl fields that are machine timings (they differ between any two runs)"""
 
 
 class Meter:
@@ -49,8 +62,12 @@ class Meter:
 
     def __init__(self) -> None:
         self.by_cmd: Counter[str] = Counter()
+        self.marks: list[Counter[str]] = []
+        """``by_cmd`` at each ``link_bytes()`` call: the trainer's per-epoch windows"""
 
-    def install(self) -> None:
+    def install(self) -> tuple[Any, Any]:
+        """Count through ``SerialLink.transact`` and mark at each ``link_bytes()`` (the
+        trainer's epoch records); returns the originals to put back."""
         meter = self
         orig_transact = serial_link.SerialLink.transact
 
@@ -64,11 +81,20 @@ class Meter:
                 meter.by_cmd[f"{name}#frames"] += 1
 
         serial_link.SerialLink.transact = transact  # type: ignore[method-assign]
+        orig_link_bytes = hardware.HardwareDriver.link_bytes
+
+        def link_bytes(self):  # type: ignore[no-untyped-def]
+            meter.marks.append(Counter(meter.by_cmd))
+            return orig_link_bytes(self)
+
+        hardware.HardwareDriver.link_bytes = link_bytes  # type: ignore[method-assign]
+        return orig_transact, orig_link_bytes
 
 
-def start_emulator(seed: int) -> tuple[subprocess.Popen[str], str]:
+def start_emulator(seed: int, firmware: str | None = None) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "hil", "--log-level", "warning", "board-emulator", "--pty"]
+    cmd += ["--firmware", firmware] if firmware else []
     proc = subprocess.Popen(
         [*cmd, "--preset", "hermes", "--seed", str(seed)],
         stdout=subprocess.PIPE,
@@ -84,11 +110,16 @@ def start_emulator(seed: int) -> tuple[subprocess.Popen[str], str]:
 
 
 def run(
-    epochs: int, baud: int, data: Path, seed: int, overrides: tuple[str, ...] = ()
+    epochs: int,
+    baud: int,
+    data: Path,
+    seed: int,
+    overrides: tuple[str, ...] = (),
+    firmware: str | None = None,
 ) -> dict[str, Any]:
     meter = Meter()
-    meter.install()
-    proc, port = start_emulator(seed)
+    orig_transact, orig_link_bytes = meter.install()
+    proc, port = start_emulator(seed, firmware)
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -105,6 +136,8 @@ def run(
             )
             metrics = RunDir.open(Path(tmp) / "run").metrics()
     finally:
+        serial_link.SerialLink.transact = orig_transact  # type: ignore[method-assign]
+        hardware.HardwareDriver.link_bytes = orig_link_bytes  # type: ignore[method-assign]
         proc.terminate()
         proc.wait(timeout=30)
     wall = time.perf_counter() - t0
@@ -112,6 +145,7 @@ def run(
         "config": str(CONFIG.relative_to(REPO)),
         "overrides": list(overrides),
         "epochs": epochs,
+        "firmware": firmware or "emulator default",
     }
     per_epoch = [
         {k: m[k] for k in ("link_bytes", "link_bytes_sent", "link_bytes_received", "link_s_est")}
@@ -124,6 +158,19 @@ def run(
     out["run_bytes"] = run_total
     out["setup_and_close_bytes"] = run_total - sum(e["link_bytes"] for e in per_epoch)
     out["run_bytes_by_command"] = dict(sorted(meter.by_cmd.items()))
+    # the trainer reads the link counters once before its first epoch and once per epoch
+    windows = [
+        {k: v for k, v in sorted((b - a).items()) if "#" not in k}
+        for a, b in zip(meter.marks, meter.marks[1:], strict=False)
+    ]
+    if len(windows) == len(per_epoch) and all(
+        sum(w.values()) == e["link_bytes"] for w, e in zip(windows, per_epoch, strict=True)
+    ):
+        out["per_epoch_bytes_by_command"] = windows
+    out["metrics"] = [
+        {k: v for k, v in m.items() if k not in MACHINE_FIELDS and not k.startswith("link_")}
+        for m in metrics
+    ]
     out.update(
         baud=baud,
         test_nll=summary.get("test_nll"),
@@ -148,10 +195,31 @@ def main() -> int:
     parser.add_argument(
         "--set", action="append", default=[], help="config override KEY=VALUE (quick checks)"
     )
+    parser.add_argument(
+        "--compare-firmware",
+        default="1.3",
+        help="repeat the run on an emulator reporting this firmware and compare ('' = skip)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "results" / "bench_link.json")
     args = parser.parse_args()
     configure_logging("warning")
     result = run(args.epochs, args.baud, args.data, args.seed, tuple(args.set))
+    if BEFORE.is_file() and not args.set:
+        before = json.loads(BEFORE.read_text())["bytes_per_epoch"]
+        result["before_bytes_per_epoch"] = before
+        result["fewer_than_before"] = round(before / result["bytes_per_epoch"], 2)
+    if args.compare_firmware:
+        other = run(
+            args.epochs, args.baud, args.data, args.seed, tuple(args.set), args.compare_firmware
+        )
+        keys = ("firmware", "bytes_per_epoch", "s_per_epoch_at_baud", "run_bytes_by_command")
+        result["compared"] = {
+            k: other[k] for k in (*keys, "per_epoch_bytes_by_command") if k in other
+        }
+        result["fewer_than_compared"] = round(
+            other["bytes_per_epoch"] / result["bytes_per_epoch"], 2
+        )
+        result["metrics_identical"] = other["metrics"] == result["metrics"]
     text = json.dumps(result, indent=2, default=str)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ periphery, which the simulator provides:
   is answered from memory and not executed again. IDENTIFY with a new session id clears
   that memory (a new host connection starts a new seq space);
 - convert between wire codes and physical units: ``x = x_code/127``,
-  ``code_y = round(y_us/adc_lsb_us)``, ``code_g = round(g_us/g_lsb_us)``.
+  ``code_y = round(y_us/adc_lsb_us)``, ``code_g = round(g_us/g_lsb_us)``; the packed MVM
+  commands (firmware 1.4) pack the reply's codes with :mod:`drivers.board.packing`.
 
 It is pure (no I/O, no clock): :mod:`drivers.board.emulator` feeds it bytes from a pty or a
 TCP socket.
@@ -32,13 +33,14 @@ from typing import Any
 import numpy as np
 import structlog
 
+from drivers.board import packing
 from drivers.board import protocol as P
 from drivers.board.framing import REPLY_BIT, Deframer, Frame, encode_frame
 from drivers.board.protocol import Command, Geometry, PayloadError, Status
 
 log = structlog.get_logger(__name__)
 
-FIRMWARE_VERSION = (1, 3)
+FIRMWARE_VERSION = (1, 4)
 """Firmware version the emulator reports by default (``major.minor``)."""
 ADC_LSB_US = 2.0**-12
 """µS per int32 MVM output code when the chip has no ADC quantisation (``ideal`` preset);
@@ -47,6 +49,7 @@ MEMORY_FILE = "board_memory.json"
 NAK_WIRE = encode_frame(P.NAK_OPCODE | REPLY_BIT, 0, int(Status.BAD_FRAME), b"")
 G_LSB_US = 2.0**-10
 """µS per uint16 conductance code on the wire (range 0..64 µS)."""
+_MVM_HEAD = P.MVM.reply.struct_.size
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class BoardEngine:
             P.SELECT_CHIP.opcode: self._select,
             P.MVM.opcode: self._mvm,
             P.MVM_BITS.opcode: self._mvm_bits,
+            P.MVM_PACKED.opcode: self._mvm_packed,
+            P.MVM_BITS_PACKED.opcode: self._mvm_bits_packed,
             P.READ.opcode: self._read,
             P.PULSE.opcode: self._pulse,
             P.PULSE_SPARSE.opcode: self._pulse_sparse,
@@ -233,9 +238,9 @@ class BoardEngine:
         self.selected = f["chip"]
         return {"chip": self.selected}, {}
 
-    def _mvm(self, f: dict[str, Any], a: dict[str, np.ndarray]) -> tuple:
+    def _mvm(self, f: dict[str, Any], a: dict[str, np.ndarray], head: int = _MVM_HEAD) -> tuple:
         rows, cols = f["row1"] - f["row0"], f["col1"] - f["col0"]
-        reply = 5 + f["batch"] * cols * self.code_bytes
+        reply = head + f["batch"] * cols * self.code_bytes
         if reply > self.spec.max_payload:
             raise PayloadError(
                 f"an MVM of batch {f['batch']} over {cols} columns needs a {reply}-byte reply, "
@@ -250,10 +255,18 @@ class BoardEngine:
         codes = np.clip(codes, -limit, limit).astype(P.CODE_DTYPES[width])
         return {"batch": f["batch"], "cols": cols, "code_bytes": width}, {"y": codes}
 
-    def _mvm_bits(self, f: dict[str, Any], a: dict[str, np.ndarray]) -> tuple:
+    def _mvm_bits(
+        self, f: dict[str, Any], a: dict[str, np.ndarray], head: int = _MVM_HEAD
+    ) -> tuple:
         """MVM_BITS: input bit 1 is code 127 (x = 1), bit 0 is code 0."""
         codes = a["x"].astype(np.int8) * np.int8(P.INPUT_CODE_MAX)
-        return self._mvm(f, {"x": codes})
+        return self._mvm(f, {"x": codes}, head)
+
+    def _mvm_packed(self, f: dict[str, Any], a: dict[str, np.ndarray]) -> tuple:
+        return _packed(self._mvm(f, a, P.MVM_PACKED_REPLY.struct_.size))
+
+    def _mvm_bits_packed(self, f: dict[str, Any], a: dict[str, np.ndarray]) -> tuple:
+        return _packed(self._mvm_bits(f, a, P.MVM_PACKED_REPLY.struct_.size))
 
     def _read(self, f: dict[str, Any], a: dict[str, np.ndarray]) -> tuple:
         g_us = np.asarray(self.chips[f["chip"]].read(_key(f)), np.float64)
@@ -296,6 +309,17 @@ class BoardEngine:
             "executed": self.executed,
             "time_s": self.chips[self.selected].time_s(),
         }, {}
+
+
+def _packed(reply: tuple) -> tuple:
+    """An MVM reply with its codes packed (frame of reference per column, or raw when that
+    is not smaller): the packed commands' reply (firmware 1.4)."""
+    head, arrays = reply
+    kind, ref, width, data = packing.encode(
+        arrays["y"].reshape(head["batch"], head["cols"]), head["code_bytes"]
+    )
+    fields = {**head, "packing": kind, "data_bytes": len(data)}
+    return fields, {"ref": ref, "width": width, "data": np.frombuffer(data, np.uint8)}
 
 
 def _key(f: dict[str, Any]) -> tuple[int, int, int, int]:

@@ -6,7 +6,8 @@ unknown firmware version, a different board id or missing chips -> open the VISA
 instruments and set the pulse generator's amplitude and width (each write read back).
 
 Units: the base class hands the hooks µS and floats in [-1, 1]; on the wire MVM inputs are
-int8 codes ``round(127·x)``, outputs int32 codes with ``y_us = code·adc_lsb_us``, reads
+int8 codes ``round(127·x)`` (binary inputs as bits, firmware ≥ 1.3), outputs signed ADC codes
+with ``y_us = code·adc_lsb_us`` (packed per column, firmware ≥ 1.4), reads
 uint16 codes with ``g_us = code·g_lsb_us`` (both LSBs from IDENTIFY).
 
 Requests larger than one frame are split into tiles (sub-rectangles of the region; MVM
@@ -26,6 +27,7 @@ import structlog
 
 from drivers import DeviceError
 from drivers.base import Driver, LinkBytes
+from drivers.board import packing
 from drivers.board import protocol as P
 from drivers.board.client import BoardClient, Identity
 from drivers.board.errors import (
@@ -51,7 +53,6 @@ from protocols.region import Region
 
 log = structlog.get_logger(__name__)
 
-MVM_REPLY_HEAD = 5
 DEVICES = 4
 MIN_PAYLOAD = 64
 """smallest frame payload the driver shrinks to on a noisy line (bytes)"""
@@ -81,6 +82,7 @@ class HardwareDriver(Driver):
         self._clean = 0
         self._code_bytes = 4
         self._binary_inputs = _version(identity.firmware) >= P.MVM_BITS.min_firmware
+        self._packed_codes = _version(identity.firmware) >= P.MVM_PACKED.min_firmware
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -260,7 +262,10 @@ class HardwareDriver(Driver):
         if self._binary_inputs and not np.any((x_code != 0) & (x_code != P.INPUT_CODE_MAX)):
             # spikes and piano rolls: one bit per input instead of one byte (firmware >= 1.3)
             cmd, x_send, fit = P.MVM_BITS, x_code != 0, 8 * room // rows
-        width = min(cols, (payload - MVM_REPLY_HEAD) // 4)
+        if self._packed_codes:
+            # ADC codes packed losslessly in the reply (firmware >= 1.4); same frames
+            cmd = P.MVM_BITS_PACKED if cmd is P.MVM_BITS else P.MVM_PACKED
+        width = min(cols, (payload - P.MVM_REPLY_HEAD) // 4)
         y = np.empty((x.shape[0], cols), np.float32)
         for c0 in range(0, cols, width):
             c1 = min(c0 + width, cols)
@@ -268,13 +273,19 @@ class HardwareDriver(Driver):
             while b0 < x.shape[0]:
                 # Reply size bound from the code width the board used last (4 until known).
                 per_vector = self._code_bytes * (c1 - c0)
-                batch = max(1, min(fit, (payload - MVM_REPLY_HEAD) // per_vector))
+                batch = max(1, min(fit, (payload - P.MVM_REPLY_HEAD) // per_vector))
                 xb = x_send[b0 : b0 + min(batch, 0xFFFF)]
                 f = {**self._fields(region, 0, rows, c0, c1), "batch": xb.shape[0]}
                 head, a = self._call(cmd, f, {"x": xb}, reply_bytes_hint=per_vector * xb.shape[0])
+                if (head["batch"], head["cols"]) != (xb.shape[0], c1 - c0):
+                    raise DeviceError(
+                        f"board answered {cmd.name} of {xb.shape[0]}x{c1 - c0} with "
+                        f"{head['batch']}x{head['cols']} codes"
+                    )
                 self._code_bytes = head["code_bytes"]
+                codes = a["y"] if "y" in a else _unpack_codes(head, a)
                 y[b0 : b0 + xb.shape[0], c0:c1] = (
-                    a["y"].reshape(xb.shape[0], c1 - c0) * self.identity.adc_lsb_us
+                    codes.reshape(xb.shape[0], c1 - c0) * self.identity.adc_lsb_us
                 )
                 b0 += xb.shape[0]
         return y
@@ -449,6 +460,19 @@ def check_identity(setup: LabSetup, ident: Identity, port: str) -> None:
         )
     if ident.geometry.devices != DEVICES:
         raise FirmwareMismatch(f"board reports {ident.geometry.devices} devices per cell, not 4")
+
+
+def _unpack_codes(head: dict[str, Any], a: dict[str, np.ndarray]) -> np.ndarray:
+    """The ADC codes of a packed MVM reply (:mod:`drivers.board.packing`)."""
+    return packing.decode(
+        head["packing"],
+        head["batch"],
+        head["cols"],
+        head["code_bytes"],
+        a["ref"],
+        a["width"],
+        a["data"],
+    )
 
 
 def _version(text: str) -> tuple[int, int]:

@@ -256,6 +256,48 @@ MVM_BITS = Command(
 )
 """MVM with binary inputs (spikes, piano rolls): each input is one bit, ``x ∈ {0, 1}``
 (code 0 or 127), packed 8 per byte LSB first; the reply is MVM's. Firmware ≥ 1.3."""
+
+
+def _if_packed(f: Mapping[str, Any]) -> int:
+    return f["cols"] if f["packing"] else 0
+
+
+MVM_PACKED_REPLY = Layout(
+    "<HHBBH",
+    ("batch", "cols", "code_bytes", "packing", "data_bytes"),
+    (
+        ArraySpec("ref", _code_dtype, _if_packed),
+        ArraySpec("width", "u1", _if_packed),
+        ArraySpec("data", "u1", lambda f: f["data_bytes"]),
+    ),
+)
+"""The reply of the packed MVM commands: MVM's head plus ``packing`` (0: the codes follow
+raw, as in MVM; 1: frame of reference per column, :mod:`drivers.board.packing`) and the
+length of ``data``; when packed, ``ref`` (the column minima, code dtype) and ``width``
+(bits per value, u8) per column precede the bit-packed records."""
+MVM_PACKED = Command(
+    "mvm_packed",
+    0x0B,
+    MVM.request,
+    MVM_PACKED_REPLY,
+    idempotent=True,
+    validate=_check_mvm,
+    min_firmware=(1, 4),
+)
+"""MVM (int8 inputs) whose reply carries the ADC codes packed losslessly. Firmware ≥ 1.4."""
+MVM_BITS_PACKED = Command(
+    "mvm_bits_packed",
+    0x0C,
+    MVM_BITS.request,
+    MVM_PACKED_REPLY,
+    idempotent=True,
+    validate=_check_mvm,
+    min_firmware=(1, 4),
+)
+"""MVM_BITS (binary inputs as bits) whose reply carries the ADC codes packed. Firmware ≥ 1.4."""
+MVM_REPLY_HEAD = max(MVM.reply.struct_.size, MVM_PACKED_REPLY.struct_.size)
+"""The largest MVM reply head (bytes): the host sizes MVM frames with it for every MVM
+command, so a run splits its MVMs the same way whichever command the firmware offers."""
 READ = Command(
     "read",
     0x04,
@@ -347,6 +389,8 @@ COMMANDS: dict[int, Command] = {
         STATUS,
         PULSE_SPARSE,
         MVM_BITS,
+        MVM_PACKED,
+        MVM_BITS_PACKED,
     )
 }
 """The one command table, by opcode."""

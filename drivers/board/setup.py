@@ -10,7 +10,7 @@ Example (``docs/board-protocol.md`` explains every field)::
       max_payload_bytes: 4096        # <= the board's own maximum (IDENTIFY)
     board:
       chip_ids: [0, 1]               # contract chip index i -> board chip id chip_ids[i]
-      firmware: ["1.2", "1.3"]       # accepted "major.minor" versions; others are refused
+      firmware: ["1.2", "1.3", "1.4"]  # accepted "major.minor" versions; others are refused
       board_id: null                 # optional: refuse any other board
     visa:
       backend: "@sim"                # "@sim" (shipped pyvisa-sim YAML), "@py" or ""
@@ -68,7 +68,7 @@ class LinkSetup(_Model):
 
 class BoardSetup(_Model):
     chip_ids: tuple[int, ...] = Field(default=(0, 1), min_length=1)
-    firmware: tuple[str, ...] = Field(default=("1.2", "1.3"), min_length=1)
+    firmware: tuple[str, ...] = Field(default=("1.2", "1.3", "1.4"), min_length=1)
     board_id: int | None = None
 
 

@@ -103,7 +103,7 @@ def setup_file(tmp_path: Path) -> Callable[..., Path]:
     def write(port: str, name: str = "lab.yaml", **sections: dict[str, Any]) -> Path:
         data: dict[str, Any] = {
             "link": {"port": port, "timeout_s": 0.5, "retries": 3},
-            "board": {"chip_ids": [0, 1], "firmware": ["1.2", "1.3"]},
+            "board": {"chip_ids": [0, 1], "firmware": ["1.2", "1.3", "1.4"]},
             "visa": {"backend": "@sim"},
         }
         for key, values in sections.items():

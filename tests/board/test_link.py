@@ -131,7 +131,9 @@ def test_out_of_limit_pulse_shape_in_the_setup_opens_nothing(emulator, setup_fil
 
 def test_unknown_firmware_is_refused(emulator, setup_file) -> None:
     port = emulator(firmware="9.9")
-    with pytest.raises(FirmwareMismatch, match=r"firmware 9\.9.*accepts only 1\.2, 1\.3") as exc:
+    with pytest.raises(
+        FirmwareMismatch, match=r"firmware 9\.9.*accepts only 1\.2, 1\.3, 1\.4"
+    ) as exc:
         open_board(f"board://{setup_file(port)}")
     assert isinstance(exc.value, VersionMismatch)
     status = _status(port)

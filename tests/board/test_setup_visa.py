@@ -23,7 +23,7 @@ def test_board_url_overrides_the_setup_file(setup_file) -> None:
     path = setup_file("/dev/ttyUSB0", pulse={"width_ns": 80.0})
     s = parse_board_url(f"board://{path}?port=socket://127.0.0.1:9&retries=7&timeout_s=0.25")
     assert (s.link.port, s.link.retries, s.link.timeout_s) == ("socket://127.0.0.1:9", 7, 0.25)
-    assert s.pulse.width_ns == 80.0 and s.board.firmware == ("1.2", "1.3")
+    assert s.pulse.width_ns == 80.0 and s.board.firmware == ("1.2", "1.3", "1.4")
     bare = parse_board_url("board://?port=rfc2217://lab:4000&visa_backend=@py")
     assert bare.link.port == "rfc2217://lab:4000" and bare.visa.backend == "@py"
 
