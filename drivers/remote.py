@@ -299,8 +299,9 @@ class RemoteDriver(Driver):
         (which waits for the socket to accept the frames) and the reply. The reply must be an ``expect`` (or an error reply, raised as its
         :class:`~drivers.DriverError`); any other kind is a :class:`~drivers.DeviceError`.
         """
-        if getattr(self, "session", "") and not isinstance(msg, Hello):
-            msg = msg.model_copy(update={"session": self.session})
+        session = getattr(self, "session", "")
+        if session and msg.session != session and not isinstance(msg, Hello):
+            msg = msg.model_copy(update={"session": session})
         frames = encode(msg, arrays)
         size = sum(len(f) for f in frames)
         if size > MAX_MESSAGE_BYTES:  # the server could not even answer it (docs/protocol.md)
@@ -557,7 +558,12 @@ class RemoteDriver(Driver):
 
     def _mvm(self, region: Region, x: np.ndarray, transpose: bool) -> np.ndarray:
         self._check_reservations()
-        msg = MvmRequest(request_id=new_request_id(), region=region, transpose=transpose)
+        msg = MvmRequest(
+            request_id=new_request_id(),
+            region=region,
+            transpose=transpose,
+            session=getattr(self, "session", None) or None,
+        )
         if self._hello_info.has(CAP_MVM_CODES):  # 1-byte codes each way (drivers/codes.py)
             reply, arrays = self._call(msg, MvmReply, {"x_code": dac_codes(x)})
             if reply.y_lsb_us is None or "y_code" not in arrays:

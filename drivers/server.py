@@ -18,8 +18,9 @@ Each request is ``[identity, header_json, *buffers]`` (``docs/protocol.md``). Th
 
 :meth:`DeviceServer.handle` is the whole request logic without sockets; :meth:`serve`
 is the socket loop: an I/O thread owns the socket, answers heartbeats and marks clients
-alive as their messages arrive (liveness by arrival), and passes every other request to
-the worker thread; the driver and the tables are only changed from the worker.
+alive as their messages arrive (liveness by arrival), runs a short request (an MVM, a
+read) itself when the worker is idle, and passes every other request to the worker
+thread; one lock keeps requests from ever running concurrently.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import re
 import signal
 import sqlite3
 import sys
@@ -138,6 +140,15 @@ AUDITED_KINDS = STATE_CHANGING_KINDS | {
     "reserve",
     "reserve_release",
 }
+INLINE_KINDS = frozenset({"mvm", "read_conductances"})
+"""Request kinds the I/O thread may serve itself when no other request runs."""
+INLINE_MAX_ARRAY_BYTES = 256 * 1024
+"""Largest arrays (all together) of a request the I/O thread serves itself: an MVM of
+batch 1024 over 256 int8 codes; a larger one goes to the worker."""
+_INLINE_HINT = re.compile(rb'"kind":\s*"(?:mvm|read_conductances)"')
+"""A cheap look at a header for a kind in :data:`INLINE_KINDS` (within its first
+:data:`_HINT_SPAN` bytes); only a hint: the strict decode decides."""
+_HINT_SPAN = 512
 
 
 def _info_enabled() -> bool:
@@ -220,6 +231,11 @@ class DeviceServer:
         self._recent: deque[tuple[float, str]] = deque(maxlen=200_000)
         self._live = threading.Lock()  # the I/O thread's arrival touches vs expiry
         self._pending: dict[str, int] = {}  # identity -> requests waiting for the worker
+        self._exec = threading.Lock()  # held while a request (or the sweep) runs
+        self.inline_requests = 0
+        """Requests the I/O thread served itself (:meth:`_serve_inline`)."""
+        self.worker_requests = 0
+        """Requests the worker thread served."""
         self._restore_leases(time.monotonic())
         self.heartbeat_interval_s = heartbeat_interval_s
         self._ctx = context or zmq.Context.instance()
@@ -299,11 +315,13 @@ class DeviceServer:
 
     def _serve_loop(self, sock: zmq.Socket, conn_log: ConnectionLog) -> None:
         """Liveness by arrival: an I/O thread owns the socket, answers heartbeats itself
-        (touching the client's leases and reservations the moment they arrive) and
-        passes every other request to this thread, the worker, which alone touches the
-        driver and the tables; replies go back out through the I/O thread. A long
-        request therefore never delays a heartbeat, and a client whose request waits
-        behind it counts as alive (:meth:`_arrived`)."""
+        (touching the client's leases and reservations the moment they arrive), serves a
+        short request (:meth:`_serve_inline`) itself when nothing else runs, and passes
+        every other request to this thread, the worker; replies go back out through the
+        I/O thread. The driver and the tables are changed only under :attr:`_exec`, held
+        by whichever thread runs a request (or the worker's sweep), so requests never run
+        concurrently. A long request therefore never delays a heartbeat, and a client
+        whose request waits behind it counts as alive (:meth:`_arrival`)."""
         endpoint = f"inproc://hil-server-{id(self):x}-{time.monotonic_ns()}"
         back = self._ctx.socket(zmq.PAIR)
         back.bind(endpoint)
@@ -316,12 +334,15 @@ class DeviceServer:
         try:
             while not self._stop.is_set():
                 if not front.poll(50):
-                    self._sweep(time.monotonic())
+                    with self._exec:
+                        self._sweep(time.monotonic())
                     continue
                 routing, uid, who, *body = front.recv_multipart()
                 user_id = uid.decode() or None
                 try:
-                    reply = self.handle(routing, body, time.monotonic(), user_id)
+                    with self._exec:
+                        self.worker_requests += 1
+                        reply = self.handle(routing, body, time.monotonic(), user_id)
                 finally:
                     self._done(who.decode())
                 front.send_multipart([routing, *reply], copy=False)
@@ -336,6 +357,7 @@ class DeviceServer:
         poller.register(sock, zmq.POLLIN)
         poller.register(back, zmq.POLLIN)
         poller.register(conn_log.monitor, zmq.POLLIN)
+        forwarded = 0  # requests passed to the worker and not answered yet
         while not self._stop.is_set():
             self._check_keys(time.monotonic())  # --auth-keys re-read (SIGHUP, folder change)
             events = dict(poller.poll(50))
@@ -347,6 +369,7 @@ class DeviceServer:
                         frames = back.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
+                    forwarded -= 1
                     self._send(sock, frames[0].bytes, list(frames[1:]))
             if sock not in events:
                 continue
@@ -366,12 +389,46 @@ class DeviceServer:
                 continue
             if not body:
                 continue  # an identity with no body: nothing to answer
+            if not forwarded and _INLINE_HINT.search(body[0], 0, _HINT_SPAN):
+                out = self._serve_inline(peer, body, user_id)
+                if out is not None:
+                    self._send(sock, peer, out)
+                    continue
             who = self._arrival(body, user_id)
             fast = self._heartbeat_now(body, who, user_id) if who else None
             if fast is not None:
                 self._send(sock, peer, fast)
                 continue
             back.send_multipart([peer, (user_id or "").encode(), who.encode(), *body])
+            forwarded += 1
+
+    def _serve_inline(
+        self, routing: bytes, frames: list[bytes], user_id: str | None
+    ) -> list[bytes | memoryview] | None:
+        """The reply to a short request run on the I/O thread itself (no hop to the worker
+        and back), or ``None`` when it must go to the worker: the worker holds
+        :attr:`_exec` (a request or its sweep runs), or the request is not short — only
+        ``mvm`` and ``read_conductances`` with at most :data:`INLINE_MAX_ARRAY_BYTES` of arrays are, so
+        a heartbeat waits at most one such request. The caller checks that no forwarded
+        request is pending, so a client's requests are answered in order."""
+        if not self._exec.acquire(blocking=False):
+            return None
+        try:
+            decoded: tuple[RequestMessage, dict[str, np.ndarray]] | None
+            try:
+                decoded = decode_request(frames)
+            except ProtocolError:
+                decoded = None  # handle() answers it with the error (short either way)
+            else:
+                msg, arrays = decoded
+                if msg.kind not in INLINE_KINDS or (
+                    sum(a.nbytes for a in arrays.values()) > INLINE_MAX_ARRAY_BYTES
+                ):
+                    return None
+            self.inline_requests += 1
+            return self._handle(routing, frames, time.monotonic(), user_id, decoded)
+        finally:
+            self._exec.release()
 
     def _arrival(self, body: list[bytes], user_id: str | None) -> str:
         """The identity of an arriving request ("" if it has none yet): it is alive now,
@@ -442,8 +499,10 @@ class DeviceServer:
         body: list[zmq.Frame] = []
         total, n = 0, 0
         refusal: tuple[str | None, str] | None = None
-        while sock.getsockopt(zmq.RCVMORE):
+        more = routing.more  # the frame's own flag: no getsockopt(RCVMORE) per frame
+        while more:
             frame = sock.recv(copy=False)
+            more = frame.more
             n += 1
             total += len(frame)
             if refusal is not None:
@@ -592,11 +651,22 @@ class DeviceServer:
         """Reply frames for one request ``frames`` from peer ``routing`` (whose CURVE key is
         ``user_id``). Never raises. The client's identity comes from its key or session
         token (:mod:`drivers.sessions`), never from ``routing``."""
+        return self._handle(routing, frames, now, user_id, None)
+
+    def _handle(
+        self,
+        routing: bytes,
+        frames: Sequence[bytes],
+        now: float,
+        user_id: str | None,
+        decoded: tuple[RequestMessage, dict[str, np.ndarray]] | None,
+    ) -> list[bytes | memoryview]:
+        """:meth:`handle`, with the request already decoded when ``decoded`` is given."""
         client = f"peer:{client_name(routing)}"
         t0 = time.perf_counter()
         request_id, verb, region = "-", "?", None
         try:
-            msg, arrays = decode_request(frames)
+            msg, arrays = decode_request(frames) if decoded is None else decoded
             request_id, verb = msg.request_id, msg.kind
             region = getattr(msg, "region", None)
             token = ""

@@ -109,13 +109,18 @@ class ZmqLink:
         return False
 
     def send(self, frames: list[Any], deadline: float) -> bool:
-        """Send ``frames`` as soon as the socket can take them; ``False`` at the deadline."""
-        while self._poll(zmq.POLLOUT, deadline):
+        """Send ``frames`` as soon as the socket can take them; ``False`` at the deadline.
+
+        The first attempt needs no poll: a socket with a ready pipe takes the frames at
+        once (``NOBLOCK``); only a refused attempt waits for ``POLLOUT``."""
+        ready = True
+        while ready or self._poll(zmq.POLLOUT, deadline):
+            ready = False
             try:
                 self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
                 self.bytes_sent += sum(len(f) for f in frames)
                 return True
-            except zmq.Again:  # the pipe went away between poll and send
+            except zmq.Again:  # no ready pipe (yet), or it went away between poll and send
                 continue
         return False
 

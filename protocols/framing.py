@@ -87,24 +87,33 @@ def encode(
         ``[header_json_bytes, *buffers]``; buffers are byte views of the (contiguous)
         arrays, not copies: do not modify the arrays until the frames are sent.
     """
-    specs: list[ArraySpec] = []
+    names: list[str] = []
+    specs: list[str] = []
     buffers: list[bytes | memoryview] = []
     for name, arr in (arrays or {}).items():
         a = np.asarray(arr)
         dname = _dtype_name(a)
         a = np.require(a, dtype=np.dtype(DTYPES[dname]), requirements="C")
-        # computed from the array itself: nothing to validate (decoding checks specs)
+        # computed from the array itself: nothing to validate (decoding checks specs); the
+        # JSON of its ArraySpec written directly (a model per array costs more than the
+        # rest of the header)
+        shape = ",".join(map(str, a.shape))
         specs.append(
-            ArraySpec.model_construct(name=name, dtype=dname, shape=a.shape, nbytes=a.nbytes)
+            f'{{"name":{json.dumps(name)},"dtype":"{dname}","shape":[{shape}],"nbytes":{a.nbytes}}}'
         )
+        names.append(name)
         buffers.append(a.data.cast("B") if a.size else b"")  # no copy
-    msg = message.model_copy(update={"arrays": tuple(specs)})
-    _check_names(msg, specs)
-    return [msg.model_dump_json().encode(), *buffers]
+    _check_names(message, names)
+    # the message's own ``arrays`` are replaced by these specs (key order is immaterial)
+    rest = message.model_dump_json(exclude=_ARRAYS).encode()
+    head = b'{"arrays":[' + ",".join(specs).encode() + (b"]," if len(rest) > 2 else b"]")
+    return [head + rest[1:], *buffers]
 
 
-def _check_names(msg: AnyMessage, specs: Sequence[ArraySpec]) -> None:
-    names = [s.name for s in specs]
+_ARRAYS = {"arrays"}
+
+
+def _check_names(msg: AnyMessage, names: Sequence[str]) -> None:
     if len(set(names)) != len(names):
         raise MalformedMessage(f"duplicate array names {names} in a {msg.kind!r} message")
     required = set(msg.REQUIRED_ARRAYS)
@@ -208,7 +217,7 @@ def _arrays(msg: AnyMessage, buffers: Sequence[bytes | memoryview]) -> dict[str,
         raise MalformedMessage(
             f"header lists {len(specs)} array(s) but {len(buffers)} buffer frame(s) followed"
         )
-    _check_names(msg, specs)
+    _check_names(msg, [s.name for s in specs])
     out: dict[str, np.ndarray] = {}
     for spec, buf in zip(specs, buffers, strict=True):
         dtype = np.dtype(DTYPES[spec.dtype])
