@@ -128,6 +128,25 @@ def test_reply_cache_is_bounded_and_round_trips() -> None:
     assert other.get("c", "apply_pulses", "fp") == rep
 
 
+def test_pulse_fingerprint_is_of_the_counts_values() -> None:
+    """apply_pulses fingerprints its validated counts as uint8 when they fit: the same
+    counts are the same request, any changed count another (and counts past 255 stay
+    int32, still distinct)."""
+    from drivers.base import _hashable_counts
+
+    a = np.zeros((2, 2, 4), dtype=np.int32)
+    b = a.copy()
+    b[1, 0, 3] = 7
+    assert _hashable_counts(b).dtype == np.uint8
+    np.testing.assert_array_equal(_hashable_counts(b), b)
+    fp = [fingerprint("apply_pulses", R, _hashable_counts(c), None) for c in (a, b, b.copy())]
+    assert fp[0] != fp[1] and fp[1] == fp[2]
+    big = b.copy()
+    big[0, 0, 0] = 300
+    assert _hashable_counts(big).dtype == np.int32
+    assert fingerprint("v", R, _hashable_counts(big)) != fingerprint("v", R, _hashable_counts(b))
+
+
 def test_fingerprint_depends_on_arrays() -> None:
     a = np.zeros((2, 2, 4), dtype=np.int32)
     assert fingerprint("v", R, a) == fingerprint("v", R, a.copy())
