@@ -9,7 +9,9 @@ wait. Nothing here blocks without a bound:
   deadline passes first;
 - :meth:`ZmqLink.recv` waits for the reply with a given ``request_id`` until the deadline;
 - both read the socket monitor while they wait and turn a failed handshake into a typed
-  error at once (:class:`~drivers.Unauthorised` with its cause in one line), and keep
+  error at once (:class:`~drivers.Unauthorised` with its cause in one line; a peer hanging
+  up mid-handshake counts only the second time in a row, as the first may be a server
+  killed with the connection in its backlog, which a retry survives), and keep
   count of refused connection attempts (``refusals``) and successful handshakes
   (``handshakes``) so a caller can tell "nothing listening" from "the server is busy".
 """
@@ -59,6 +61,8 @@ class ZmqLink:
         """Connection attempts that failed before a TCP/IPC connection existed."""
         self.connections = 0
         self.handshakes = 0
+        self.hangups = 0
+        """Handshakes in a row the peer hung up on (one is a server that died mid-handshake)."""
         self.bytes_sent = self.bytes_received = 0
         """Bytes of the frames sent and received on this socket."""
         sock = ctx.socket(zmq.DEALER)
@@ -160,13 +164,19 @@ class ZmqLink:
                 self.connections += 1
             elif kind == zmq.EVENT_CLOSED:  # a connect attempt failed (refused, no such file)
                 self.refusals += 1
+                self.hangups = 0
             elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.handshakes += 1
-            elif kind in (
-                zmq.EVENT_HANDSHAKE_FAILED_AUTH,
-                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
-                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
-            ):
+                self.hangups = 0
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                # the peer hung up mid-handshake: a server refusing our mechanism or key
+                # does so on every attempt, but a server that died (kill -9, crash) with
+                # this connection in its backlog does so once, and the next attempt is
+                # refused or served. Only a second hang-up in a row is a refusal.
+                self.hangups += 1
+                if self.hangups >= 2:
+                    raise Unauthorised(self._handshake_failure(kind, value))
+            elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
                 raise Unauthorised(self._handshake_failure(kind, value))
 
     def _handshake_failure(self, kind: int, value: int) -> str:

@@ -26,9 +26,10 @@ from drivers import DeviceTimeout, DeviceUnreachable, DriverError, Unauthorised,
 from drivers.auth import generate_keypair
 from drivers.remote import RemoteDriver
 from drivers.server import DeviceServer
+from drivers.zmq_link import ZmqLink
 from hil.cli import main
 from protocols import PROTOCOL_VERSION, Region, encode
-from protocols.messages import LeaseAcquire
+from protocols.messages import Hello, HelloReply, LeaseAcquire
 from tests.drivers.fakes import FakeDriver, Sessions
 from tests.drivers.serve_proc import ServeProcess, wait_for
 
@@ -106,6 +107,68 @@ def test_wrong_server_key(curve) -> None:  # type: ignore[no-untyped-def]
         Unauthorised,
         "server_key is not that server's public key",
     )
+
+
+def test_a_server_killed_mid_handshake_is_no_refusal(tmp_path: Path) -> None:
+    """A connection waiting in the backlog of a server that dies (kill -9) sees the peer hang
+    up mid-handshake, once: no CURVE refusal. The next server at that address serves it
+    (the kill -9 flake of ``test_server_kill9_mid_stream_loses_and_doubles_nothing``)."""
+    path = tmp_path / "s.sock"
+    dying = socket.socket(socket.AF_UNIX)
+    dying.bind(str(path))
+    dying.listen(4)  # never accepts: the connection waits in the backlog, as under load
+    link = ZmqLink(zmq.Context.instance(), f"ipc://{path}", b"c-killed", None)
+    server = None
+    loop = None
+    try:
+        assert wait_for(lambda: link.recv("-", time.monotonic() + 0.02) or link.connections)
+        dying.close()  # the kill: the backlog's connections are reset (the file stays)
+        assert wait_for(lambda: link.recv("-", time.monotonic() + 0.02) or link.hangups)
+        server = DeviceServer(FakeDriver(), f"ipc://{path}")
+        ready = threading.Event()
+        loop = threading.Thread(target=server.serve, args=(ready,), daemon=True)
+        loop.start()
+        assert ready.wait(10)
+        hello = Hello(request_id="h-1", client="after-kill")
+        assert link.send(encode(hello), time.monotonic() + 10)
+        reply = link.recv("h-1", time.monotonic() + 10)
+        assert reply is not None and isinstance(reply[0], HelloReply)
+    finally:
+        link.close()
+        if server is not None and loop is not None:
+            server.stop()
+            loop.join(10)
+
+
+def test_a_peer_hanging_up_every_handshake_is_a_refusal(tmp_path: Path) -> None:
+    """A peer that hangs up on every handshake refuses this client (a CURVE server does)."""
+    path = tmp_path / "s.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(4)
+    stop = threading.Event()
+
+    def hang_up() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+
+    closer = threading.Thread(target=hang_up, daemon=True)
+    closer.start()
+    link = ZmqLink(zmq.Context.instance(), f"ipc://{path}", b"c-refused", None)
+    try:
+        with pytest.raises(Unauthorised, match="requires CURVE keys"):
+            link.recv("-", time.monotonic() + BOUND_S)
+        assert link.hangups == 2
+    finally:
+        stop.set()
+        closer.join(10)
+        listener.close()
+        link.close()
 
 
 def test_keys_against_a_server_without_curve(tmp_path: Path) -> None:
