@@ -145,6 +145,9 @@ INLINE_KINDS = frozenset({"mvm", "read_conductances"})
 INLINE_MAX_ARRAY_BYTES = 256 * 1024
 """Largest arrays (all together) of a request the I/O thread serves itself: an MVM of
 batch 1024 over 256 int8 codes; a larger one goes to the worker."""
+INLINE_WAIT_S = 1.0
+"""How long the I/O thread waits for the worker's sweep (a lease/reservation expiry, at
+most one state-db transaction) before it passes a short request to the worker instead."""
 _INLINE_HINT = re.compile(rb'"kind":\s*"(?:mvm|read_conductances)"')
 """A cheap look at a header for a kind in :data:`INLINE_KINDS` (within its first
 :data:`_HINT_SPAN` bytes); only a hint: the strict decode decides."""
@@ -406,12 +409,15 @@ class DeviceServer:
         self, routing: bytes, frames: list[bytes], user_id: str | None
     ) -> list[bytes | memoryview] | None:
         """The reply to a short request run on the I/O thread itself (no hop to the worker
-        and back), or ``None`` when it must go to the worker: the worker holds
-        :attr:`_exec` (a request or its sweep runs), or the request is not short — only
-        ``mvm`` and ``read_conductances`` with at most :data:`INLINE_MAX_ARRAY_BYTES` of arrays are, so
-        a heartbeat waits at most one such request. The caller checks that no forwarded
-        request is pending, so a client's requests are answered in order."""
-        if not self._exec.acquire(blocking=False):
+        and back), or ``None`` when it must go to the worker: the request is not short —
+        only ``mvm`` and ``read_conductances`` with at most :data:`INLINE_MAX_ARRAY_BYTES`
+        of arrays are, so a heartbeat waits at most one such request — or :attr:`_exec`
+        stayed taken for :data:`INLINE_WAIT_S`. The caller checks that no forwarded request
+        is pending, so a client's requests are answered in order, and the worker runs no
+        request: only its sweep can hold the lock, briefly, so the request waits for it
+        rather than taking the hop (which would be decided by when the sweep happened to
+        run)."""
+        if not self._exec.acquire(timeout=INLINE_WAIT_S):
             return None
         try:
             decoded: tuple[RequestMessage, dict[str, np.ndarray]] | None

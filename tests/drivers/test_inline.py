@@ -85,6 +85,31 @@ def test_an_mvm_is_served_on_the_io_thread_while_the_worker_is_idle(
         assert drv.threads[-1][0] == "mvm" and drv.threads[-1][1] != "hil-server-io"
 
 
+def test_an_mvm_arriving_during_the_workers_sweep_waits_for_it_on_the_io_thread(
+    gated: tuple[GatedDriver, DeviceServer],
+) -> None:
+    """The worker's sweep holds the request lock for a moment every 50 ms; an MVM that
+    arrives then is still served by the I/O thread (it waits for the sweep), so where a
+    request runs does not depend on when the sweep happened to run."""
+    drv, server = gated
+    x = np.ones((2, 4))
+    expected = drv.mvm(R, x)
+    drv.threads.clear()
+    with RemoteDriver(server.bound[0], timeout_s=10) as remote:
+        before = server.worker_requests
+        got: list[np.ndarray] = []
+        with server._exec:  # what the sweep holds while it expires leases
+            mvm = threading.Thread(target=lambda: got.append(remote.mvm(R, x)))
+            mvm.start()
+            mvm.join(0.3)
+            assert not got  # nothing runs beside the sweep
+        mvm.join(10)
+        assert len(got) == 1
+        np.testing.assert_allclose(got[0], expected, rtol=1e-6)
+        assert drv.threads == [("mvm", "hil-server-io")]
+        assert server.worker_requests == before
+
+
 def test_a_heartbeat_is_answered_and_an_mvm_waits_while_a_long_request_runs(
     gated: tuple[GatedDriver, DeviceServer],
 ) -> None:
