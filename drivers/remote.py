@@ -6,7 +6,8 @@ reconnections: leases, idempotent retries). Opening the driver is one probe: a `
 answered within ``connect_timeout_s`` (default 3 s), or one line naming the cause
 (nothing listening, CURVE keys needed or refused, another protocol version, the server
 busy). Each request then waits ``timeout_s`` for the reply with its ``request_id``; on timeout the socket is rebuilt (lazy-pirate) and the
-*same* request is re-sent after an exponential backoff, so a retried state-changing
+*same* request is re-sent after an exponential backoff (``backoff_s · 2^(attempt−1)``,
+at most ``max_backoff_s``), so a retried state-changing
 request is applied at most once by the server. After ``retries`` failed attempts it
 raises :class:`~drivers.DeviceTimeout`. A daemon thread sends a heartbeat every
 ``heartbeat_interval_s`` (from the server's hello) while no other traffic flows, which
@@ -14,7 +15,7 @@ keeps this client's leases alive. Error replies become the matching
 :class:`~drivers.DriverError` subclass. With CURVE, a refused handshake raises
 :class:`~drivers.Unauthorised`.
 
-URL form: ``tcp://host:port?timeout_s=5&retries=5&connect_timeout_s=3&server_key=PATH&client_key=PATH``
+URL form: ``tcp://host:port?timeout_s=5&retries=5&backoff_s=0.05&max_backoff_s=2&connect_timeout_s=3&server_key=PATH&client_key=PATH``
 (``server_key``: the server's public ``.key`` file; ``client_key``: this client's
 ``.key_secret`` file).
 """
@@ -125,6 +126,7 @@ class RemoteDriver(Driver):
         timeout_s: float = 5.0,
         retries: int = 5,
         backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
         connect_timeout_s: float = 3.0,
         server_key: str | Path | None = None,
         client_key: str | Path | None = None,
@@ -141,7 +143,13 @@ class RemoteDriver(Driver):
                 f"> 0, retries={retries} and backoff_s={backoff_s} >= 0"
             )
         self.endpoint = endpoint
+        if not max_backoff_s >= backoff_s:
+            raise InvalidRequest(
+                f"max_backoff_s={max_backoff_s} must be >= backoff_s={backoff_s} (the longest "
+                f"wait between two attempts of a request)"
+            )
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.max_backoff_s = max_backoff_s
         self.connect_timeout_s = connect_timeout_s
         self.routing_id = f"c-{uuid.uuid4().hex[:16]}".encode()
         self._ctx = context or zmq.Context.instance()
@@ -180,6 +188,13 @@ class RemoteDriver(Driver):
             )
             self._hb.start()
 
+    def _backoff(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt`` (1 = the first retry):
+        ``min(backoff_s · 2^(attempt−1), max_backoff_s)``. Capped, so a client with many
+        retries keeps probing a server that is down instead of sleeping for minutes
+        (without the cap, retry 12 of 50 ms would wait 102 s)."""
+        return min(self.backoff_s * 2.0 ** min(attempt - 1, 64), self.max_backoff_s)
+
     @classmethod
     def from_url(cls, url: str) -> RemoteDriver:
         parts = urlsplit(url)
@@ -188,6 +203,7 @@ class RemoteDriver(Driver):
             "timeout_s",
             "retries",
             "backoff_s",
+            "max_backoff_s",
             "connect_timeout_s",
             "server_key",
             "client_key",
@@ -206,6 +222,7 @@ class RemoteDriver(Driver):
                 timeout_s=float(q.get("timeout_s", 5.0)),
                 retries=int(q.get("retries", 5)),
                 backoff_s=float(q.get("backoff_s", 0.05)),
+                max_backoff_s=float(q.get("max_backoff_s", 2.0)),
                 connect_timeout_s=float(q.get("connect_timeout_s", 3.0)),
                 server_key=q.get("server_key"),
                 client_key=q.get("client_key"),
@@ -324,7 +341,7 @@ class RemoteDriver(Driver):
                         request_id=msg.request_id,
                         timeout_s=timeout_s,
                     )
-                    time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                    time.sleep(self._backoff(attempt))
                     self._disconnect()
                     self._connect()
                 assert self._link is not None

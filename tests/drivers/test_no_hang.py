@@ -143,3 +143,54 @@ def test_server_reply_to_a_vanished_client_is_dropped_not_blocking() -> None:
         assert logs[0]["client"] == "gone"
     finally:
         sock.close()
+
+
+def test_retry_waits_double_up_to_max_backoff_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``backoff_s · 2^(attempt−1)`` between attempts, never more than ``max_backoff_s``:
+    a client with many retries keeps probing a server that is down (uncapped, retry 12 of
+    50 ms would sleep 102 s)."""
+    import threading
+
+    import drivers.remote
+    from tests.drivers.fakes import FakeDriver
+
+    server = DeviceServer(FakeDriver(), f"ipc://{tmp_path}/s.sock")
+    ready = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(ready,), daemon=True)
+    thread.start()
+    assert ready.wait(5)
+    remote = RemoteDriver(
+        server.bound[0],
+        timeout_s=0.05,
+        retries=12,
+        backoff_s=0.05,
+        max_backoff_s=0.4,
+        heartbeats=False,
+    )
+    server.stop()
+    thread.join(5)
+    waits: list[float] = []
+    main = threading.current_thread()
+    real_sleep = time.sleep
+
+    def sleep(s: float) -> None:
+        if threading.current_thread() is main:
+            waits.append(s)
+        else:
+            real_sleep(s)
+
+    monkeypatch.setattr(drivers.remote.time, "sleep", sleep)
+    with remote, pytest.raises(DeviceTimeout, match="13 attempt"):
+        remote.time_s()
+    assert waits == pytest.approx([0.05, 0.1, 0.2] + [0.4] * 9)
+
+
+def test_max_backoff_s_below_backoff_s_is_refused(tmp_path: Path) -> None:
+    from drivers import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="max_backoff_s=0.01 must be >= backoff_s=0.05"):
+        RemoteDriver(f"ipc://{tmp_path}/nobody.sock", backoff_s=0.05, max_backoff_s=0.01)
+    with pytest.raises(InvalidRequest, match="max_backoff_s"):
+        RemoteDriver.from_url(f"ipc://{tmp_path}/nobody.sock?backoff_s=1&max_backoff_s=0.5")
