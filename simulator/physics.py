@@ -206,35 +206,25 @@ def fast_normal_raw(
     w >>= 8
     if out is None:
         u = w.astype(np.float32)
-        u *= np.float32(2.0**-24)
-        return _box_muller(u, n).reshape(shape)
-    z = out.reshape(-1)[: 2 * h]
-    r = w[:h].astype(np.float32)  # the radii's uniforms, own buffer (h values)
-    theta = z[h:]
-    np.copyto(theta, w[h:], casting="unsafe")  # exact: w < 2^24
-    r *= np.float32(2.0**-24)
-    theta *= np.float32(2.0**-24)
-    np.negative(r, out=r)
-    np.log1p(r, out=r)
-    r *= np.float32(-2.0)
-    np.sqrt(r, out=r)
-    theta *= np.float32(2.0 * np.pi)
-    np.cos(theta, out=z[:h])
-    np.sin(theta, out=theta)
-    z[:h] *= r
-    theta *= r
-    return z[:n].reshape(shape)
+    else:  # the uniforms go straight into the scratch, which then holds the normals
+        u = out.reshape(-1)[: 2 * h]
+        np.copyto(u, w, casting="unsafe")  # exact: w < 2^24
+    u *= np.float32(2.0**-24)
+    return _box_muller(u, n, out=u).reshape(shape)
 
 
-def _box_muller(u: np.ndarray, n: int) -> np.ndarray:
-    """``n`` normals from ``2h`` uniforms in [0, 1) (float32; ``u`` is used as scratch)."""
+def _box_muller(u: np.ndarray, n: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``n`` normals from ``2h`` uniforms in [0, 1) (float32; ``u`` is used as scratch):
+    ``z = sqrt(-2 ln(1 - u[:h])) · (cos, sin)(2 pi u[h:])``, cosines first, written into
+    ``out`` (``2h`` float32; may be ``u`` itself) or a new array."""
     h = u.shape[0] // 2
-    r = np.log1p(-u[:h])
+    r = np.negative(u[:h])  # own array: u[:h] is free from here on
+    np.log1p(r, out=r)
     r *= np.float32(-2.0)
     np.sqrt(r, out=r)
     theta = u[h:]
     theta *= np.float32(2.0 * np.pi)
-    out = np.empty(2 * h, dtype=np.float32)
+    out = np.empty(2 * h, dtype=np.float32) if out is None else out[: 2 * h]
     np.cos(theta, out=out[:h])
     np.sin(theta, out=out[h:])
     out[:h] *= r
